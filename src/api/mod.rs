@@ -1,0 +1,127 @@
+//! The REST API: routing, app lookup and request signing, then one file per resource.
+//!
+//! Every error is one status with a JSON `{"error": ...}` body (spec §10.1).
+
+use std::rc::Rc;
+
+use crate::app::App;
+use crate::auth;
+use crate::http::query::Query;
+use crate::http::request::{Method, RequestHead};
+use crate::http::response::Response;
+use crate::server::core::Core;
+
+pub mod channels;
+pub mod events;
+pub mod stats;
+
+/// What a handler gets: the app, the decoded query and the raw body.
+pub struct ApiRequest<'a> {
+    pub core: &'a Rc<Core>,
+    pub app: &'a App,
+    pub query: Query,
+    pub body: &'a [u8],
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn method_name(m: &Method) -> &str {
+    match m {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Head => "HEAD",
+        Method::Other(s) => s,
+    }
+}
+
+pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response {
+    let get = matches!(head.method, Method::Get | Method::Head);
+    match head.path.as_str() {
+        "/health" | "/up" => {
+            return if get {
+                stats::health(core)
+            } else {
+                Response::method_not_allowed("GET, HEAD")
+            };
+        }
+        "/stats" => {
+            return if get {
+                stats::stats(core).await
+            } else {
+                Response::method_not_allowed("GET, HEAD")
+            };
+        }
+        _ => {}
+    }
+    let Some(rest) = head.path.strip_prefix("/apps/") else {
+        return Response::error(404, "Not found");
+    };
+    let (app_id, resource) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(app) = core.shared.apps.by_id(app_id) else {
+        return Response::error(404, &format!("Unknown app id '{app_id}'"));
+    };
+    let segments: Vec<&str> = resource.split('/').collect();
+    // Route first so unknown paths are 404 and wrong methods 405 whatever the signature says.
+    let handler = match (segments.as_slice(), &head.method) {
+        (["events"], Method::Post) => Route::Trigger,
+        (["batch_events"] | ["events", "batch"], Method::Post) => Route::Batch,
+        (["channels"], Method::Get | Method::Head) => Route::Channels,
+        (["channels", name], Method::Get | Method::Head) if !name.is_empty() => {
+            Route::Channel(name)
+        }
+        (["channels", name, "stats"], Method::Get | Method::Head) => Route::ChannelStats(name),
+        (["channels", name, "events"], Method::Post) => Route::LegacyTrigger(name),
+        (["events"] | ["batch_events"] | ["events", "batch"] | ["channels", _, "events"], _) => {
+            return Response::method_not_allowed("POST")
+        }
+        (["channels"] | ["channels", _] | ["channels", _, "stats"], _) => {
+            return Response::method_not_allowed("GET, HEAD")
+        }
+        _ => return Response::error(404, &format!("Not found: {}", head.path)),
+    };
+    let query = match Query::parse(&head.query) {
+        Ok(q) => q,
+        Err(e) => return Response::error(401, &format!("Invalid query string: {e}")),
+    };
+    let app_cfg = &app.config;
+    if let Err(e) = auth::verify_rest_request(
+        method_name(&head.method),
+        &head.path,
+        &query,
+        body,
+        &app_cfg.key,
+        &app_cfg.secret,
+        now_unix(),
+        core.shared.config.limits.auth_timestamp_window_secs,
+    ) {
+        return Response::error(401, &e.to_string());
+    }
+    let req = ApiRequest {
+        core,
+        app,
+        query,
+        body,
+    };
+    match handler {
+        Route::Trigger => events::trigger(&req).await,
+        Route::Batch => events::batch(&req).await,
+        Route::LegacyTrigger(name) => events::legacy_trigger(&req, name),
+        Route::Channels => channels::list(&req).await,
+        Route::Channel(name) => channels::one(&req, name).await,
+        Route::ChannelStats(name) => channels::legacy_stats(&req, name).await,
+    }
+}
+
+enum Route<'a> {
+    Trigger,
+    Batch,
+    LegacyTrigger(&'a str),
+    Channels,
+    Channel(&'a str),
+    ChannelStats(&'a str),
+}

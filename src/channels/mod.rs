@@ -1,0 +1,4 @@
+//! Channels: names and types, and the per-core subscriber index with its fan-out loop.
+
+pub mod index;
+pub mod name;

@@ -1,0 +1,693 @@
+//! Server and app configuration.
+//!
+//! Sources, highest precedence first: CLI flags, `RELAY_*` environment, the apps file (JSON), built-in defaults.
+//! With no configuration at all the server listens on 0.0.0.0:6001 and serves one app
+//! (`app-id` / `app-key` / `app-secret`), so `cargo run --release` is immediately usable.
+//! Every limit lives here with a name and a default; `validate` turns a bad value into one message that names the
+//! field and the problem.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_PORT: u16 = 6001;
+pub const DEFAULT_APP_ID: &str = "app-id";
+pub const DEFAULT_APP_KEY: &str = "app-key";
+pub const DEFAULT_APP_SECRET: &str = "app-secret";
+
+/// A configuration problem: which field, and what is wrong with it.
+#[derive(Debug, PartialEq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One tenant: credentials plus its own limits and switches.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    pub enabled: bool,
+    /// Simultaneous connections for this app; 0 = unlimited. Over it: close 4004.
+    pub max_connections: u64,
+    /// Bytes of `data` per published event (spec §10.9: 10 KB). Over it: 413.
+    pub max_event_payload_bytes: usize,
+    /// Channels in one publish (spec §10.2: 100).
+    pub max_channels_per_publish: usize,
+    /// Events in one batch publish (spec §10.3: 10).
+    pub max_batch_size: usize,
+    /// Characters in a channel name (spec §3.1: 200, strict Pusher 164).
+    pub max_channel_name_length: usize,
+    /// Characters in an event name (spec §10.2: 200).
+    pub max_event_name_length: usize,
+    /// Whether `client-*` events are relayed (spec §6).
+    pub client_events: bool,
+    /// Distinct users in one presence channel (spec §5: 100).
+    pub max_presence_members: usize,
+    /// Characters in a presence user id (spec §5: 128).
+    pub max_presence_user_id_length: usize,
+    /// Bytes of a presence member's user_info (spec §5: 1 KB).
+    pub max_presence_user_info_bytes: usize,
+    /// Client events per second per connection (spec §6: 10).
+    pub max_client_events_per_second: u32,
+    /// Send `pusher_internal:subscription_count` (spec §9).
+    pub subscription_count: bool,
+    /// Seconds a cache channel keeps its last event (spec §8: up to 30 min).
+    pub cache_ttl_secs: u64,
+    /// Connections must sign in or subscribe to an authorized channel in time (spec §7.2).
+    pub authorized_connections: bool,
+    /// Watched users per signed-in connection (spec §7.5: 100).
+    pub max_watchlist_size: usize,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            id: DEFAULT_APP_ID.into(),
+            key: DEFAULT_APP_KEY.into(),
+            secret: DEFAULT_APP_SECRET.into(),
+            enabled: true,
+            max_connections: 0,
+            max_event_payload_bytes: 10 * 1024,
+            max_channels_per_publish: 100,
+            max_batch_size: 10,
+            max_channel_name_length: 200,
+            max_event_name_length: 200,
+            client_events: true,
+            max_presence_members: 100,
+            max_presence_user_id_length: 128,
+            max_presence_user_info_bytes: 1024,
+            max_client_events_per_second: 10,
+            subscription_count: false,
+            cache_ttl_secs: 1800,
+            authorized_connections: false,
+            max_watchlist_size: 100,
+        }
+    }
+}
+
+/// Server-wide limits. Each has a name, a default and a reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Whole-server connection capacity; 0 = unlimited. Over it: close 4100 (clients back off).
+    pub max_connections: u64,
+    /// Largest WebSocket message (after reassembly) a client may send. Checked right after a frame header.
+    pub max_ws_message_bytes: usize,
+    /// Bytes queued for one connection before it is closed as a slow reader (4100-range code, see protocol).
+    pub max_outbound_queue_bytes: usize,
+    /// Request line plus headers.
+    pub max_http_head_bytes: usize,
+    /// Header count per request.
+    pub max_http_headers: usize,
+    /// Request body (Content-Length).
+    pub max_http_body_bytes: usize,
+    /// A request head or body must arrive within this (slowloris guard).
+    pub http_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub http_idle_timeout: Duration,
+    /// Messages queued in one core's inbox before publishers are told the server is overloaded.
+    pub core_inbox_capacity: usize,
+    /// REST timestamp window (spec §11.1: 600 s).
+    pub auth_timestamp_window_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 0,
+            max_ws_message_bytes: 64 * 1024,
+            max_outbound_queue_bytes: 1024 * 1024,
+            max_http_head_bytes: 16 * 1024,
+            max_http_headers: 64,
+            max_http_body_bytes: 1024 * 1024,
+            http_read_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            core_inbox_capacity: 64 * 1024,
+            auth_timestamp_window_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    /// Worker cores (one pinned thread and one runtime each).
+    pub workers: usize,
+    pub debug: bool,
+    /// Seconds of client silence before the server checks liveness (sent in connection_established).
+    pub activity_timeout_secs: u64,
+    /// Seconds to wait for any reply to that check before closing with 4201.
+    pub pong_timeout_secs: u64,
+    pub limits: Limits,
+    pub apps: Vec<AppConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: DEFAULT_PORT,
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            debug: false,
+            activity_timeout_secs: 120,
+            pong_timeout_secs: 30,
+            limits: Limits::default(),
+            apps: vec![AppConfig::default()],
+        }
+    }
+}
+
+/// The apps file: server settings (all optional) and the apps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AppsFile {
+    host: Option<String>,
+    port: Option<u16>,
+    workers: Option<usize>,
+    debug: Option<bool>,
+    activity_timeout: Option<u64>,
+    max_connections: Option<u64>,
+    apps: Vec<AppConfig>,
+}
+
+/// Settings that may come from the environment or CLI flags, keyed by the env name.
+const SETTINGS: &[(&str, &str, &str)] = &[
+    // (env var, cli flag, meaning)
+    ("RELAY_HOST", "--host", "address to listen on"),
+    ("RELAY_PORT", "--port", "port for WebSocket and HTTP"),
+    ("RELAY_WORKERS", "--workers", "worker cores"),
+    (
+        "RELAY_APPS_FILE",
+        "--apps-file",
+        "JSON file with server settings and apps",
+    ),
+    ("RELAY_APP_ID", "--app-id", "id of the default app"),
+    ("RELAY_APP_KEY", "--app-key", "key of the default app"),
+    (
+        "RELAY_APP_SECRET",
+        "--app-secret",
+        "secret of the default app",
+    ),
+    (
+        "RELAY_MAX_CONNECTIONS",
+        "--max-connections",
+        "connections allowed for the default app (0 = unlimited)",
+    ),
+    (
+        "RELAY_SERVER_MAX_CONNECTIONS",
+        "--server-max-connections",
+        "connections for the whole server (0 = unlimited)",
+    ),
+    ("RELAY_DEBUG", "--debug", "debug logging (true/false)"),
+    (
+        "RELAY_ACTIVITY_TIMEOUT",
+        "--activity-timeout",
+        "seconds of client silence before a liveness check",
+    ),
+    (
+        "RELAY_PONG_TIMEOUT",
+        "--pong-timeout",
+        "seconds to answer a liveness check",
+    ),
+    (
+        "RELAY_CLIENT_EVENTS",
+        "--client-events",
+        "relay client-* events for the default app (true/false)",
+    ),
+    (
+        "RELAY_SUBSCRIPTION_COUNT",
+        "--subscription-count",
+        "send subscription_count events (true/false)",
+    ),
+    (
+        "RELAY_MAX_WS_MESSAGE_BYTES",
+        "--max-ws-message-bytes",
+        "largest WebSocket message from a client",
+    ),
+    (
+        "RELAY_MAX_OUTBOUND_QUEUE_BYTES",
+        "--max-outbound-queue-bytes",
+        "bytes queued per connection before it is cut off",
+    ),
+    (
+        "RELAY_MAX_HTTP_BODY_BYTES",
+        "--max-http-body-bytes",
+        "largest HTTP request body",
+    ),
+];
+
+pub fn usage() -> String {
+    let mut s = String::from(
+        "relay: a Pusher-Channels-compatible realtime server\n\nUSAGE: relay [FLAGS]\n\nEvery flag also reads from its environment variable; flags win.\n\n",
+    );
+    for (env, flag, meaning) in SETTINGS {
+        s.push_str(&format!("  {flag:<28} {env:<32} {meaning}\n"));
+    }
+    s.push_str("  --help                       print this\n");
+    s
+}
+
+/// What `load` found on the command line besides settings.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Run(Box<Config>),
+    Help,
+}
+
+/// Builds the configuration from the process environment and arguments.
+pub fn load() -> Result<Command, ConfigError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env = |name: &str| std::env::var(name).ok();
+    load_from(&args, env)
+}
+
+/// Pure form of `load` for tests: `env` looks a variable up.
+pub fn load_from(
+    args: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, ConfigError> {
+    let mut flags: Vec<(&'static str, String)> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        if arg == "--help" || arg == "-h" {
+            return Ok(Command::Help);
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (arg.as_str(), None),
+        };
+        let Some(&(env_name, _, _)) = SETTINGS.iter().find(|(_, flag, _)| *flag == name) else {
+            return Err(ConfigError::new(arg.clone(), "unknown flag (see --help)"));
+        };
+        let value = match inline {
+            Some(v) => v,
+            None if name == "--debug" => "true".to_string(),
+            None => {
+                i += 1;
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| ConfigError::new(name, "needs a value"))?
+            }
+        };
+        flags.push((env_name, value));
+        i += 1;
+    }
+    // CLI flags shadow the environment.
+    let get = |name: &str| -> Option<(String, String)> {
+        if let Some((_, v)) = flags.iter().rev().find(|(n, _)| *n == name) {
+            let flag = SETTINGS
+                .iter()
+                .find(|(e, _, _)| *e == name)
+                .map(|s| s.1)
+                .unwrap_or(name);
+            return Some((flag.to_string(), v.clone()));
+        }
+        env(name).map(|v| (name.to_string(), v))
+    };
+
+    let mut config = Config::default();
+    if let Some((field, path)) = get("RELAY_APPS_FILE") {
+        apply_apps_file(&mut config, &field, &path)?;
+    }
+    if let Some((field, v)) = get("RELAY_HOST") {
+        config.host = v
+            .parse()
+            .map_err(|_| ConfigError::new(field, format!("'{v}' is not an IP address")))?;
+    }
+    if let Some((field, v)) = get("RELAY_PORT") {
+        config.port = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_WORKERS") {
+        config.workers = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_DEBUG") {
+        config.debug = parse_bool(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_ACTIVITY_TIMEOUT") {
+        config.activity_timeout_secs = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_PONG_TIMEOUT") {
+        config.pong_timeout_secs = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_SERVER_MAX_CONNECTIONS") {
+        config.limits.max_connections = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_MAX_WS_MESSAGE_BYTES") {
+        config.limits.max_ws_message_bytes = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_MAX_OUTBOUND_QUEUE_BYTES") {
+        config.limits.max_outbound_queue_bytes = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_MAX_HTTP_BODY_BYTES") {
+        config.limits.max_http_body_bytes = parse_num(&field, &v)?;
+    }
+    apply_default_app(&mut config, &get)?;
+    validate(&config)?;
+    Ok(Command::Run(Box::new(config)))
+}
+
+/// The `RELAY_APP_*` settings describe one app. Without an apps file it is the only app; with one, it overrides
+/// the file's app of the same id, or is added to the file's apps.
+fn apply_default_app(
+    config: &mut Config,
+    get: &impl Fn(&str) -> Option<(String, String)>,
+) -> Result<(), ConfigError> {
+    let id = get("RELAY_APP_ID");
+    let key = get("RELAY_APP_KEY");
+    let secret = get("RELAY_APP_SECRET");
+    let max = get("RELAY_MAX_CONNECTIONS");
+    let client_events = get("RELAY_CLIENT_EVENTS");
+    let sub_count = get("RELAY_SUBSCRIPTION_COUNT");
+    let any = id.is_some()
+        || key.is_some()
+        || secret.is_some()
+        || max.is_some()
+        || client_events.is_some()
+        || sub_count.is_some();
+    if !any {
+        return Ok(());
+    }
+    let target_id = id.as_ref().map(|(_, v)| v.clone());
+    let index = match &target_id {
+        Some(wanted) => config.apps.iter().position(|a| &a.id == wanted),
+        None => (!config.apps.is_empty()).then_some(0),
+    };
+    let index = match index {
+        Some(i) => i,
+        None => {
+            config.apps.push(AppConfig::default());
+            config.apps.len() - 1
+        }
+    };
+    let app = &mut config.apps[index];
+    if let Some((_, v)) = id {
+        app.id = v;
+    }
+    if let Some((_, v)) = key {
+        app.key = v;
+    }
+    if let Some((_, v)) = secret {
+        app.secret = v;
+    }
+    if let Some((field, v)) = max {
+        app.max_connections = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = client_events {
+        app.client_events = parse_bool(&field, &v)?;
+    }
+    if let Some((field, v)) = sub_count {
+        app.subscription_count = parse_bool(&field, &v)?;
+    }
+    Ok(())
+}
+
+fn apply_apps_file(config: &mut Config, field: &str, path: &str) -> Result<(), ConfigError> {
+    let text = std::fs::read(path)
+        .map_err(|e| ConfigError::new(field, format!("cannot read '{path}': {e}")))?;
+    let file: AppsFile = sonic_rs::from_slice(&text).map_err(|e| {
+        ConfigError::new(
+            format!("{field} '{path}'"),
+            format!("not a valid apps file: {e}"),
+        )
+    })?;
+    if let Some(h) = file.host {
+        config.host = h.parse().map_err(|_| {
+            ConfigError::new("apps file: host", format!("'{h}' is not an IP address"))
+        })?;
+    }
+    if let Some(p) = file.port {
+        config.port = p;
+    }
+    if let Some(w) = file.workers {
+        config.workers = w;
+    }
+    if let Some(d) = file.debug {
+        config.debug = d;
+    }
+    if let Some(t) = file.activity_timeout {
+        config.activity_timeout_secs = t;
+    }
+    if let Some(m) = file.max_connections {
+        config.limits.max_connections = m;
+    }
+    if !file.apps.is_empty() {
+        config.apps = file.apps;
+    }
+    Ok(())
+}
+
+fn parse_num<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| ConfigError::new(field, format!("'{v}' is not a valid non-negative number")))
+}
+
+fn parse_bool(field: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::new(
+            field,
+            format!("'{v}' is not true or false"),
+        )),
+    }
+}
+
+/// Checks the whole configuration; the first problem found is reported.
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    if config.port == 0 {
+        return Err(ConfigError::new("port", "must be between 1 and 65535"));
+    }
+    if config.workers == 0 || config.workers > 1024 {
+        return Err(ConfigError::new("workers", "must be between 1 and 1024"));
+    }
+    if config.activity_timeout_secs == 0 {
+        return Err(ConfigError::new(
+            "activity_timeout",
+            "must be at least 1 second (pusher-js refuses 0)",
+        ));
+    }
+    if config.pong_timeout_secs == 0 {
+        return Err(ConfigError::new(
+            "pong_timeout",
+            "must be at least 1 second",
+        ));
+    }
+    let l = &config.limits;
+    if l.max_ws_message_bytes < 1024 {
+        return Err(ConfigError::new(
+            "max_ws_message_bytes",
+            "must be at least 1024",
+        ));
+    }
+    if l.max_outbound_queue_bytes < 64 * 1024 {
+        return Err(ConfigError::new(
+            "max_outbound_queue_bytes",
+            "must be at least 65536",
+        ));
+    }
+    if l.max_http_body_bytes < 1024 {
+        return Err(ConfigError::new(
+            "max_http_body_bytes",
+            "must be at least 1024",
+        ));
+    }
+    if config.apps.is_empty() {
+        return Err(ConfigError::new("apps", "at least one app is needed"));
+    }
+    for (i, app) in config.apps.iter().enumerate() {
+        let f = |name: &str| format!("apps[{i}].{name}");
+        for (name, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+            if value.is_empty() {
+                return Err(ConfigError::new(f(name), "must not be empty"));
+            }
+            if value.len() > 200 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::new(
+                    f(name),
+                    "must be 1-200 printable ASCII characters without spaces",
+                ));
+            }
+        }
+        if app.id.contains('/') || app.key.contains('/') || app.key.contains('?') {
+            return Err(ConfigError::new(
+                f("id"),
+                "id and key must not contain '/' or '?'",
+            ));
+        }
+        if app.max_event_payload_bytes == 0 {
+            return Err(ConfigError::new(
+                f("max_event_payload_bytes"),
+                "must be at least 1",
+            ));
+        }
+        if app.max_channels_per_publish == 0 {
+            return Err(ConfigError::new(
+                f("max_channels_per_publish"),
+                "must be at least 1",
+            ));
+        }
+        if app.max_batch_size == 0 {
+            return Err(ConfigError::new(f("max_batch_size"), "must be at least 1"));
+        }
+        if app.max_channel_name_length == 0 || app.max_event_name_length == 0 {
+            return Err(ConfigError::new(
+                f("max_channel_name_length"),
+                "name lengths must be at least 1",
+            ));
+        }
+        for (j, other) in config.apps.iter().enumerate().take(i) {
+            if other.id == app.id {
+                return Err(ConfigError::new(
+                    f("id"),
+                    format!("'{}' is also the id of apps[{j}]", app.id),
+                ));
+            }
+            if other.key == app.key {
+                return Err(ConfigError::new(
+                    f("key"),
+                    format!("'{}' is also the key of apps[{j}]", app.key),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match load_from(&args, |n| {
+            env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
+        })? {
+            Command::Run(c) => Ok(*c),
+            Command::Help => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn no_configuration_gives_the_default_app_on_6001() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(c.port, 6001);
+        assert_eq!(c.apps, vec![AppConfig::default()]);
+        assert_eq!(c.apps[0].key, "app-key");
+    }
+
+    #[test]
+    fn flags_beat_environment() {
+        let c = run(
+            &["--port", "7000", "--app-key=k2"],
+            &[("RELAY_PORT", "6500"), ("RELAY_APP_KEY", "k1")],
+        )
+        .unwrap();
+        assert_eq!(c.port, 7000);
+        assert_eq!(c.apps[0].key, "k2");
+    }
+
+    #[test]
+    fn environment_sets_the_default_app() {
+        let c = run(
+            &[],
+            &[
+                ("RELAY_APP_ID", "1"),
+                ("RELAY_APP_SECRET", "s"),
+                ("RELAY_MAX_CONNECTIONS", "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(
+            (
+                c.apps[0].id.as_str(),
+                c.apps[0].secret.as_str(),
+                c.apps[0].max_connections
+            ),
+            ("1", "s", 5)
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let e = run(&[], &[("RELAY_PORT", "http")]).unwrap_err();
+        assert_eq!(e.field, "RELAY_PORT");
+        let e = run(&["--workers", "0"], &[]).unwrap_err();
+        assert_eq!(e.field, "workers");
+        let e = run(&["--bogus"], &[]).unwrap_err();
+        assert_eq!(e.field, "--bogus");
+    }
+
+    #[test]
+    fn apps_file_is_read_and_validated() {
+        let dir = std::env::temp_dir().join(format!("relay-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("apps.json");
+        std::fs::write(
+            &good,
+            r#"{"port":7001,"apps":[{"id":"1","key":"k1","secret":"s1","max_connections":3},{"id":"2","key":"k2","secret":"s2","client_events":false}]}"#,
+        )
+        .unwrap();
+        let c = run(
+            &[],
+            &[
+                ("RELAY_APPS_FILE", good.to_str().unwrap()),
+                ("RELAY_PORT", "7002"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.port, 7002, "environment beats the apps file");
+        assert_eq!(c.apps.len(), 2);
+        assert_eq!(c.apps[0].max_connections, 3);
+        assert!(!c.apps[1].client_events);
+        assert_eq!(c.apps[1].max_batch_size, 10, "unset fields take defaults");
+
+        let dup = dir.join("dup.json");
+        std::fs::write(
+            &dup,
+            r#"{"apps":[{"id":"1","key":"k","secret":"s"},{"id":"1","key":"k2","secret":"s"}]}"#,
+        )
+        .unwrap();
+        let e = run(&[], &[("RELAY_APPS_FILE", dup.to_str().unwrap())]).unwrap_err();
+        assert_eq!(e.field, "apps[1].id");
+
+        let unknown = dir.join("unknown.json");
+        std::fs::write(
+            &unknown,
+            r#"{"apps":[{"id":"1","key":"k","secret":"s","colour":"red"}]}"#,
+        )
+        .unwrap();
+        let e = run(&[], &[("RELAY_APPS_FILE", unknown.to_str().unwrap())]).unwrap_err();
+        assert!(e.problem.contains("colour"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,143 @@
+//! One accepted TCP connection: HTTP/1.1 requests (keep-alive, pipelining) until it upgrades to WebSocket.
+//!
+//! Pipelined requests already in the buffer are answered before the next read, and their responses go out in
+//! one write. Limits: head size and header count (431), body size (413), chunked bodies (411), a read timeout
+//! for heads and bodies that trickle in (408), and an idle timeout between keep-alive requests.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::api;
+use crate::http::request::{parse_head, HttpError, Method};
+use crate::server::core::Core;
+use crate::ws;
+
+const READ_CHUNK: usize = 4096;
+
+enum ReadOutcome {
+    Data,
+    Closed,
+    TimedOut,
+}
+
+/// Appends what the socket has to `buf`, waiting at most `limit`.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration) -> ReadOutcome {
+    buf.reserve(READ_CHUNK);
+    let len = buf.len();
+    let cap = buf.capacity();
+    let taken = std::mem::take(buf);
+    // A timed-out read is dropped with its buffer; the connection is closed right after, so nothing is lost.
+    match monoio::time::timeout(limit, stream.read(taken.slice_mut(len..cap))).await {
+        Ok((Ok(n), slice)) => {
+            *buf = slice.into_inner();
+            if n == 0 {
+                ReadOutcome::Closed
+            } else {
+                ReadOutcome::Data
+            }
+        }
+        Ok((Err(_), _)) => ReadOutcome::Closed,
+        Err(_) => ReadOutcome::TimedOut,
+    }
+}
+
+async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let data = std::mem::take(out);
+    let (res, mut data) = stream.write_all(data).await;
+    data.clear();
+    *out = data;
+    res.is_ok()
+}
+
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+    let limits = core.shared.config.limits.clone();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let head = match parse_head(&buf, limits.max_http_head_bytes, limits.max_http_headers) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                if !write_out(&mut stream, &mut out).await {
+                    return;
+                }
+                let wait = if buf.is_empty() {
+                    limits.http_idle_timeout
+                } else {
+                    limits.http_read_timeout
+                };
+                match read_more(&mut stream, &mut buf, wait).await {
+                    ReadOutcome::Data => continue,
+                    ReadOutcome::Closed => return,
+                    ReadOutcome::TimedOut if buf.is_empty() => return,
+                    ReadOutcome::TimedOut => {
+                        refuse(&mut stream, &mut out, HttpError::Timeout).await;
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                refuse(&mut stream, &mut out, e).await;
+                return;
+            }
+        };
+
+        if head.upgrade {
+            if !write_out(&mut stream, &mut out).await {
+                return;
+            }
+            let leftover = buf.split_off(head.head_len);
+            ws::connection::serve(core, stream, head, leftover).await;
+            return;
+        }
+        if head.chunked {
+            refuse(&mut stream, &mut out, HttpError::LengthRequired).await;
+            return;
+        }
+        let body_len = head.content_length.unwrap_or(0);
+        if body_len > limits.max_http_body_bytes {
+            refuse(
+                &mut stream,
+                &mut out,
+                HttpError::BodyTooLarge {
+                    limit: limits.max_http_body_bytes,
+                },
+            )
+            .await;
+            return;
+        }
+        let total = head.head_len + body_len;
+        while buf.len() < total {
+            match read_more(&mut stream, &mut buf, limits.http_read_timeout).await {
+                ReadOutcome::Data => {}
+                ReadOutcome::Closed => return,
+                ReadOutcome::TimedOut => {
+                    refuse(&mut stream, &mut out, HttpError::Timeout).await;
+                    return;
+                }
+            }
+        }
+        let response = api::route(&core, &head, &buf[head.head_len..total]).await;
+        let keep_alive = head.keep_alive && !core.shared.is_shutting_down();
+        response.write_to(&mut out, keep_alive, head.method == Method::Head);
+        buf.drain(..total);
+        if !keep_alive {
+            write_out(&mut stream, &mut out).await;
+            return;
+        }
+        // Keep going: a pipelined request already buffered is answered before anything is written.
+    }
+}
+
+/// Answers a request we cannot serve and ends the connection (its framing can no longer be trusted).
+async fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, e: HttpError) {
+    crate::debug!("http request refused: {e:?}");
+    e.response().write_to(out, false, false);
+    write_out(stream, out).await;
+}

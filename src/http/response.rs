@@ -1,0 +1,101 @@
+//! HTTP responses: status, JSON body, and the few headers we send.
+
+use crate::protocol::outbound::push_json_string;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    /// `Allow` header for 405.
+    pub allow: Option<&'static str>,
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+impl Response {
+    pub fn json(status: u16, body: Vec<u8>) -> Self {
+        Response {
+            status,
+            body,
+            content_type: "application/json",
+            allow: None,
+        }
+    }
+
+    pub fn ok_empty_object() -> Self {
+        Self::json(200, b"{}".to_vec())
+    }
+
+    /// `{"error":"<message>"}` with the given status.
+    pub fn error(status: u16, message: &str) -> Self {
+        let mut body = Vec::with_capacity(message.len() + 12);
+        body.extend_from_slice(b"{\"error\":");
+        push_json_string(&mut body, message);
+        body.push(b'}');
+        Self::json(status, body)
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut r = Self::error(405, "Method not allowed");
+        r.allow = Some(allow);
+        r
+    }
+
+    pub fn write_to(&self, out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
+        use std::io::Write;
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        if let Some(a) = self.allow {
+            let _ = write!(out, "Allow: {a}\r\n");
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_json_with_length() {
+        let mut out = Vec::new();
+        Response::error(404, "No \"app\"").write_to(&mut out, false, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 20\r\n"
+        ));
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\n{\"error\":\"No \\\"app\\\"\"}"));
+    }
+}

@@ -1,0 +1,188 @@
+//! Server -> client frames, built by splicing bytes (spec §0, §1.2).
+//!
+//! Every server event carries `data` as a JSON *string*, except `pusher:error` whose `data` is an object
+//! (spec §1.2: Swift and .NET clients depend on exactly this split). App events splice the publisher's raw `data`
+//! token byte-for-byte; nothing is re-serialized per socket.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use crate::ws::frame;
+
+/// Appends `s` as the inside of a JSON string (no quotes).
+pub fn escape_json_into(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Appends `s` as a complete JSON string token.
+pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    escape_json_into(out, s);
+    out.push(b'"');
+}
+
+/// `{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":120}"}`
+pub fn connection_established(socket_id: &str, activity_timeout_secs: u64) -> Bytes {
+    frame::encode_text_with(128, |o| {
+        o.extend_from_slice(
+            br#"{"event":"pusher:connection_established","data":"{\"socket_id\":\""#,
+        );
+        o.extend_from_slice(socket_id.as_bytes());
+        o.extend_from_slice(br#"\",\"activity_timeout\":"#);
+        o.extend_from_slice(activity_timeout_secs.to_string().as_bytes());
+        o.extend_from_slice(br#"}"}"#);
+    })
+}
+
+/// `pusher:error` with object data (spec §1.2); `code` null for per-message protocol errors (spec §2.6).
+pub fn error(code: Option<u16>, message: &str) -> Bytes {
+    frame::encode_text_with(64 + message.len(), |o| {
+        o.extend_from_slice(br#"{"event":"pusher:error","data":{"code":"#);
+        match code {
+            Some(c) => o.extend_from_slice(c.to_string().as_bytes()),
+            None => o.extend_from_slice(b"null"),
+        }
+        o.extend_from_slice(br#","message":"#);
+        push_json_string(o, message);
+        o.extend_from_slice(b"}}");
+    })
+}
+
+fn cached(cell: &'static OnceLock<Bytes>, json: &'static [u8]) -> Bytes {
+    cell.get_or_init(|| frame::encode_text(json)).clone()
+}
+
+pub fn pong() -> Bytes {
+    static F: OnceLock<Bytes> = OnceLock::new();
+    cached(&F, br#"{"event":"pusher:pong","data":"{}"}"#)
+}
+
+/// The server's own liveness probe as a protocol message (pusher-js answers it with `pusher:pong`).
+pub fn ping() -> Bytes {
+    static F: OnceLock<Bytes> = OnceLock::new();
+    cached(&F, br#"{"event":"pusher:ping","data":"{}"}"#)
+}
+
+/// A channel-scoped internal event whose `data` is the JSON text `data_json`, sent as a string.
+pub fn channel_event_json(event: &str, channel: &str, data_json: &str) -> Bytes {
+    frame::encode_text_with(
+        48 + event.len() + channel.len() + data_json.len() * 2,
+        |o| {
+            o.extend_from_slice(br#"{"event":"#);
+            push_json_string(o, event);
+            o.extend_from_slice(br#","channel":"#);
+            push_json_string(o, channel);
+            o.extend_from_slice(br#","data":"#);
+            push_json_string(o, data_json);
+            o.push(b'}');
+        },
+    )
+}
+
+pub fn subscription_succeeded(channel: &str) -> Bytes {
+    channel_event_json("pusher_internal:subscription_succeeded", channel, "{}")
+}
+
+/// An app event: `name_token` and `data_token` are complete JSON string tokens (quotes included), spliced as
+/// received from the publisher so the data reaches subscribers byte-for-byte.
+pub fn app_event(name_token: &[u8], channel: &str, data_token: &[u8]) -> Bytes {
+    frame::encode_text_with(
+        32 + name_token.len() + channel.len() + data_token.len(),
+        |o| {
+            o.extend_from_slice(br#"{"event":"#);
+            o.extend_from_slice(name_token);
+            o.extend_from_slice(br#","channel":"#);
+            push_json_string(o, channel);
+            o.extend_from_slice(br#","data":"#);
+            o.extend_from_slice(data_token);
+            o.push(b'}');
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strips the (unmasked, short or 16-bit length) server frame header.
+    fn payload(f: &Bytes) -> String {
+        let len7 = f[1] & 0x7f;
+        let start = if len7 == 126 { 4 } else { 2 };
+        String::from_utf8(f[start..].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn server_events_carry_string_data_and_errors_object_data() {
+        let f = payload(&connection_established("1.2", 120));
+        assert_eq!(
+            f,
+            r#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"1.2\",\"activity_timeout\":120}"}"#
+        );
+        let v: sonic_rs::Value = sonic_rs::from_str(&f).unwrap();
+        let data: sonic_rs::Value =
+            sonic_rs::from_str(sonic_rs::JsonValueTrait::as_str(&v["data"]).unwrap()).unwrap();
+        assert_eq!(
+            sonic_rs::JsonValueTrait::as_str(&data["socket_id"]),
+            Some("1.2")
+        );
+
+        assert_eq!(
+            payload(&error(Some(4001), "bad \"key\"")),
+            r#"{"event":"pusher:error","data":{"code":4001,"message":"bad \"key\""}}"#
+        );
+        assert_eq!(
+            payload(&error(None, "x")),
+            r#"{"event":"pusher:error","data":{"code":null,"message":"x"}}"#
+        );
+        assert_eq!(
+            payload(&subscription_succeeded("my-channel")),
+            r#"{"event":"pusher_internal:subscription_succeeded","channel":"my-channel","data":"{}"}"#
+        );
+        assert_eq!(payload(&pong()), r#"{"event":"pusher:pong","data":"{}"}"#);
+    }
+
+    #[test]
+    fn app_events_splice_tokens_untouched() {
+        let f = payload(&app_event(br#""my-event""#, "c", br#""{\"a\":1}""#));
+        assert_eq!(
+            f,
+            r#"{"event":"my-event","channel":"c","data":"{\"a\":1}"}"#
+        );
+    }
+
+    #[test]
+    fn escaping_handles_controls_and_quotes() {
+        let mut o = Vec::new();
+        push_json_string(&mut o, "a\"b\\c\nd\u{1}é");
+        assert_eq!(String::from_utf8(o).unwrap(), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+    }
+}

@@ -1,0 +1,254 @@
+//! One core: its sessions, its channel index, and the work other cores send it.
+//!
+//! A `Core` lives on one thread inside one monoio runtime and is shared by that core's tasks through `Rc`.
+//! Its state is `RefCell`s, never locks; other cores reach it only through its inbox.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+
+use crate::app::{App, AppIdx};
+use crate::channels::index::ChannelIndex;
+use crate::protocol::codes::close;
+use crate::protocol::outbound;
+use crate::server::inbox::{Answer, CoreMsg, InboxFull, Publication, Query};
+use crate::server::shared::Shared;
+use crate::server::socket_id::{SocketId, SocketIdGen};
+use crate::ws::frame;
+use crate::ws::session::Session;
+
+/// How long a closing session may wait for the client's Close reply before the socket is cut.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+pub struct Core {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub channels: RefCell<ChannelIndex>,
+    sessions: RefCell<SessionTable>,
+    ids: SocketIdGen,
+    read_buffers: RefCell<Vec<Vec<u8>>>,
+}
+
+/// Read buffers kept for reuse per core; more are allocated on demand and freed on return.
+const READ_BUFFER_POOL: usize = 64;
+
+/// Sessions by slot, with a free list so slots are reused.
+#[derive(Default)]
+struct SessionTable {
+    slots: Vec<Option<Rc<Session>>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl Core {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Self {
+        let apps = shared.apps.len();
+        Core {
+            id,
+            shared,
+            channels: RefCell::new(ChannelIndex::new(apps)),
+            sessions: RefCell::new(SessionTable::default()),
+            ids: SocketIdGen::new(id),
+            read_buffers: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn app(&self, idx: AppIdx) -> &App {
+        self.shared.apps.get(idx)
+    }
+
+    pub fn next_socket_id(&self) -> SocketId {
+        self.ids.next()
+    }
+
+    /// Borrows an empty buffer of `size` capacity for one read.
+    pub fn take_read_buffer(&self, size: usize) -> Vec<u8> {
+        self.read_buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(size))
+    }
+
+    pub fn return_read_buffer(&self, mut buf: Vec<u8>) {
+        let mut pool = self.read_buffers.borrow_mut();
+        if pool.len() < READ_BUFFER_POOL {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().len
+    }
+
+    pub fn register(&self, session: &Rc<Session>) {
+        let mut t = self.sessions.borrow_mut();
+        let slot = match t.free.pop() {
+            Some(s) => s,
+            None => {
+                t.slots.push(None);
+                t.slots.len() - 1
+            }
+        };
+        t.slots[slot] = Some(session.clone());
+        t.len += 1;
+        session.slot.set(slot);
+    }
+
+    /// Removes a session and everything it subscribed to. Idempotent.
+    pub fn unregister(&self, session: &Rc<Session>) {
+        self.channels.borrow_mut().unsubscribe_all(session);
+        let mut t = self.sessions.borrow_mut();
+        let slot = session.slot.replace(usize::MAX);
+        if slot != usize::MAX && t.slots.get(slot).is_some_and(|s| s.is_some()) {
+            t.slots[slot] = None;
+            t.free.push(slot);
+            t.len -= 1;
+        }
+    }
+
+    /// Publishes on every core: other cores first (they run in parallel with our local loop), then locally.
+    /// Fails if a core's inbox is full; cores that took it deliver it.
+    pub fn publish(&self, publication: Publication) -> Result<(), InboxFull> {
+        let p = Arc::new(publication);
+        let mut result = Ok(());
+        for (i, inbox) in self.shared.inboxes.iter().enumerate() {
+            if i != self.id && inbox.send(CoreMsg::Publish(p.clone())).is_err() {
+                crate::warn!("core {i} inbox full: publish dropped there");
+                result = Err(InboxFull);
+            }
+        }
+        self.deliver(&p);
+        result
+    }
+
+    fn deliver(&self, p: &Publication) {
+        let channels = self.channels.borrow();
+        for (name, frame) in &p.frames {
+            channels.deliver(p.app, name, frame, p.except);
+        }
+    }
+
+    /// Asks every core (this one directly) and returns their answers.
+    pub async fn query(&self, q: Query) -> Vec<Answer> {
+        let mut answers = Vec::with_capacity(self.shared.inboxes.len());
+        let mut pending = Vec::new();
+        for (i, inbox) in self.shared.inboxes.iter().enumerate() {
+            if i == self.id {
+                answers.push(self.answer(&q));
+            } else {
+                let (tx, rx) = oneshot::channel();
+                if inbox.send(CoreMsg::Query(q.clone(), tx)).is_ok() {
+                    pending.push(rx);
+                }
+            }
+        }
+        for rx in pending {
+            if let Ok(a) = rx.await {
+                answers.push(a);
+            }
+        }
+        answers
+    }
+
+    pub fn answer(&self, q: &Query) -> Answer {
+        let channels = self.channels.borrow();
+        match q {
+            Query::Channel { app, name } => Answer::Count(channels.local_count(*app, name) as u64),
+            Query::Channels { app, prefix } => Answer::Counts(
+                channels
+                    .channels(*app)
+                    .filter(|(n, _)| n.starts_with(&**prefix))
+                    .map(|(n, c)| (Box::from(&**n), c.subscribers.len() as u64))
+                    .collect(),
+            ),
+            Query::AllChannels => {
+                let mut names = Vec::new();
+                for app in self.shared.apps.iter() {
+                    names.extend(
+                        channels
+                            .channels(app.idx)
+                            .map(|(n, _)| (app.idx, Box::from(&**n))),
+                    );
+                }
+                Answer::Names(names)
+            }
+        }
+    }
+
+    /// Handles one inbox message. Returns false on Shutdown.
+    pub fn handle(&self, msg: CoreMsg) -> bool {
+        match msg {
+            CoreMsg::Publish(p) => self.deliver(&p),
+            CoreMsg::Query(q, reply) => {
+                let _ = reply.send(self.answer(&q));
+            }
+            CoreMsg::Shutdown => return false,
+        }
+        true
+    }
+
+    fn all_sessions(&self) -> Vec<Rc<Session>> {
+        self.sessions
+            .borrow()
+            .slots
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The per-core liveness scan (one timer per core, not per socket; spec §2.4): ping sessions silent for
+    /// `activity_timeout`, close with 4201 those that stay silent `pong_timeout` more, and cut sessions whose
+    /// close handshake is overdue.
+    pub fn scan_liveness(&self, now: Instant) {
+        let activity = Duration::from_secs(self.shared.config.activity_timeout_secs);
+        let pong = Duration::from_secs(self.shared.config.pong_timeout_secs);
+        for s in self.all_sessions() {
+            if let Some(since) = s.closing_since.get() {
+                if now.duration_since(since) > CLOSE_GRACE {
+                    s.abort();
+                }
+                continue;
+            }
+            match s.ping_sent.get() {
+                Some(sent) if now.duration_since(sent) >= pong => {
+                    crate::debug!("socket {} closed: no pong", s.socket_id);
+                    s.close(close::PONG_NOT_RECEIVED, "Pong reply not received", None);
+                }
+                Some(_) => {}
+                None if now.duration_since(s.last_seen.get()) >= activity => {
+                    // A WebSocket ping works for every client; the protocol ping reaches pusher-js too.
+                    s.send(frame::encode_ping(b""));
+                    s.send(outbound::ping());
+                    s.ping_sent.set(Some(now));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Graceful drain: every session gets Close `code` (4200 lets pusher-js reconnect at once).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for s in self.all_sessions() {
+            s.close(code, reason, None);
+        }
+    }
+}
+
+impl Core {
+    /// Distinct channel names across all cores (for /stats).
+    pub async fn distinct_channels(&self) -> usize {
+        let mut set: HashSet<(AppIdx, Box<str>)> = HashSet::new();
+        for a in self.query(Query::AllChannels).await {
+            if let Answer::Names(names) = a {
+                set.extend(names);
+            }
+        }
+        set.len()
+    }
+}

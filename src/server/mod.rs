@@ -1,0 +1,296 @@
+//! Starting and stopping the server: N pinned core threads, each with one monoio runtime, its own
+//! SO_REUSEPORT listener on the shared port, its inbox, its liveness scan; plus graceful drain.
+
+pub mod core;
+pub mod inbox;
+pub mod shared;
+pub mod socket_id;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use monoio::net::{ListenerOpts, TcpListener};
+
+use crate::config::Config;
+use crate::protocol::codes::close;
+use crate::server::core::Core;
+use crate::server::inbox::{inbox, CoreMsg, InboxReceiver};
+use crate::server::shared::Shared;
+
+/// Listen backlog per core.
+const BACKLOG: i32 = 4096;
+/// How long a drain waits for clients to finish their close handshakes.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Interval of each core's liveness scan.
+const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub driver: &'static str,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    /// The port is taken, by another process or another relay.
+    AddressInUse(SocketAddr),
+    Bind(SocketAddr, io::Error),
+    Thread(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::AddressInUse(a) => write!(
+                f,
+                "cannot listen on {a}: address already in use (is another server running?)"
+            ),
+            StartError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            StartError::Thread(e) => write!(f, "cannot start worker thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Which I/O driver monoio picks on this machine (io_uring unless missing or forced off).
+pub fn driver_name() -> &'static str {
+    if monoio::utils::detect_uring() {
+        "io_uring"
+    } else {
+        "epoll"
+    }
+}
+
+/// SO_REUSEPORT would let a second server bind the same port silently and steal half the connections; a plain
+/// bind first makes that a clear error. Port 0 picks a free port for all cores.
+fn claim_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    match StdListener::bind(addr) {
+        Ok(probe) => probe.local_addr().map_err(|e| StartError::Bind(addr, e)),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(StartError::AddressInUse(addr)),
+        Err(e) => Err(StartError::Bind(addr, e)),
+    }
+}
+
+impl Server {
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        crate::log::set_debug(config.debug);
+        let addr = claim_port(SocketAddr::new(config.host, config.port))?;
+        let workers = config.workers;
+        let mut senders = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = inbox(config.limits.core_inbox_capacity);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let shared = Arc::new(Shared::new(config, senders));
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+
+        // Bind every listener before serving, so a failure is reported at start and not half-way.
+        let mut listeners = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let opts = ListenerOpts::new()
+                .reuse_port(true)
+                .reuse_addr(true)
+                .backlog(BACKLOG);
+            // monoio needs a runtime only to register the socket; we bind as std and convert on the core thread.
+            let std = bind_reuseport(addr, &opts).map_err(|e| StartError::Bind(addr, e))?;
+            listeners.push(std);
+        }
+
+        let mut threads = Vec::with_capacity(workers);
+        for (id, (rx, listener)) in receivers.into_iter().zip(listeners).enumerate() {
+            let shared = shared.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("relay-core-{id}"))
+                .spawn(move || run_core(id, id % cpus, shared, rx, listener))
+                .map_err(StartError::Thread)?;
+            threads.push(t);
+        }
+        Ok(Server {
+            addr,
+            driver: driver_name(),
+            shared,
+            threads,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Graceful drain: stop accepting, close every WebSocket with 4200 (clients reconnect elsewhere), wait for
+    /// the cores to finish.
+    pub fn shutdown(self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        for inbox in &self.shared.inboxes {
+            // A full inbox still drains: retry until the message fits.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while inbox.send(CoreMsg::Shutdown).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr, opts: &ListenerOpts) -> io::Result<StdListener> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscalls on a descriptor we create and own; on error it is closed by OwnedFd.
+    unsafe {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            if libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                len,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let (storage, slen) = sockaddr(addr);
+        if libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), slen) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::listen(fd, opts.backlog) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(StdListener::from(owned))
+    }
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn run_core(id: usize, cpu: usize, shared: Arc<Shared>, rx: InboxReceiver, listener: StdListener) {
+    if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
+        crate::warn!("core {id}: cannot pin to cpu {cpu}: {e:?}");
+    }
+    let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(4096)
+        .enable_timer()
+        .build();
+    let mut runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            crate::warn!("core {id}: cannot build runtime: {e}");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                crate::warn!("core {id}: cannot register listener: {e}");
+                return;
+            }
+        };
+        let core = Rc::new(Core::new(id, shared));
+        let accept = monoio::spawn(accept_loop(core.clone(), listener));
+        let scan = monoio::spawn(scan_loop(core.clone()));
+        let mut batch = Vec::new();
+        'serve: loop {
+            rx.recv_batch(&mut batch).await;
+            for msg in batch.drain(..) {
+                if !core.handle(msg) {
+                    break 'serve;
+                }
+            }
+        }
+        drop(accept);
+        drain(&core).await;
+        drop(scan);
+    });
+}
+
+async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                if core.shared.is_shutting_down() {
+                    continue;
+                }
+                monoio::spawn(crate::http::conn::serve(core.clone(), stream));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                crate::warn!("core {}: accept failed: {e}", core.id);
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn scan_loop(core: Rc<Core>) {
+    let mut tick = monoio::time::interval(SCAN_INTERVAL);
+    loop {
+        tick.tick().await;
+        core.scan_liveness(Instant::now());
+    }
+}
+
+async fn drain(core: &Rc<Core>) {
+    core.close_all(close::RECONNECT, "Server is shutting down");
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while core.session_count() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        core.scan_liveness(Instant::now());
+    }
+}

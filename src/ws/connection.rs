@@ -1,0 +1,214 @@
+//! A WebSocket connection from upgrade to teardown (spec §2.2).
+//!
+//! After the 101, refusals (unknown key 4001, disabled 4003, protocol 4007, app quota 4004, server capacity 4100)
+//! are a `pusher:error` then a Close with the same code. An accepted connection becomes a `Session`: a writer
+//! task drains its outbox, and this task reads. Reading waits for readability first and only then borrows a
+//! per-core buffer, so an idle connection pins no read buffer.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
+use monoio::net::TcpStream;
+
+use crate::http::request::RequestHead;
+use crate::protocol::codes::close;
+use crate::protocol::{handler, outbound};
+use crate::server::core::Core;
+use crate::ws::frame::{self, FrameDecoder, Message};
+use crate::ws::session::Session;
+use crate::ws::{handshake, writer};
+
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, leftover: Vec<u8>) {
+    let Some(app_key) = handshake::app_key_from_path(&head.path) else {
+        let mut out = Vec::new();
+        crate::http::response::Response::error(
+            404,
+            "Not found: WebSocket connections go to /app/{key}",
+        )
+        .write_to(&mut out, false, false);
+        let _ = stream.write_all(out).await;
+        return;
+    };
+    let ws_key = match handshake::validate(&head) {
+        Ok(k) => k,
+        Err(resp) => {
+            let mut out = Vec::new();
+            resp.write_to(&mut out, false, false);
+            let _ = stream.write_all(out).await;
+            return;
+        }
+    };
+    if stream
+        .write_all(handshake::accept_response(ws_key))
+        .await
+        .0
+        .is_err()
+    {
+        return;
+    }
+    let shared = core.shared.clone();
+    let Some(app) = shared.apps.by_key(app_key) else {
+        let msg = format!(
+            "App key {app_key} not in this cluster. Did you forget to specify the cluster?"
+        );
+        return refuse(stream, close::UNKNOWN_APP, &msg).await;
+    };
+    if !app.config.enabled {
+        return refuse(stream, close::APP_DISABLED, "Application is disabled").await;
+    }
+    if !handshake::protocol_supported(&head.query) {
+        return refuse(
+            stream,
+            close::UNSUPPORTED_PROTOCOL,
+            "Unsupported protocol version: use 7",
+        )
+        .await;
+    }
+    if shared.is_shutting_down() {
+        return refuse(stream, close::RECONNECT, "Server is shutting down").await;
+    }
+    if !app.try_add_connection() {
+        return refuse(
+            stream,
+            close::APP_OVER_QUOTA,
+            "Application is over connection quota",
+        )
+        .await;
+    }
+    if !shared.try_add_connection() {
+        app.remove_connection();
+        return refuse(stream, close::OVER_CAPACITY, "Server is over capacity").await;
+    }
+    let _ = stream.set_nodelay(true);
+
+    let session = Rc::new(Session::new(
+        core.next_socket_id(),
+        app.idx,
+        stream.as_raw_fd(),
+        shared.config.limits.max_outbound_queue_bytes,
+    ));
+    core.register(&session);
+    crate::debug!(
+        "socket {} connected on core {} (app {})",
+        session.socket_id,
+        core.id,
+        app.config.id
+    );
+    let (rd, wr) = stream.into_split();
+    monoio::spawn(writer::run(session.clone(), wr));
+    session.send(outbound::connection_established(
+        &session.socket_id_text,
+        shared.config.activity_timeout_secs,
+    ));
+
+    read_loop(&core, &session, rd, leftover).await;
+
+    core.unregister(&session);
+    if session.outbox.is_open() {
+        // The client went away without a close handshake: nothing more can be written.
+        session.outbox.kill();
+    }
+    app.remove_connection();
+    shared.remove_connection();
+    crate::debug!("socket {} disconnected", session.socket_id);
+}
+
+/// Handshake-time refusal (spec §2.2 step 3): error event, Close with the same code, then wait briefly for the
+/// client's Close so our frames are not lost to a reset.
+async fn refuse(mut stream: TcpStream, code: u16, message: &str) {
+    crate::debug!("websocket refused with {code}: {message}");
+    let mut out = outbound::error(Some(code), message).to_vec();
+    out.extend_from_slice(&frame::encode_close(code, message));
+    if stream.write_all(out).await.0.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut buf = vec![0u8; 512];
+    for _ in 0..8 {
+        match monoio::time::timeout(Duration::from_secs(1), stream.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => buf = b,
+            _ => return,
+        }
+    }
+}
+
+/// Per-core pool of read buffers, borrowed only while a read is in flight.
+pub const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+async fn read_loop(
+    core: &Core,
+    session: &Rc<Session>,
+    mut rd: OwnedReadHalf<TcpStream>,
+    leftover: Vec<u8>,
+) {
+    let mut decoder = FrameDecoder::new(core.shared.config.limits.max_ws_message_bytes);
+    let mut buf = BytesMut::from(&leftover[..]);
+    loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(msg)) => {
+                    session.touch();
+                    if !on_message(core, session, msg) {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    crate::debug!("socket {} protocol error: {e}", session.socket_id);
+                    session.close(e.close_code(), e.reason(), None);
+                    return;
+                }
+            }
+        }
+        if buf.is_empty() {
+            // Release the buffer of an idle connection.
+            buf = BytesMut::new();
+        }
+        // SAFETY: the read half's stream is only borrowed immutably for `readable`, on this thread, while no
+        // other operation of this task is in flight; the writer task only uses the write side.
+        let readable = unsafe { &*rd.0.get() }.readable(false).await;
+        if readable.is_err() {
+            return;
+        }
+        let chunk = core.take_read_buffer(READ_BUFFER_BYTES);
+        let (res, chunk) = rd.read(chunk).await;
+        let n = match res {
+            Ok(n) => n,
+            Err(_) => 0,
+        };
+        if n > 0 {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        core.return_read_buffer(chunk);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// Returns false when reading should stop.
+fn on_message(core: &Core, session: &Rc<Session>, msg: Message) -> bool {
+    match msg {
+        Message::Text(text) => {
+            if !session.is_closing() {
+                handler::handle_text(core, session, &text);
+            }
+        }
+        // spec §1.1: binary frames are not part of the protocol; ignore them.
+        Message::Binary(_) => {}
+        Message::Ping(payload) => session.send(frame::encode_pong(&payload)),
+        Message::Pong(_) => {}
+        Message::Close { code, .. } => {
+            // RFC 6455 §5.5.1: answer with a Close (echoing the code), then stop reading.
+            let code = code
+                .filter(|c| frame::is_valid_close_code(*c))
+                .unwrap_or(close::NORMAL);
+            session.close(code, "", None);
+            return false;
+        }
+    }
+    true
+}

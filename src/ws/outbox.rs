@@ -1,0 +1,169 @@
+//! The per-connection output queue: fan-out pushes shared frames in, one writer task drains them.
+//!
+//! Frames are `Bytes` clones of buffers encoded once per publish, so a queued frame costs a refcount and a slot.
+//! The queue is capped in bytes: a reader too slow to keep up is cut off instead of growing server memory
+//! (design: backpressure is first class). Everything here is single-core (`Cell`/`RefCell`), no locks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// The connection is closing or gone; the frame was dropped.
+    Closed,
+    /// The cap was reached; the caller must cut the connection off.
+    Overflow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// A final frame (close) is queued; nothing more is accepted.
+    Closing,
+    /// The writer is gone.
+    Dead,
+}
+
+pub struct Outbox {
+    queue: RefCell<VecDeque<Bytes>>,
+    queued_bytes: Cell<usize>,
+    writer: Cell<Option<Waker>>,
+    state: Cell<State>,
+    cap: usize,
+}
+
+impl Outbox {
+    pub fn new(cap: usize) -> Self {
+        Outbox {
+            queue: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            writer: Cell::new(None),
+            state: Cell::new(State::Open),
+            cap,
+        }
+    }
+
+    #[inline]
+    pub fn push(&self, frame: Bytes) -> Push {
+        if self.state.get() != State::Open {
+            return Push::Closed;
+        }
+        let bytes = self.queued_bytes.get() + frame.len();
+        if bytes > self.cap {
+            return Push::Overflow;
+        }
+        self.queued_bytes.set(bytes);
+        self.queue.borrow_mut().push_back(frame);
+        self.wake_writer();
+        Push::Queued
+    }
+
+    /// Queues the last frames of the connection (e.g. `pusher:error` then Close) past the cap; later pushes are
+    /// dropped. Returns false if the connection was already closing.
+    pub fn finish(&self, frames: &[Bytes]) -> bool {
+        if self.state.get() != State::Open {
+            return false;
+        }
+        let mut q = self.queue.borrow_mut();
+        for f in frames {
+            self.queued_bytes.set(self.queued_bytes.get() + f.len());
+            q.push_back(f.clone());
+        }
+        drop(q);
+        self.state.set(State::Closing);
+        self.wake_writer();
+        true
+    }
+
+    /// The writer is gone (socket error or teardown): drop everything queued.
+    pub fn kill(&self) {
+        self.state.set(State::Dead);
+        self.queue.borrow_mut().clear();
+        self.queued_bytes.set(0);
+        self.wake_writer();
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state.get() == State::Open
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.state.get() == State::Dead
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.get()
+    }
+
+    fn wake_writer(&self) {
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// Writer side: moves up to `max` queued frames into `batch`. Pending while the queue is empty and the
+    /// connection open; `Ready(false)` when there is nothing more to write ever (closing and drained, or dead).
+    pub fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut Vec<Bytes>,
+        max: usize,
+    ) -> Poll<bool> {
+        if self.state.get() == State::Dead {
+            return Poll::Ready(false);
+        }
+        let mut q = self.queue.borrow_mut();
+        if q.is_empty() {
+            if self.state.get() == State::Closing {
+                return Poll::Ready(false);
+            }
+            self.writer.set(Some(cx.waker().clone()));
+            return Poll::Pending;
+        }
+        let n = q.len().min(max);
+        let mut taken = 0;
+        for f in q.drain(..n) {
+            taken += f.len();
+            batch.push(f);
+        }
+        self.queued_bytes.set(self.queued_bytes.get() - taken);
+        Poll::Ready(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    #[test]
+    fn cap_is_enforced_and_finish_bypasses_it() {
+        let o = Outbox::new(10);
+        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Queued);
+        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Overflow);
+        assert_eq!(o.queued_bytes(), 6);
+        assert!(o.finish(&[Bytes::from_static(b"closeframe")]));
+        assert_eq!(o.push(Bytes::from_static(b"x")), Push::Closed);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut batch = Vec::new();
+        assert_eq!(o.poll_take(&mut cx, &mut batch, 64), Poll::Ready(true));
+        assert_eq!(batch.len(), 2);
+        assert_eq!(o.poll_take(&mut cx, &mut batch, 64), Poll::Ready(false));
+    }
+
+    #[test]
+    fn empty_open_queue_is_pending() {
+        let o = Outbox::new(10);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(o.poll_take(&mut cx, &mut Vec::new(), 64), Poll::Pending);
+        o.kill();
+        assert_eq!(
+            o.poll_take(&mut cx, &mut Vec::new(), 64),
+            Poll::Ready(false)
+        );
+    }
+}

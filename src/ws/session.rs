@@ -1,0 +1,114 @@
+//! One WebSocket connection's state, shared on its core by the reader task, the writer task, the channel index
+//! (which fans frames into its outbox) and the core's liveness scan. `!Send` by design: a session never leaves
+//! the core that accepted it.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::app::AppIdx;
+use crate::server::socket_id::SocketId;
+use crate::ws::frame;
+use crate::ws::outbox::{Outbox, Push};
+
+/// A channel this session is subscribed to, and where it sits in that channel's subscriber list (so leaving is
+/// O(1) however big the channel is).
+pub struct Subscription {
+    pub channel: Rc<str>,
+    pub slot: Cell<u32>,
+}
+
+pub struct Session {
+    pub socket_id: SocketId,
+    /// `socket_id` as text, for auth signatures and logs.
+    pub socket_id_text: Box<str>,
+    pub app: AppIdx,
+    /// Position in the core's session table.
+    pub slot: Cell<usize>,
+    fd: RawFd,
+    pub outbox: Outbox,
+    /// Last time any frame arrived from the client (spec §2.4: any frame proves liveness).
+    pub last_seen: Cell<Instant>,
+    /// When the server sent its liveness ping, if one is outstanding.
+    pub ping_sent: Cell<Option<Instant>>,
+    /// When the server started closing this session.
+    pub closing_since: Cell<Option<Instant>>,
+    pub subscriptions: RefCell<Vec<Subscription>>,
+}
+
+impl Session {
+    pub fn new(socket_id: SocketId, app: AppIdx, fd: RawFd, outbox_cap: usize) -> Self {
+        let now = Instant::now();
+        Session {
+            socket_id,
+            socket_id_text: socket_id.to_string().into_boxed_str(),
+            app,
+            slot: Cell::new(usize::MAX),
+            fd,
+            outbox: Outbox::new(outbox_cap),
+            last_seen: Cell::new(now),
+            ping_sent: Cell::new(None),
+            closing_since: Cell::new(None),
+            subscriptions: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Queues a frame; a reader that fell too far behind is cut off here.
+    #[inline]
+    pub fn send(&self, frame: Bytes) {
+        if self.outbox.push(frame) == Push::Overflow {
+            crate::warn!(
+                "socket {} cut off: over {} queued bytes (slow reader)",
+                self.socket_id,
+                self.outbox.queued_bytes()
+            );
+            self.abort();
+        }
+    }
+
+    pub fn touch(&self) {
+        self.last_seen.set(Instant::now());
+        self.ping_sent.set(None);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing_since.get().is_some()
+    }
+
+    /// Starts a clean close: optional `pusher:error` frame, then a Close frame with `code`. The writer sends them
+    /// and half-closes; the reader ends when the client answers (or the liveness scan forces it).
+    pub fn close(&self, code: u16, reason: &str, error_frame: Option<Bytes>) {
+        if self.is_closing() {
+            return;
+        }
+        self.closing_since.set(Some(Instant::now()));
+        let close = frame::encode_close(code, reason);
+        match error_frame {
+            Some(e) => self.outbox.finish(&[e, close]),
+            None => self.outbox.finish(&[close]),
+        };
+    }
+
+    /// Cuts the connection at once: both directions shut, queued frames dropped. Wakes the reader (EOF) and the
+    /// writer (dead outbox or EPIPE), which then tear the session down. Never touches the channel index, so it is
+    /// safe in the middle of a fan-out loop.
+    pub fn abort(&self) {
+        if self.closing_since.get().is_none() {
+            self.closing_since.set(Some(Instant::now()));
+        }
+        self.outbox.kill();
+        self.shutdown_socket();
+    }
+
+    /// Shuts the socket down in both directions so pending reads return EOF.
+    pub fn shutdown_socket(&self) {
+        // SAFETY: `fd` belongs to this session's TcpStream, which outlives the session's tasks; shutdown on a
+        // closed or reused descriptor at worst fails with EBADF/ENOTCONN, which we ignore.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+    }
+}
