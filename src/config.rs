@@ -198,7 +198,7 @@ struct AppsFile {
 const SETTINGS: &[(&str, &str, &str)] = &[
     // (env var, cli flag, meaning)
     ("RELAY_HOST", "--host", "address to listen on"),
-    ("RELAY_PORT", "--port", "port for WebSocket and HTTP"),
+    ("RELAY_PORT", "--port", "port for WebSocket and HTTP (0 = any free port)"),
     ("RELAY_WORKERS", "--workers", "worker cores"),
     (
         "RELAY_APPS_FILE",
@@ -480,9 +480,6 @@ fn parse_bool(field: &str, v: &str) -> Result<bool, ConfigError> {
 
 /// Checks the whole configuration; the first problem found is reported.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
-    if config.port == 0 {
-        return Err(ConfigError::new("port", "must be between 1 and 65535"));
-    }
     if config.workers == 0 || config.workers > 1024 {
         return Err(ConfigError::new("workers", "must be between 1 and 1024"));
     }

@@ -19,6 +19,10 @@ pub struct ClientMessage<'a> {
 }
 
 pub fn parse(text: &[u8]) -> Option<ClientMessage<'_>> {
+    // serde would also accept a JSON array as a struct; the protocol only has objects.
+    if text.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     sonic_rs::from_slice(text).ok()
 }
 
@@ -106,6 +110,7 @@ mod tests {
     fn odd_messages_do_not_panic() {
         assert!(parse(b"not json").is_none());
         assert!(parse(b"[1,2]").is_none());
+        assert!(parse(br#"["pusher:ping"]"#).is_none());
         assert!(parse(br#"{"data":{}}"#).is_none(), "event is required");
         let m = parse(br#"{"event":"pusher:ping"}"#).unwrap();
         assert!(m.data.is_none());

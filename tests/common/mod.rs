@@ -1,0 +1,388 @@
+//! Test kit for integration tests over real sockets: start the `relay` binary, a blocking WebSocket client that
+//! speaks raw frames, and signed REST calls. The server inherits MONOIO_FORCE_LEGACY_DRIVER from the test
+//! environment, so the same tests run on io_uring and on epoll.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+
+pub const APP_ID: &str = "app-id";
+pub const APP_KEY: &str = "app-key";
+pub const APP_SECRET: &str = "app-secret";
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts relay on a free port with 2 workers plus `args` and `env`; waits until it listens.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relay"));
+        cmd.args(["--port", "0", "--workers", "2", "--host", "127.0.0.1"]).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn relay");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let port: u16 = rest.split(' ').next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(port);
+                    }
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(20)).expect("relay did not start listening");
+        Server { child, port, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM and wait for exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "relay did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn ws(&self) -> Ws {
+        Ws::connect(self.port, &format!("/app/{APP_KEY}?protocol=7&client=js&version=8.4.0&flash=false"))
+    }
+
+    /// A connected client that has received connection_established.
+    pub fn client(&self) -> Client {
+        let mut ws = self.ws();
+        let ev = ws.expect_event("pusher:connection_established");
+        let data = ev.data_json();
+        let socket_id = data["socket_id"].as_str().unwrap().to_string();
+        Client { ws, socket_id }
+    }
+
+    pub fn rest(&self, method: &str, path: &str, extra: &[(&str, &str)], body: &str) -> (u16, String) {
+        rest_signed(self.port, method, path, extra, body, APP_KEY, APP_SECRET, now())
+    }
+
+    pub fn publish(&self, channel: &str, event: &str, data: &str) -> (u16, String) {
+        let body = format!(
+            r#"{{"name":"{event}","channel":"{channel}","data":{}}}"#,
+            sonic_rs::to_string(data).unwrap()
+        );
+        self.rest("POST", &format!("/apps/{APP_ID}/events"), &[], &body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn rest_signed(
+    port: u16,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+    key: &str,
+    secret: &str,
+    ts: i64,
+) -> (u16, String) {
+    let query = relay::auth::sign_rest_query(method, path, extra, body.as_bytes(), key, secret, ts);
+    http(port, method, &format!("{path}?{query}"), body)
+}
+
+/// One HTTP/1.1 request with Connection: close; returns status and body.
+pub fn http(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    parse_response(&raw(port, req.as_bytes()))
+}
+
+/// Sends raw bytes, reads until the server closes.
+pub fn raw(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_response(text: &str) -> (u16, String) {
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub fn json(text: &str) -> Value {
+    sonic_rs::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+/// A parsed Pusher event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub raw: String,
+    pub value: Value,
+}
+
+impl Event {
+    pub fn name(&self) -> &str {
+        self.value["event"].as_str().unwrap_or("")
+    }
+    pub fn channel(&self) -> Option<&str> {
+        self.value["channel"].as_str()
+    }
+    /// `data` must be a JSON string holding JSON; decode it.
+    pub fn data_json(&self) -> Value {
+        let s = self.value["data"].as_str().unwrap_or_else(|| panic!("data is not a string: {}", self.raw));
+        json(s)
+    }
+    pub fn data_str(&self) -> &str {
+        self.value["data"].as_str().unwrap_or_else(|| panic!("data is not a string: {}", self.raw))
+    }
+}
+
+pub struct Ws {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Ws {
+    pub fn connect(port: u16, path: &str) -> Ws {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = stream.read(&mut chunk).expect("handshake read");
+            assert!(n > 0, "closed during handshake: {}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
+        assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        buf.drain(..head_end);
+        Ws { stream, buf }
+    }
+
+    pub fn send_frame(&mut self, opcode: u8, payload: &[u8], fin: bool, masked: bool) {
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        let n = payload.len();
+        if n < 126 {
+            f.push(mask_bit | n as u8);
+        } else if n < 65536 {
+            f.push(mask_bit | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            f.push(mask_bit | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        if masked {
+            let key = [0x12, 0x34, 0x56, 0x78];
+            f.extend_from_slice(&key);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            f.extend_from_slice(payload);
+        }
+        self.stream.write_all(&f).unwrap();
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send_frame(1, text.as_bytes(), true, true);
+    }
+
+    pub fn try_recv_frame(&mut self, timeout: Duration) -> Option<Frame> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((frame, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn recv_frame(&mut self) -> Frame {
+        self.try_recv_frame(TIMEOUT).expect("no frame from server within the timeout")
+    }
+
+    /// Next text frame as an event, answering nothing and skipping control frames other than Close.
+    pub fn try_recv_event(&mut self, timeout: Duration) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let f = self.try_recv_frame(left)?;
+            match f.opcode {
+                1 => {
+                    let raw = String::from_utf8(f.payload).expect("server text is UTF-8");
+                    let value = json(&raw);
+                    return Some(Event { raw, value });
+                }
+                8 => panic!("unexpected close: {:?}", close_of(&f)),
+                _ => continue,
+            }
+        }
+    }
+
+    pub fn recv_event(&mut self) -> Event {
+        self.try_recv_event(TIMEOUT).expect("no event from server within the timeout")
+    }
+
+    pub fn expect_event(&mut self, name: &str) -> Event {
+        let e = self.recv_event();
+        assert_eq!(e.name(), name, "unexpected event: {}", e.raw);
+        e
+    }
+
+    /// Asserts nothing but control frames arrives for `d`.
+    pub fn expect_silence(&mut self, d: Duration) {
+        if let Some(e) = self.try_recv_event(d) {
+            panic!("expected no event, got {}", e.raw);
+        }
+    }
+
+    /// Reads until a Close frame; returns (code, reason). Text frames before it are returned too.
+    pub fn expect_close(&mut self) -> (Option<u16>, Vec<Event>) {
+        let mut events = Vec::new();
+        loop {
+            let f = self.try_recv_frame(Duration::from_secs(10)).expect("connection ended without a Close frame");
+            match f.opcode {
+                8 => return (close_of(&f), events),
+                1 => {
+                    let raw = String::from_utf8(f.payload).unwrap();
+                    let value = json(&raw);
+                    events.push(Event { raw, value });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn subscribe(&mut self, channel: &str) -> Event {
+        self.send_text(&format!(r#"{{"event":"pusher:subscribe","data":{{"auth":"","channel":"{channel}"}}}}"#));
+        let e = self.recv_event();
+        assert_eq!(e.name(), "pusher_internal:subscription_succeeded", "{}", e.raw);
+        e
+    }
+
+    pub fn close_tcp(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+pub fn close_of(f: &Frame) -> Option<u16> {
+    (f.payload.len() >= 2).then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]))
+}
+
+/// Server frames are unmasked.
+fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let opcode = b[0] & 0x0f;
+    let (len, mut off) = match b[1] & 0x7f {
+        126 => {
+            if b.len() < 4 {
+                return None;
+            }
+            (u16::from_be_bytes([b[2], b[3]]) as usize, 4)
+        }
+        127 => {
+            if b.len() < 10 {
+                return None;
+            }
+            (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10)
+        }
+        n => (n as usize, 2),
+    };
+    assert_eq!(b[1] & 0x80, 0, "server frames must not be masked");
+    if b.len() < off + len {
+        return None;
+    }
+    let payload = b[off..off + len].to_vec();
+    off += len;
+    Some((Frame { opcode, payload }, off))
+}
+
+pub struct Client {
+    pub ws: Ws,
+    pub socket_id: String,
+}
+
+impl std::ops::Deref for Client {
+    type Target = Ws;
+    fn deref(&self) -> &Ws {
+        &self.ws
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Ws {
+        &mut self.ws
+    }
+}
+
+pub fn obj_keys(v: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = v.as_object().map(|o| o.iter().map(|(k, _)| k.to_string()).collect()).unwrap_or_default();
+    keys.sort();
+    keys
+}
