@@ -198,7 +198,11 @@ struct AppsFile {
 const SETTINGS: &[(&str, &str, &str)] = &[
     // (env var, cli flag, meaning)
     ("RELAY_HOST", "--host", "address to listen on"),
-    ("RELAY_PORT", "--port", "port for WebSocket and HTTP (0 = any free port)"),
+    (
+        "RELAY_PORT",
+        "--port",
+        "port for WebSocket and HTTP (0 = any free port)",
+    ),
     ("RELAY_WORKERS", "--workers", "worker cores"),
     (
         "RELAY_APPS_FILE",

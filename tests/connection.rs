@@ -12,14 +12,31 @@ fn connection_established_has_string_data_with_socket_id_and_timeout() {
     let server = Server::start();
     let mut ws = server.ws();
     let e = ws.expect_event("pusher:connection_established");
-    assert!(e.value["data"].is_str(), "data must be a JSON string: {}", e.raw);
+    assert!(
+        e.value["data"].is_str(),
+        "data must be a JSON string: {}",
+        e.raw
+    );
     let data = e.data_json();
     let id = data["socket_id"].as_str().unwrap();
     let (a, b) = id.split_once('.').unwrap();
-    assert!(a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()) && !a.is_empty() && !b.is_empty());
+    assert!(
+        a.bytes().all(|c| c.is_ascii_digit())
+            && b.bytes().all(|c| c.is_ascii_digit())
+            && !a.is_empty()
+            && !b.is_empty()
+    );
     assert_eq!(data["activity_timeout"].as_u64(), Some(120));
-    let driver = if std::env::var("MONOIO_FORCE_LEGACY_DRIVER").is_ok() { "driver epoll" } else { "driver io_uring" };
-    assert!(server.log().contains(driver), "expected {driver} in log:\n{}", server.log());
+    let driver = if std::env::var("MONOIO_FORCE_LEGACY_DRIVER").is_ok() {
+        "driver epoll"
+    } else {
+        "driver io_uring"
+    };
+    assert!(
+        server.log().contains(driver),
+        "expected {driver} in log:\n{}",
+        server.log()
+    );
 }
 
 #[test]
@@ -40,7 +57,12 @@ fn unknown_key_gets_error_4001_then_close_4001() {
     assert_eq!(code, Some(4001));
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].name(), "pusher:error");
-    assert_eq!(events[0].value["data"]["code"].as_u64(), Some(4001), "error data is an object: {}", events[0].raw);
+    assert_eq!(
+        events[0].value["data"]["code"].as_u64(),
+        Some(4001),
+        "error data is an object: {}",
+        events[0].raw
+    );
 }
 
 #[test]
@@ -88,7 +110,11 @@ fn disabled_app_gets_4003() {
     let dir = std::env::temp_dir().join(format!("relay-disabled-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("apps.json");
-    std::fs::write(&file, r#"{"apps":[{"id":"app-id","key":"app-key","secret":"app-secret","enabled":false}]}"#).unwrap();
+    std::fs::write(
+        &file,
+        r#"{"apps":[{"id":"app-id","key":"app-key","secret":"app-secret","enabled":false}]}"#,
+    )
+    .unwrap();
     let server = Server::start_with(&["--apps-file", file.to_str().unwrap()], &[]);
     let mut ws = server.ws();
     assert_eq!(ws.expect_close().0, Some(4003));
@@ -138,7 +164,10 @@ fn subscribe_public_channel_succeeds_with_string_data() {
     let server = Server::start();
     let mut c = server.client();
     let e = c.subscribe("my-channel");
-    assert_eq!(e.raw, r#"{"event":"pusher_internal:subscription_succeeded","channel":"my-channel","data":"{}"}"#);
+    assert_eq!(
+        e.raw,
+        r#"{"event":"pusher_internal:subscription_succeeded","channel":"my-channel","data":"{}"}"#
+    );
     // data as a JSON string (spec §1.3)
     c.send_text(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"other\"}"}"#);
     let e = c.expect_event("pusher_internal:subscription_succeeded");
@@ -166,7 +195,9 @@ fn invalid_channel_names_are_refused() {
     let long_ok = "a".repeat(200);
     let too_long = "a".repeat(201);
     for bad in ["has space", "a:b", "#foo", too_long.as_str(), ""] {
-        c.send_text(&format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{bad}"}}}}"#));
+        c.send_text(&format!(
+            r#"{{"event":"pusher:subscribe","data":{{"channel":"{bad}"}}}}"#
+        ));
         let e = c.expect_event("pusher:error");
         assert!(e.value["data"]["message"].is_str(), "{}", e.raw);
     }
@@ -201,9 +232,17 @@ fn private_channels_need_a_valid_signature() {
     }
     server.publish("private-orders", "secret", "x");
     c.expect_silence(Duration::from_millis(200));
-    c.send_text(&format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"private-orders","auth":"{good}"}}}}"#));
+    c.send_text(&format!(
+        r#"{{"event":"pusher:subscribe","data":{{"channel":"private-orders","auth":"{good}"}}}}"#
+    ));
     c.expect_event("pusher_internal:subscription_succeeded");
-    let enc = relay::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, "private-encrypted-x", None);
+    let enc = relay::auth::sign_channel(
+        APP_KEY,
+        APP_SECRET,
+        &c.socket_id,
+        "private-encrypted-x",
+        None,
+    );
     c.send_text(&format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"private-encrypted-x","auth":"{enc}"}}}}"#));
     c.expect_event("pusher_internal:subscription_succeeded");
     // Prefixes are anchored: `notprivate-x` is public.
@@ -217,7 +256,9 @@ fn silent_client_is_pinged_then_closed_with_4201() {
     // Do not answer: first a WS ping, then pusher:ping, then Close 4201.
     let mut saw_ping = false;
     let code = loop {
-        let f = c.try_recv_frame(Duration::from_secs(6)).expect("server closed without a Close frame");
+        let f = c
+            .try_recv_frame(Duration::from_secs(6))
+            .expect("server closed without a Close frame");
         match f.opcode {
             9 => saw_ping = true,
             8 => break close_of(&f),
@@ -290,7 +331,10 @@ fn second_server_on_the_same_port_fails_clearly() {
 
 #[test]
 fn invalid_config_exits_nonzero_naming_the_field() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relay")).env("RELAY_PORT", "http").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .env("RELAY_PORT", "http")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RELAY_PORT"));
 }

@@ -67,7 +67,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
                 if !write_out(&mut stream, &mut out).await {
                     return;
                 }
-                let wait = if buf.is_empty() {
+                let idle = buf.is_empty();
+                let wait = if idle {
                     limits.http_idle_timeout
                 } else {
                     limits.http_read_timeout
@@ -75,7 +76,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
                 match read_more(&mut stream, &mut buf, wait).await {
                     ReadOutcome::Data => continue,
                     ReadOutcome::Closed => return,
-                    ReadOutcome::TimedOut if buf.is_empty() => return,
+                    // An idle keep-alive connection just ends; a half-sent head is told why.
+                    ReadOutcome::TimedOut if idle => return,
                     ReadOutcome::TimedOut => {
                         refuse(&mut stream, &mut out, HttpError::Timeout).await;
                         return;

@@ -30,7 +30,8 @@ impl Server {
     /// Starts relay on a free port with 2 workers plus `args` and `env`; waits until it listens.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_relay"));
-        cmd.args(["--port", "0", "--workers", "2", "--host", "127.0.0.1"]).args(args);
+        cmd.args(["--port", "0", "--workers", "2", "--host", "127.0.0.1"])
+            .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -44,7 +45,15 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let port: u16 = rest.split(' ').next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+                    let port: u16 = rest
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .rsplit(':')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(port);
                     }
@@ -54,7 +63,9 @@ impl Server {
                 l.push('\n');
             }
         });
-        let port = rx.recv_timeout(Duration::from_secs(20)).expect("relay did not start listening");
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("relay did not start listening");
         Server { child, port, log }
     }
 
@@ -70,13 +81,19 @@ impl Server {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "relay did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "relay did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn ws(&self) -> Ws {
-        Ws::connect(self.port, &format!("/app/{APP_KEY}?protocol=7&client=js&version=8.4.0&flash=false"))
+        Ws::connect(
+            self.port,
+            &format!("/app/{APP_KEY}?protocol=7&client=js&version=8.4.0&flash=false"),
+        )
     }
 
     /// A connected client that has received connection_established.
@@ -88,8 +105,23 @@ impl Server {
         Client { ws, socket_id }
     }
 
-    pub fn rest(&self, method: &str, path: &str, extra: &[(&str, &str)], body: &str) -> (u16, String) {
-        rest_signed(self.port, method, path, extra, body, APP_KEY, APP_SECRET, now())
+    pub fn rest(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        rest_signed(
+            self.port,
+            method,
+            path,
+            extra,
+            body,
+            APP_KEY,
+            APP_SECRET,
+            now(),
+        )
     }
 
     pub fn publish(&self, channel: &str, event: &str, data: &str) -> (u16, String) {
@@ -109,7 +141,10 @@ impl Drop for Server {
 }
 
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -147,8 +182,15 @@ pub fn raw(port: u16, bytes: &[u8]) -> String {
 }
 
 pub fn parse_response(text: &str) -> (u16, String) {
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -178,11 +220,15 @@ impl Event {
     }
     /// `data` must be a JSON string holding JSON; decode it.
     pub fn data_json(&self) -> Value {
-        let s = self.value["data"].as_str().unwrap_or_else(|| panic!("data is not a string: {}", self.raw));
+        let s = self.value["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("data is not a string: {}", self.raw));
         json(s)
     }
     pub fn data_str(&self) -> &str {
-        self.value["data"].as_str().unwrap_or_else(|| panic!("data is not a string: {}", self.raw))
+        self.value["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("data is not a string: {}", self.raw))
     }
 }
 
@@ -206,12 +252,19 @@ impl Ws {
                 break i + 4;
             }
             let n = stream.read(&mut chunk).expect("handshake read");
-            assert!(n > 0, "closed during handshake: {}", String::from_utf8_lossy(&buf));
+            assert!(
+                n > 0,
+                "closed during handshake: {}",
+                String::from_utf8_lossy(&buf)
+            );
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
-        assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "{head}"
+        );
         buf.drain(..head_end);
         Ws { stream, buf }
     }
@@ -251,7 +304,9 @@ impl Ws {
                 return Some(frame);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             let mut chunk = [0u8; 65536];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return None,
@@ -262,7 +317,8 @@ impl Ws {
     }
 
     pub fn recv_frame(&mut self) -> Frame {
-        self.try_recv_frame(TIMEOUT).expect("no frame from server within the timeout")
+        self.try_recv_frame(TIMEOUT)
+            .expect("no frame from server within the timeout")
     }
 
     /// Next text frame as an event, answering nothing and skipping control frames other than Close.
@@ -284,7 +340,8 @@ impl Ws {
     }
 
     pub fn recv_event(&mut self) -> Event {
-        self.try_recv_event(TIMEOUT).expect("no event from server within the timeout")
+        self.try_recv_event(TIMEOUT)
+            .expect("no event from server within the timeout")
     }
 
     pub fn expect_event(&mut self, name: &str) -> Event {
@@ -304,7 +361,9 @@ impl Ws {
     pub fn expect_close(&mut self) -> (Option<u16>, Vec<Event>) {
         let mut events = Vec::new();
         loop {
-            let f = self.try_recv_frame(Duration::from_secs(10)).expect("connection ended without a Close frame");
+            let f = self
+                .try_recv_frame(Duration::from_secs(10))
+                .expect("connection ended without a Close frame");
             match f.opcode {
                 8 => return (close_of(&f), events),
                 1 => {
@@ -318,9 +377,16 @@ impl Ws {
     }
 
     pub fn subscribe(&mut self, channel: &str) -> Event {
-        self.send_text(&format!(r#"{{"event":"pusher:subscribe","data":{{"auth":"","channel":"{channel}"}}}}"#));
+        self.send_text(&format!(
+            r#"{{"event":"pusher:subscribe","data":{{"auth":"","channel":"{channel}"}}}}"#
+        ));
         let e = self.recv_event();
-        assert_eq!(e.name(), "pusher_internal:subscription_succeeded", "{}", e.raw);
+        assert_eq!(
+            e.name(),
+            "pusher_internal:subscription_succeeded",
+            "{}",
+            e.raw
+        );
         e
     }
 
@@ -350,7 +416,10 @@ fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
             if b.len() < 10 {
                 return None;
             }
-            (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10)
+            (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            )
         }
         n => (n as usize, 2),
     };
@@ -382,7 +451,10 @@ impl std::ops::DerefMut for Client {
 }
 
 pub fn obj_keys(v: &Value) -> Vec<String> {
-    let mut keys: Vec<String> = v.as_object().map(|o| o.iter().map(|(k, _)| k.to_string()).collect()).unwrap_or_default();
+    let mut keys: Vec<String> = v
+        .as_object()
+        .map(|o| o.iter().map(|(k, _)| k.to_string()).collect())
+        .unwrap_or_default();
     keys.sort();
     keys
 }

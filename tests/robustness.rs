@@ -1,0 +1,160 @@
+//! Bad input never panics, never grows memory without bound, and never harms other clients.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn malformed_http_is_400_and_the_server_keeps_serving() {
+    let server = Server::start();
+    let r = raw(server.port, b"THIS IS NOT HTTP\r\n\r\n");
+    assert_eq!(parse_response(&r).0, 400, "{r}");
+    let r = raw(server.port, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n");
+    assert_eq!(parse_response(&r).0, 400, "{r}");
+    let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20000));
+    let r = raw(server.port, &big);
+    assert_eq!(parse_response(&r).0, 431, "{r}");
+    let r = raw(server.port, b"POST /apps/app-id/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(parse_response(&r).0, 411, "{r}");
+    let r = raw(
+        server.port,
+        b"POST /apps/app-id/events HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n",
+    );
+    assert_eq!(parse_response(&r).0, 413, "{r}");
+    assert_eq!(http(server.port, "GET", "/health", "").0, 200);
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    let server = Server::start();
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /stats HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let statuses: Vec<&str> = out
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &out[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "404"], "{out}");
+}
+
+#[test]
+fn slowloris_head_times_out() {
+    let server = Server::start();
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost:").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let start = Instant::now();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.contains(" 408 "), "{out}");
+    assert!(start.elapsed() < Duration::from_secs(14));
+}
+
+#[test]
+fn unmasked_frames_close_with_1002() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send_frame(1, br#"{"event":"pusher:ping"}"#, true, false);
+    let (code, _) = c.expect_close();
+    assert_eq!(code, Some(1002));
+}
+
+#[test]
+fn oversized_message_closes_with_1009_right_after_the_header() {
+    let server = Server::start();
+    let mut c = server.client();
+    // Announce 1 GiB and send nothing more: the server must refuse on the header alone.
+    let mut f = vec![0x81, 0x80 | 127];
+    f.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    f.extend_from_slice(&[1, 2, 3, 4]);
+    c.stream.write_all(&f).unwrap();
+    assert_eq!(c.expect_close().0, Some(1009));
+}
+
+#[test]
+fn invalid_utf8_closes_with_1007_and_fragments_reassemble() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.send_frame(1, br#"{"event":"pus"#, false, true);
+    c.send_frame(9, b"mid", true, true);
+    c.send_frame(0, br#"her:ping"}"#, true, true);
+    let pong = c.recv_frame();
+    assert_eq!((pong.opcode, pong.payload.as_slice()), (10, &b"mid"[..]));
+    c.expect_event("pusher:pong");
+    c.send_frame(1, b"\xff\xfe", true, true);
+    assert_eq!(c.expect_close().0, Some(1007));
+}
+
+#[test]
+fn slow_reader_is_cut_off_while_others_keep_receiving() {
+    let server = Server::start_with(&["--max-outbound-queue-bytes", "65536"], &[]);
+    let mut slow = server.client();
+    slow.subscribe("flood");
+    // Shrink the slow socket's receive buffer so the kernel absorbs less of the flood for it.
+    set_small_rcvbuf(&slow.stream);
+    let mut fast: Vec<_> = (0..4).map(|_| server.client()).collect();
+    for f in &mut fast {
+        f.subscribe("flood");
+    }
+    let payload = "x".repeat(8000);
+    // 8 MB: more than the kernel's socket buffers on both ends plus the 64 KiB queue cap.
+    let total = 1000;
+    let mut handles = Vec::new();
+    for f in fast.drain(..) {
+        handles.push(std::thread::spawn(move || {
+            let mut f = f;
+            for i in 0..total {
+                let e = f.expect_event("big");
+                assert!(
+                    e.data_str().ends_with(&format!(";{i}")),
+                    "in order, none lost"
+                );
+            }
+            f
+        }));
+    }
+    for i in 0..total {
+        let (status, _) = server.publish("flood", "big", &format!("{payload};{i}"));
+        assert_eq!(status, 200);
+    }
+    let fast: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    // The slow reader was cut off (its session is gone) while the fast ones got everything.
+    assert!(server.log().contains("slow reader"), "{}", server.log());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, stats) = http(server.port, "GET", "/stats", "");
+        if stats.contains(r#""connections":4"#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slow reader still connected: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(slow);
+    drop(fast);
+    assert_eq!(http(server.port, "GET", "/health", "").0, 200);
+}
+
+fn set_small_rcvbuf(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4096;
+    // SAFETY: setsockopt on a live socket with a correctly sized int.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
