@@ -5,7 +5,7 @@
 //! Every comparison against a client-supplied signature goes through `Mac::verify_slice`, so timing does not
 //! reveal how many leading bytes of a forged signature were right.
 
-use crate::http::query::{percent_decode, Query};
+use crate::http::query::{Query, percent_decode};
 
 use std::fmt;
 
@@ -151,13 +151,15 @@ pub fn verify_rest_request(
         return Ok(());
     }
     // Some clients sign the decoded path but send it escaped (or a proxy escapes it on the way).
-    if path.contains('%') {
-        if let Ok(decoded) = percent_decode(path) {
-            let retry = rest_string_to_sign(method, &decoded, &canonical);
-            if verify_hmac_hex(app_secret, retry.as_bytes(), signature) {
-                return Ok(());
-            }
-        }
+    if path.contains('%')
+        && let Ok(decoded) = percent_decode(path)
+        && verify_hmac_hex(
+            app_secret,
+            rest_string_to_sign(method, &decoded, &canonical).as_bytes(),
+            signature,
+        )
+    {
+        return Ok(());
     }
     Err(RestAuthError::BadSignature {
         string_to_sign,
@@ -590,7 +592,10 @@ mod tests {
                 string_to_sign,
                 given,
             }) => {
-                assert_eq!(string_to_sign, "POST\n/apps/424242/events\nauth_key=a1b2c3d4e5f6a7b8c9d0&auth_timestamp=1700000000&auth_version=1.0&body_md5=f848cacb117dadecedef966b423c274f");
+                assert_eq!(
+                    string_to_sign,
+                    "POST\n/apps/424242/events\nauth_key=a1b2c3d4e5f6a7b8c9d0&auth_timestamp=1700000000&auth_version=1.0&body_md5=f848cacb117dadecedef966b423c274f"
+                );
                 assert_eq!(given, tamper(V1_SIG));
             }
             other => panic!("expected BadSignature, got {other:?}"),
@@ -822,7 +827,9 @@ mod tests {
         let q = format!("{V1_QUERY}&auth_key={KEY}");
         assert_eq!(
             Query::parse(&q),
-            Err(crate::query::QueryError::DuplicateKey("auth_key".into()))
+            Err(crate::http::query::QueryError::DuplicateKey(
+                "auth_key".into()
+            ))
         );
     }
 
@@ -875,7 +882,7 @@ mod tests {
     fn bad_escape_in_query() {
         assert_eq!(
             Query::parse(&format!("{V1_QUERY}&info=%G1")),
-            Err(crate::query::QueryError::BadEscape)
+            Err(crate::http::query::QueryError::BadEscape)
         );
     }
 

@@ -370,7 +370,8 @@ pub fn load_from(
     if let Some((field, v)) = get("RELAY_MAX_HTTP_BODY_BYTES") {
         config.limits.max_http_body_bytes = parse_num(&field, &v)?;
     }
-    apply_default_app(&mut config, &get)?;
+    let from_file = get("RELAY_APPS_FILE").is_some();
+    apply_default_app(&mut config, from_file, &get)?;
     validate(&config)?;
     Ok(Command::Run(Box::new(config)))
 }
@@ -379,6 +380,7 @@ pub fn load_from(
 /// the file's app of the same id, or is added to the file's apps.
 fn apply_default_app(
     config: &mut Config,
+    from_file: bool,
     get: &impl Fn(&str) -> Option<(String, String)>,
 ) -> Result<(), ConfigError> {
     let id = get("RELAY_APP_ID");
@@ -398,6 +400,7 @@ fn apply_default_app(
     }
     let target_id = id.as_ref().map(|(_, v)| v.clone());
     let index = match &target_id {
+        _ if !from_file => Some(0),
         Some(wanted) => config.apps.iter().position(|a| &a.id == wanted),
         None => (!config.apps.is_empty()).then_some(0),
     };

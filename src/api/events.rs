@@ -9,8 +9,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use sonic_rs::{JsonValueTrait, LazyValue};
 
-use crate::api::channels::{self, Info};
 use crate::api::ApiRequest;
+use crate::api::channels::{self, Info};
 use crate::channels::name::{self, ChannelKind, ChannelType};
 use crate::http::response::Response;
 use crate::protocol::outbound;
@@ -155,7 +155,7 @@ fn check_event<'a>(
                 "Missing required parameter: channel"
             } else {
                 "Missing required parameter: channels"
-            }))
+            }));
         }
     }
     let max = req.app.config.max_channels_per_publish;
@@ -172,7 +172,9 @@ fn check_event<'a>(
         let ty = check_channel(req, c)?;
         // spec §4.1: encrypted payloads are per-channel; a multi-channel publish cannot include one.
         if ty.kind == ChannelKind::Encrypted && channels.len() > 1 {
-            return Err(bad("Cannot publish to multiple channels when one of them is a private-encrypted channel"));
+            return Err(bad(
+                "Cannot publish to multiple channels when one of them is a private-encrypted channel",
+            ));
         }
     }
 
@@ -184,7 +186,7 @@ fn check_event<'a>(
             None => {
                 return Err(bad(
                     "Invalid socket_id: expected two integers joined by '.'",
-                ))
+                ));
             }
         },
     };
@@ -326,7 +328,7 @@ pub fn legacy_trigger(req: &ApiRequest<'_>, channel: &str) -> Response {
                 return Response::error(
                     400,
                     "Invalid socket_id: expected two integers joined by '.'",
-                )
+                );
             }
         },
     };

@@ -77,10 +77,10 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         (["channels", name, "stats"], Method::Get | Method::Head) => Route::ChannelStats(name),
         (["channels", name, "events"], Method::Post) => Route::LegacyTrigger(name),
         (["events"] | ["batch_events"] | ["events", "batch"] | ["channels", _, "events"], _) => {
-            return Response::method_not_allowed("POST")
+            return Response::method_not_allowed("POST");
         }
         (["channels"] | ["channels", _] | ["channels", _, "stats"], _) => {
-            return Response::method_not_allowed("GET, HEAD")
+            return Response::method_not_allowed("GET, HEAD");
         }
         _ => return Response::error(404, &format!("Not found: {}", head.path)),
     };

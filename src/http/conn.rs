@@ -12,7 +12,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::api;
-use crate::http::request::{parse_head, HttpError, Method};
+use crate::http::request::{HttpError, Method, parse_head};
 use crate::server::core::Core;
 use crate::ws;
 

@@ -99,7 +99,7 @@ pub fn parse_head(
                 httparse::Error::Token => "invalid token",
                 httparse::Error::NewLine => "invalid line ending",
                 _ => "invalid request",
-            }))
+            }));
         }
     };
     if head_len > max_head_bytes {
@@ -196,9 +196,11 @@ mod tests {
 
     #[test]
     fn partial_heads_wait_and_oversized_ones_fail() {
-        assert!(parse_head(b"GET / HTTP/1.1\r\nHost:", 8192, 64)
-            .unwrap()
-            .is_none());
+        assert!(
+            parse_head(b"GET / HTTP/1.1\r\nHost:", 8192, 64)
+                .unwrap()
+                .is_none()
+        );
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
         assert_eq!(
             parse_head(big.as_bytes(), 8192, 64).unwrap_err(),

@@ -92,9 +92,12 @@ mod tests {
         let mut out = Vec::new();
         Response::error(404, "No \"app\"").write_to(&mut out, false, false);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with(
-            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 20\r\n"
-        ));
+        let body = "{\"error\":\"No \\\"app\\\"\"}";
+        let head = format!(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        assert!(text.starts_with(&head), "{text}");
         assert!(text.contains("Connection: close\r\n"));
         assert!(text.ends_with("\r\n\r\n{\"error\":\"No \\\"app\\\"\"}"));
     }

@@ -5,8 +5,8 @@
 //! of publishes costs one cross-thread wake. A full inbox is reported to the producer, never grown.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
 use atomic_waker::AtomicWaker;

@@ -9,8 +9,8 @@ pub mod socket_id;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use monoio::net::{ListenerOpts, TcpListener};
 use crate::config::Config;
 use crate::protocol::codes::close;
 use crate::server::core::Core;
-use crate::server::inbox::{inbox, CoreMsg, InboxReceiver};
+use crate::server::inbox::{CoreMsg, InboxReceiver, inbox};
 use crate::server::shared::Shared;
 
 /// Listen backlog per core.
@@ -154,7 +154,12 @@ fn bind_reuseport(addr: SocketAddr, opts: &ListenerOpts) -> io::Result<StdListen
     // SAFETY: plain socket syscalls on a descriptor we create and own; on error it is closed by OwnedFd.
     unsafe {
         use std::os::fd::{FromRawFd, OwnedFd};
-        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        // Non-blocking: the epoll driver accepts on it directly (io_uring does not care).
+        let fd = libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }

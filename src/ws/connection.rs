@@ -175,10 +175,7 @@ async fn read_loop(
         }
         let chunk = core.take_read_buffer(READ_BUFFER_BYTES);
         let (res, chunk) = rd.read(chunk).await;
-        let n = match res {
-            Ok(n) => n,
-            Err(_) => 0,
-        };
+        let n = res.unwrap_or_default();
         if n > 0 {
             buf.extend_from_slice(&chunk[..n]);
         }

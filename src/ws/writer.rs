@@ -59,10 +59,10 @@ impl FrameBatch {
             whole += 1;
         }
         self.frames.drain(..whole);
-        if n > 0 {
-            if let Some(f) = self.frames.first_mut() {
-                f.advance(n);
-            }
+        if n > 0
+            && let Some(f) = self.frames.first_mut()
+        {
+            f.advance(n);
         }
     }
 }

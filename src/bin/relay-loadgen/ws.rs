@@ -1,0 +1,504 @@
+//! Minimal WebSocket client for the Pusher protocol: upgrade, wait for
+//! `pusher:connection_established`, subscribe, wait for
+//! `pusher_internal:subscription_succeeded`, then a receive loop that does no
+//! allocation per message and answers WS pings and `pusher:ping`.
+
+use std::net::SocketAddrV4;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::net;
+use crate::pool::RecvCtx;
+use crate::util::json_escape;
+
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
+
+/// Largest server frame we accept (anything bigger is a protocol error).
+const MAX_FRAME: usize = 16 << 20;
+
+/// Fixed handshake key and its RFC 6455 accept value.
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const WS_ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+const PUSHER_PONG: &[u8] = br#"{"event":"pusher:pong","data":{}}"#;
+
+/// Where to connect and how.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddrV4,
+    pub key: String,
+    /// Spread source addresses once the connection total exceeds this.
+    pub per_ip: usize,
+}
+
+#[derive(Debug)]
+pub enum ConnError {
+    Connect(std::io::Error),
+    Io(std::io::Error),
+    Closed,
+    HttpStatus(u16),
+    Protocol(&'static str),
+    PusherError,
+    Timeout,
+}
+
+impl ConnError {
+    /// Short label used as a key in the JSON error counts.
+    pub fn label(&self) -> String {
+        match self {
+            ConnError::Connect(e) => match e.raw_os_error() {
+                Some(libc::ECONNREFUSED) => "connect_refused".into(),
+                Some(libc::EADDRNOTAVAIL) => "connect_addr_not_avail".into(),
+                Some(libc::EMFILE) | Some(libc::ENFILE) => "connect_too_many_files".into(),
+                Some(code) => format!("connect_errno_{code}"),
+                None => "connect_error".into(),
+            },
+            ConnError::Io(e) => match e.raw_os_error() {
+                Some(libc::ECONNRESET) => "io_reset".into(),
+                Some(code) => format!("io_errno_{code}"),
+                None => "io_error".into(),
+            },
+            ConnError::Closed => "closed".into(),
+            ConnError::HttpStatus(s) => format!("http_{s}"),
+            ConnError::Protocol(p) => format!("protocol_{}", p.replace(' ', "_")),
+            ConnError::PusherError => "pusher_error".into(),
+            ConnError::Timeout => "timeout".into(),
+        }
+    }
+}
+
+/// Parsed frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHdr {
+    pub opcode: u8,
+    pub fin: bool,
+    pub hdr_len: usize,
+    pub payload_len: usize,
+    pub mask: Option<[u8; 4]>,
+}
+
+impl FrameHdr {
+    #[inline]
+    pub fn total(&self) -> usize {
+        self.hdr_len + self.payload_len
+    }
+}
+
+/// Parses a frame header. `Ok(None)` if more bytes are needed.
+#[inline]
+pub fn parse_header(b: &[u8]) -> Result<Option<FrameHdr>, &'static str> {
+    if b.len() < 2 {
+        return Ok(None);
+    }
+    let (b0, b1) = (b[0], b[1]);
+    if b0 & 0x70 != 0 {
+        return Err("rsv bits set");
+    }
+    let (len, mut off) = match b1 & 0x7f {
+        126 => {
+            if b.len() < 4 {
+                return Ok(None);
+            }
+            (u16::from_be_bytes([b[2], b[3]]) as u64, 4)
+        }
+        127 => {
+            if b.len() < 10 {
+                return Ok(None);
+            }
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[2..10]);
+            (u64::from_be_bytes(a), 10)
+        }
+        n => (n as u64, 2),
+    };
+    if len > MAX_FRAME as u64 {
+        return Err("frame too large");
+    }
+    let mask = if b1 & 0x80 != 0 {
+        if b.len() < off + 4 {
+            return Ok(None);
+        }
+        let m = [b[off], b[off + 1], b[off + 2], b[off + 3]];
+        off += 4;
+        Some(m)
+    } else {
+        None
+    };
+    Ok(Some(FrameHdr {
+        opcode: b0 & 0x0f,
+        fin: b0 & 0x80 != 0,
+        hdr_len: off,
+        payload_len: len as usize,
+        mask,
+    }))
+}
+
+/// Appends one masked client frame (FIN set) to `out`.
+pub fn encode_client_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(0x80 | opcode);
+    let n = payload.len();
+    if n < 126 {
+        out.push(0x80 | n as u8);
+    } else if n <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+}
+
+pub fn unmask(p: &mut [u8], mask: [u8; 4]) {
+    for (i, b) in p.iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+#[inline]
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Finds `"t=<digits>` in a payload and returns the number (no allocation).
+#[inline]
+pub fn find_t(p: &[u8]) -> Option<u64> {
+    let mut i = 0;
+    while i < p.len() {
+        let j = i + p[i..].iter().position(|&c| c == b'"')?;
+        if p.get(j + 1) == Some(&b't') && p.get(j + 2) == Some(&b'=') {
+            let mut v: u64 = 0;
+            let mut k = j + 3;
+            while k < p.len() && p[k].is_ascii_digit() {
+                v = v.wrapping_mul(10).wrapping_add((p[k] - b'0') as u64);
+                k += 1;
+            }
+            if k > j + 3 {
+                return Some(v);
+            }
+        }
+        i = j + 1;
+    }
+    None
+}
+
+fn mask_for(idx: usize) -> [u8; 4] {
+    // splitmix64 of the connection index: a fixed pseudo-random mask per connection.
+    let mut z = (idx as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let m = (z as u32 | 1).to_le_bytes();
+    [m[0], m[1], m[2], m[3]]
+}
+
+/// One client WebSocket connection with its reusable buffers.
+pub struct WsConn {
+    stream: TcpStream,
+    /// Read buffer; bytes `head..len` are unparsed.
+    buf: Vec<u8>,
+    head: usize,
+    /// Bytes needed from `head` for the next complete frame (0 = unknown).
+    need: usize,
+    wbuf: Vec<u8>,
+    mask: [u8; 4],
+}
+
+impl WsConn {
+    /// Connects, upgrades, waits for `connection_established`, subscribes to
+    /// `channel` and waits for `subscription_succeeded`.
+    pub async fn open(
+        t: &Target,
+        idx: usize,
+        total: usize,
+        channel: &str,
+        read_buf: usize,
+    ) -> Result<WsConn, ConnError> {
+        let stream = net::connect(t.addr, net::source_ip(idx, total, t.per_ip))
+            .await
+            .map_err(ConnError::Connect)?;
+        let mut c = WsConn {
+            stream,
+            buf: Vec::with_capacity(read_buf.max(256)),
+            head: 0,
+            need: 0,
+            wbuf: Vec::with_capacity(256),
+            mask: mask_for(idx),
+        };
+        let req = format!(
+            "GET /app/{}?protocol=7&client=relay-loadgen&version=1.0 HTTP/1.1\r\n\
+             Host: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            t.key, t.addr
+        );
+        let (res, _) = c.stream.write_all(req.into_bytes()).await;
+        res.map_err(ConnError::Io)?;
+        loop {
+            c.fill().await?;
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&c.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let code = resp.code.unwrap_or(0);
+                    if code != 101 {
+                        return Err(ConnError::HttpStatus(code));
+                    }
+                    let accept_ok = resp.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("sec-websocket-accept")
+                            && h.value.trim_ascii() == WS_ACCEPT
+                    });
+                    if !accept_ok {
+                        return Err(ConnError::Protocol("bad accept key"));
+                    }
+                    c.head = n;
+                    break;
+                }
+                Ok(httparse::Status::Partial) => {
+                    if c.buf.len() > 16 * 1024 {
+                        return Err(ConnError::Protocol("http head too large"));
+                    }
+                }
+                Err(_) => return Err(ConnError::Protocol("bad http response")),
+            }
+        }
+        c.await_event(b"pusher:connection_established").await?;
+        let sub = format!(
+            r#"{{"event":"pusher:subscribe","data":{{"auth":"","channel":"{}"}}}}"#,
+            json_escape(channel)
+        );
+        c.send(OP_TEXT, sub.as_bytes()).await?;
+        c.await_event(b"pusher_internal:subscription_succeeded")
+            .await?;
+        Ok(c)
+    }
+
+    /// Wraps an already-upgraded stream (tests drive `hold` directly).
+    #[cfg(test)]
+    pub fn from_stream(stream: TcpStream, read_buf: usize) -> WsConn {
+        WsConn {
+            stream,
+            buf: Vec::with_capacity(read_buf),
+            head: 0,
+            need: 0,
+            wbuf: Vec::with_capacity(256),
+            mask: mask_for(0),
+        }
+    }
+
+    /// Moves unparsed bytes to the front and makes room for the next read.
+    fn prepare_read(&mut self) -> Result<(), ConnError> {
+        if self.head > 0 {
+            let len = self.buf.len();
+            if self.head < len {
+                self.buf.copy_within(self.head..len, 0);
+            }
+            self.buf.truncate(len - self.head);
+            self.head = 0;
+        }
+        let want = self.need.max(self.buf.len() + 1);
+        if want > MAX_FRAME + 14 {
+            return Err(ConnError::Protocol("frame too large"));
+        }
+        if self.buf.capacity() < want {
+            // Only when a frame is larger than the buffer: grow (rare).
+            let target = want.max(self.buf.capacity() * 2);
+            self.buf.reserve(target - self.buf.len());
+        }
+        Ok(())
+    }
+
+    /// Reads more bytes, appending after the unparsed ones.
+    async fn fill(&mut self) -> Result<(), ConnError> {
+        self.prepare_read()?;
+        let buf = std::mem::take(&mut self.buf);
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (res, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
+        match res {
+            Ok(0) => Err(ConnError::Closed),
+            Ok(_) => Ok(()),
+            Err(e) => Err(ConnError::Io(e)),
+        }
+    }
+
+    async fn send(&mut self, opcode: u8, payload: &[u8]) -> Result<(), ConnError> {
+        let mut w = std::mem::take(&mut self.wbuf);
+        w.clear();
+        encode_client_frame(&mut w, opcode, payload, self.mask);
+        let (res, w) = self.stream.write_all(w).await;
+        self.wbuf = w;
+        res.map(|_| ()).map_err(ConnError::Io)
+    }
+
+    /// Next text frame payload range (handshake phase only). Answers pings.
+    async fn next_text(&mut self) -> Result<(usize, usize), ConnError> {
+        loop {
+            let h = parse_header(&self.buf[self.head..]).map_err(ConnError::Protocol)?;
+            match h {
+                Some(h) if self.buf.len() - self.head >= h.total() => {
+                    self.need = 0;
+                    let s = self.head + h.hdr_len;
+                    let e = s + h.payload_len;
+                    if let Some(m) = h.mask {
+                        unmask(&mut self.buf[s..e], m);
+                    }
+                    self.head = e;
+                    match h.opcode {
+                        OP_TEXT => return Ok((s, e)),
+                        OP_PING => {
+                            let mut tmp = [0u8; 125];
+                            let n = (e - s).min(125);
+                            tmp[..n].copy_from_slice(&self.buf[s..s + n]);
+                            self.send(OP_PONG, &tmp[..n]).await?;
+                        }
+                        OP_CLOSE => return Err(ConnError::Closed),
+                        _ => {}
+                    }
+                }
+                h => {
+                    self.need = h.map(|h| h.total()).unwrap_or(0);
+                    self.fill().await?;
+                }
+            }
+        }
+    }
+
+    async fn await_event(&mut self, needle: &[u8]) -> Result<(), ConnError> {
+        loop {
+            let (s, e) = self.next_text().await?;
+            let p = &self.buf[s..e];
+            if contains(p, needle) {
+                return Ok(());
+            }
+            if contains(p, b"pusher:error") || contains(p, b"subscription_error") {
+                return Err(ConnError::PusherError);
+            }
+            if contains(p, b"\"pusher:ping\"") {
+                self.send(OP_TEXT, PUSHER_PONG).await?;
+            }
+        }
+    }
+
+    /// Receive loop after subscribing: counts deliveries (text frames with a
+    /// `"t=` timestamp), records publish->delivery latency, answers pings.
+    /// No allocation per message. Returns why the connection ended.
+    pub async fn hold(&mut self, ctx: &RecvCtx) -> ConnError {
+        let mut now_ns = ctx.now_ns();
+        loop {
+            let mut delivered = 0u64;
+            let mut ws_ping: Option<([u8; 125], usize)> = None;
+            let mut pusher_ping = false;
+            {
+                let mut hist = ctx.hist.borrow_mut();
+                loop {
+                    let h = match parse_header(&self.buf[self.head..]) {
+                        Ok(Some(h)) => h,
+                        Ok(None) => {
+                            self.need = 0;
+                            break;
+                        }
+                        Err(e) => return ConnError::Protocol(e),
+                    };
+                    if self.buf.len() - self.head < h.total() {
+                        self.need = h.total();
+                        break;
+                    }
+                    let s = self.head + h.hdr_len;
+                    let e = s + h.payload_len;
+                    self.head = e;
+                    if let Some(m) = h.mask {
+                        unmask(&mut self.buf[s..e], m);
+                    }
+                    let p = &self.buf[s..e];
+                    match h.opcode {
+                        OP_TEXT => {
+                            if let Some(t) = find_t(p) {
+                                delivered += 1;
+                                hist.saturating_record(now_ns.saturating_sub(t) / 1000);
+                            } else if contains(p, b"\"pusher:ping\"") {
+                                pusher_ping = true;
+                            }
+                        }
+                        OP_PING => {
+                            let mut tmp = [0u8; 125];
+                            let n = p.len().min(125);
+                            tmp[..n].copy_from_slice(&p[..n]);
+                            ws_ping = Some((tmp, n));
+                        }
+                        OP_CLOSE => return ConnError::Closed,
+                        _ => {}
+                    }
+                }
+            }
+            if delivered > 0 {
+                ctx.add_delivered(delivered);
+            }
+            if let Some((tmp, n)) = ws_ping {
+                ctx.add_pong();
+                if let Err(e) = self.send(OP_PONG, &tmp[..n]).await {
+                    return e;
+                }
+            }
+            if pusher_ping {
+                ctx.add_pong();
+                if let Err(e) = self.send(OP_TEXT, PUSHER_PONG).await {
+                    return e;
+                }
+            }
+            if let Err(e) = self.fill().await {
+                return e;
+            }
+            now_ns = ctx.now_ns();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_lengths() {
+        let h = parse_header(&[0x81, 5]).unwrap().unwrap();
+        assert_eq!((h.opcode, h.hdr_len, h.payload_len, h.fin), (1, 2, 5, true));
+        let h = parse_header(&[0x81, 126, 0x01, 0x00]).unwrap().unwrap();
+        assert_eq!((h.hdr_len, h.payload_len), (4, 256));
+        let h = parse_header(&[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0])
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.hdr_len, h.payload_len), (10, 65536));
+        assert_eq!(parse_header(&[0x81, 126, 1]).unwrap(), None);
+        assert!(parse_header(&[0x81, 127, 0xff, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(parse_header(&[0xC1, 1]).is_err());
+    }
+
+    #[test]
+    fn client_frame_roundtrip() {
+        for n in [0usize, 5, 125, 126, 300, 70_000] {
+            let payload: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let mut out = Vec::new();
+            encode_client_frame(&mut out, OP_TEXT, &payload, [1, 2, 3, 4]);
+            let h = parse_header(&out).unwrap().unwrap();
+            assert_eq!(h.payload_len, n);
+            assert_eq!(h.mask, Some([1, 2, 3, 4]));
+            let mut p = out[h.hdr_len..].to_vec();
+            unmask(&mut p, [1, 2, 3, 4]);
+            assert_eq!(p, payload);
+        }
+    }
+
+    #[test]
+    fn finds_timestamp() {
+        let f = br#"{"event":"lg","channel":"channel-1","data":"t=123456;s=7;xx"}"#;
+        assert_eq!(find_t(f), Some(123456));
+        assert_eq!(find_t(br#"{"event":"pusher:ping","data":"{}"}"#), None);
+        assert_eq!(find_t(br#"{"a":"t=","b":"t=9"}"#), Some(9));
+        assert_eq!(find_t(b"\"t="), None);
+    }
+}
