@@ -15,12 +15,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 use relay::auth::{md5_hex, sign_rest_query, verify_channel_auth, verify_rest_request};
 use relay::channels::index::ChannelIndex;
 use relay::http::query::Query;
-use relay::http::request::{parse_head, MAX_HEADERS};
+use relay::http::request::{MAX_HEADERS, parse_head};
 use relay::protocol::{inbound, outbound};
 use relay::server::socket_id::SocketId;
 use relay::ws::frame::{self, FrameDecoder, Message};
@@ -350,8 +350,9 @@ const DELIVERIES_PER_DRAIN: u64 = 16;
 fn fanout_frame() -> Bytes {
     const FRAME_LEN: usize = 200;
     let name = br#""my-event""#;
-    let base = outbound::app_event(name, FANOUT_CHANNEL, b"\"\"").len() - 2; // payload of the empty event
-                                                                             // Frames with 126..=65535 payload bytes have a 4-byte header.
+    // Payload length of the same event with empty data (small, so a 2-byte header).
+    let base = outbound::app_event(name, FANOUT_CHANNEL, b"\"\"").len() - 2;
+    // Frames with 126..=65535 payload bytes have a 4-byte header.
     let data = string_token(FRAME_LEN - 4 - base + 2);
     let f = outbound::app_event(name, FANOUT_CHANNEL, &data);
     assert_eq!(f.len(), FRAME_LEN);
