@@ -79,6 +79,19 @@ pub struct AppConfig {
     pub authorized_connections: bool,
     /// Watched users per signed-in connection (spec §7.5: 100).
     pub max_watchlist_size: usize,
+    /// Base64 of 32 bytes: lets `POST /apps/{id}/auth` return `shared_secret` for encrypted channels (spec §4.1).
+    pub encryption_master_key_base64: Option<String>,
+}
+
+impl AppConfig {
+    /// The decoded master key, if configured (validated at start).
+    pub fn master_key(&self) -> Option<[u8; 32]> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(self.encryption_master_key_base64.as_ref()?)
+            .ok()?;
+        raw.try_into().ok()
+    }
 }
 
 impl Default for AppConfig {
@@ -103,6 +116,7 @@ impl Default for AppConfig {
             cache_ttl_secs: 1800,
             authorized_connections: false,
             max_watchlist_size: 100,
+            encryption_master_key_base64: None,
         }
     }
 }
@@ -160,6 +174,8 @@ pub struct Config {
     pub activity_timeout_secs: u64,
     /// Seconds to wait for any reply to that check before closing with 4201.
     pub pong_timeout_secs: u64,
+    /// Seconds a connection of an authorized-connections app has to sign in (spec §7.2: 30).
+    pub authorized_connection_timeout_secs: u64,
     pub limits: Limits,
     pub apps: Vec<AppConfig>,
 }
@@ -175,6 +191,7 @@ impl Default for Config {
             debug: false,
             activity_timeout_secs: 120,
             pong_timeout_secs: 30,
+            authorized_connection_timeout_secs: 30,
             limits: Limits::default(),
             apps: vec![AppConfig::default()],
         }
@@ -357,6 +374,9 @@ pub fn load_from(
     }
     if let Some((field, v)) = get("RELAY_PONG_TIMEOUT") {
         config.pong_timeout_secs = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_AUTHORIZED_CONNECTION_TIMEOUT") {
+        config.authorized_connection_timeout_secs = parse_num(&field, &v)?;
     }
     if let Some((field, v)) = get("RELAY_SERVER_MAX_CONNECTIONS") {
         config.limits.max_connections = parse_num(&field, &v)?;
@@ -562,6 +582,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             return Err(ConfigError::new(
                 f("max_channel_name_length"),
                 "name lengths must be at least 1",
+            ));
+        }
+        if app.encryption_master_key_base64.is_some() && app.master_key().is_none() {
+            return Err(ConfigError::new(
+                f("encryption_master_key_base64"),
+                "must be base64 of exactly 32 bytes",
             ));
         }
         for (j, other) in config.apps.iter().enumerate().take(i) {

@@ -49,13 +49,27 @@ pub async fn subscription_count(req: &ApiRequest<'_>, channel: &str) -> u64 {
         .sum()
 }
 
+/// Distinct users of a presence channel, from its home core.
+pub async fn presence_users(req: &ApiRequest<'_>, channel: &str) -> Vec<Box<str>> {
+    let q = Query::PresenceUsers {
+        app: req.app.idx,
+        name: Arc::from(channel),
+    };
+    match req.core.ask_home(req.app.idx, channel, q).await {
+        Some(Answer::Users(u)) => u,
+        _ => Vec::new(),
+    }
+}
+
 /// The `{...}` object of requested attributes for one channel (publish responses, spec §10.2).
 pub async fn info_object(req: &ApiRequest<'_>, channel: &str, info: Info) -> String {
     let presence = ChannelType::of(channel).kind == ChannelKind::Presence;
     let mut fields = Vec::new();
     if info.user_count && presence {
-        // Presence rosters are not tracked yet: no presence subscriptions can exist.
-        fields.push(r#""user_count":0"#.to_string());
+        fields.push(format!(
+            r#""user_count":{}"#,
+            presence_users(req, channel).await.len()
+        ));
     }
     if info.subscription_count {
         fields.push(format!(
@@ -115,7 +129,10 @@ pub async fn list(req: &ApiRequest<'_>) -> Response {
         first = false;
         let mut fields = Vec::new();
         if info.user_count {
-            fields.push(r#""user_count":0"#.to_string());
+            fields.push(format!(
+                r#""user_count":{}"#,
+                presence_users(req, name).await.len()
+            ));
         }
         if info.subscription_count {
             fields.push(format!(r#""subscription_count":{n}"#));
@@ -156,13 +173,27 @@ pub async fn one(req: &ApiRequest<'_>, raw_name: &str) -> Response {
     let count = subscription_count(req, &channel).await;
     let mut out = format!(r#"{{"occupied":{}"#, count > 0);
     if info.user_count {
-        out.push_str(r#","user_count":0"#);
+        out.push_str(&format!(
+            r#","user_count":{}"#,
+            presence_users(req, &channel).await.len()
+        ));
     }
     if info.subscription_count {
         out.push_str(&format!(r#","subscription_count":{count}"#));
     }
     if info.cache {
-        out.push_str(r#","cache":null"#);
+        let q = Query::Cache {
+            app: req.app.idx,
+            name: Arc::from(channel.as_str()),
+        };
+        match req.core.ask_home(req.app.idx, &channel, q).await {
+            Some(Answer::Cache(Some((data, ttl)))) => {
+                out.push_str(r#","cache":{"data":"#);
+                out.push_str(&String::from_utf8_lossy(&data));
+                out.push_str(&format!(r#","ttl":{ttl}}}"#));
+            }
+            _ => out.push_str(r#","cache":null"#),
+        }
     }
     out.push('}');
     Response::json(200, out.into_bytes())
@@ -178,8 +209,35 @@ pub async fn legacy_stats(req: &ApiRequest<'_>, raw_name: &str) -> Response {
     let count = subscription_count(req, &channel).await;
     let mut out = format!(r#"{{"occupied":{}"#, count > 0);
     if ChannelType::of(&channel).kind == ChannelKind::Presence {
-        out.push_str(r#","user_count":0"#);
+        out.push_str(&format!(
+            r#","user_count":{}"#,
+            presence_users(req, &channel).await.len()
+        ));
     }
     out.push_str(&format!(r#","connection_count":{count}}}"#));
+    Response::json(200, out.into_bytes())
+}
+
+/// `GET /apps/{id}/channels/{name}/users`: presence channels only (spec §10.6).
+pub async fn users(req: &ApiRequest<'_>, raw_name: &str) -> Response {
+    let channel = match decode_name(raw_name) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if ChannelType::of(&channel).kind != ChannelKind::Presence {
+        return Response::error(400, "Users can only be retrieved for presence channels");
+    }
+    let mut out = String::from(r#"{"users":["#);
+    for (i, id) in presence_users(req, &channel).await.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let mut tok = Vec::new();
+        crate::protocol::outbound::push_json_string(&mut tok, id);
+        out.push_str(r#"{"id":"#);
+        out.push_str(&String::from_utf8_lossy(&tok));
+        out.push('}');
+    }
+    out.push_str("]}");
     Response::json(200, out.into_bytes())
 }

@@ -14,7 +14,7 @@ use crate::api::channels::{self, Info};
 use crate::channels::name::{self, ChannelKind, ChannelType};
 use crate::http::response::Response;
 use crate::protocol::outbound;
-use crate::server::inbox::Publication;
+use crate::server::inbox::{HomeMsg, Publication};
 use crate::server::socket_id::SocketId;
 
 #[derive(Deserialize)]
@@ -225,9 +225,33 @@ fn publication(req: &ApiRequest<'_>, e: &Event<'_>) -> Publication {
 }
 
 fn publish(req: &ApiRequest<'_>, e: &Event<'_>) -> Result<(), Response> {
-    req.core
-        .publish(publication(req, e))
-        .map_err(|_| Response::error(503, "Server overloaded: try again"))
+    let p = publication(req, e);
+    // Cache channels keep the frame just published as their last event (spec §8).
+    let cached: Vec<(Box<str>, bytes::Bytes)> = p
+        .frames
+        .iter()
+        .filter(|(c, _)| ChannelType::of(c).cache)
+        .cloned()
+        .collect();
+    let result = req
+        .core
+        .publish(p)
+        .map_err(|_| Response::error(503, "Server overloaded: try again"));
+    let app = req.app.idx;
+    for (channel, frame) in cached {
+        let data_token = bytes::Bytes::copy_from_slice(&e.data_token);
+        req.core.send_home(
+            app,
+            &channel,
+            HomeMsg::CacheStore {
+                app,
+                channel: channel.clone(),
+                frame,
+                data_token,
+            },
+        );
+    }
+    result
 }
 
 fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {

@@ -11,9 +11,11 @@ use crate::http::request::{Method, RequestHead};
 use crate::http::response::Response;
 use crate::server::core::Core;
 
+pub mod app_auth;
 pub mod channels;
 pub mod events;
 pub mod stats;
+pub mod users;
 
 /// What a handler gets: the app, the decoded query and the raw body.
 pub struct ApiRequest<'a> {
@@ -76,10 +78,19 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         }
         (["channels", name, "stats"], Method::Get | Method::Head) => Route::ChannelStats(name),
         (["channels", name, "events"], Method::Post) => Route::LegacyTrigger(name),
+        (["channels", name, "users"], Method::Get | Method::Head) => Route::Users(name),
+        (["users", user, "terminate_connections"], Method::Post) => Route::Terminate(user),
+        (["auth"], Method::Post) => Route::Auth,
         (["events"] | ["batch_events"] | ["events", "batch"] | ["channels", _, "events"], _) => {
             return Response::method_not_allowed("POST");
         }
-        (["channels"] | ["channels", _] | ["channels", _, "stats"], _) => {
+        (["users", _, "terminate_connections"] | ["auth"], _) => {
+            return Response::method_not_allowed("POST");
+        }
+        (
+            ["channels"] | ["channels", _] | ["channels", _, "stats"] | ["channels", _, "users"],
+            _,
+        ) => {
             return Response::method_not_allowed("GET, HEAD");
         }
         _ => return Response::error(404, &format!("Not found: {}", head.path)),
@@ -114,6 +125,9 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         Route::Channels => channels::list(&req).await,
         Route::Channel(name) => channels::one(&req, name).await,
         Route::ChannelStats(name) => channels::legacy_stats(&req, name).await,
+        Route::Users(name) => channels::users(&req, name).await,
+        Route::Terminate(user) => users::terminate_connections(&req, user),
+        Route::Auth => app_auth::authorize(&req),
     }
 }
 
@@ -124,4 +138,7 @@ enum Route<'a> {
     Channels,
     Channel(&'a str),
     ChannelStats(&'a str),
+    Users(&'a str),
+    Terminate(&'a str),
+    Auth,
 }

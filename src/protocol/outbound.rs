@@ -129,6 +129,66 @@ pub fn app_event(name_token: &[u8], channel: &str, data_token: &[u8]) -> Bytes {
     )
 }
 
+/// `{"event":"pusher:signin_success","data":{"user_data":"<as sent>"}}` (spec §7.1: object data).
+pub fn signin_success(user_data: &str) -> Bytes {
+    frame::encode_text_with(64 + user_data.len() * 2, |o| {
+        o.extend_from_slice(br#"{"event":"pusher:signin_success","data":{"user_data":"#);
+        push_json_string(o, user_data);
+        o.extend_from_slice(b"}}");
+    })
+}
+
+/// `pusher_internal:watchlist_events` with an `online` and/or `offline` list; empty lists are omitted (spec §7.5).
+pub fn watchlist_events(online: &[&str], offline: &[&str]) -> Bytes {
+    frame::encode_text_with(96, |o| {
+        o.extend_from_slice(br#"{"event":"pusher_internal:watchlist_events","data":{"events":["#);
+        let mut first = true;
+        for (name, ids) in [("online", online), ("offline", offline)] {
+            if ids.is_empty() {
+                continue;
+            }
+            if !first {
+                o.push(b',');
+            }
+            first = false;
+            o.extend_from_slice(br#"{"name":""#);
+            o.extend_from_slice(name.as_bytes());
+            o.extend_from_slice(br#"","user_ids":["#);
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    o.push(b',');
+                }
+                push_json_string(o, id);
+            }
+            o.extend_from_slice(b"]}");
+        }
+        o.extend_from_slice(b"]}}");
+    })
+}
+
+/// `{"event":"pusher:cache_miss","channel":"cache-x","data":"{}"}` (spec §8).
+pub fn cache_miss(channel: &str) -> Bytes {
+    channel_event_json("pusher:cache_miss", channel, "{}")
+}
+
+/// A client event relayed to the channel's other members (spec §6): `data_token` is a complete JSON string
+/// token; presence channels add the sender's `user_id`.
+pub fn client_event(event: &str, channel: &str, data_token: &[u8], user_id: Option<&str>) -> Bytes {
+    frame::encode_text_with(48 + event.len() + channel.len() + data_token.len(), |o| {
+        o.extend_from_slice(br#"{"event":"#);
+        push_json_string(o, event);
+        o.extend_from_slice(br#","channel":"#);
+        push_json_string(o, channel);
+        o.extend_from_slice(br#","data":"#);
+        o.extend_from_slice(data_token);
+        if let Some(u) = user_id {
+            o.extend_from_slice(br#","user_id":"#);
+            push_json_string(o, u);
+        }
+        o.push(b'}');
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +228,31 @@ mod tests {
             r#"{"event":"pusher_internal:subscription_succeeded","channel":"my-channel","data":"{}"}"#
         );
         assert_eq!(payload(&pong()), r#"{"event":"pusher:pong","data":"{}"}"#);
+    }
+
+    #[test]
+    fn watchlist_and_signin_frames() {
+        assert_eq!(
+            payload(&watchlist_events(&["9"], &["7"])),
+            r#"{"event":"pusher_internal:watchlist_events","data":{"events":[{"name":"online","user_ids":["9"]},{"name":"offline","user_ids":["7"]}]}}"#
+        );
+        assert_eq!(
+            payload(&watchlist_events(&[], &["7"])),
+            r#"{"event":"pusher_internal:watchlist_events","data":{"events":[{"name":"offline","user_ids":["7"]}]}}"#
+        );
+        assert_eq!(
+            payload(&signin_success(r#"{"id":"42"}"#)),
+            r#"{"event":"pusher:signin_success","data":{"user_data":"{\"id\":\"42\"}"}}"#
+        );
+        assert_eq!(
+            payload(&client_event(
+                "client-x",
+                "presence-r",
+                br#""{\"a\":1}""#,
+                Some("42")
+            )),
+            r#"{"event":"client-x","channel":"presence-r","data":"{\"a\":1}","user_id":"42"}"#
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Its state is `RefCell`s, never locks; other cores reach it only through its inbox.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 
 use crate::app::{App, AppIdx};
+use crate::channels::facts::FactsTable;
 use crate::channels::index::ChannelIndex;
 use crate::protocol::codes::close;
 use crate::protocol::outbound;
-use crate::server::inbox::{Answer, CoreMsg, InboxFull, Publication, Query};
+use crate::server::home::UserTable;
+use crate::server::inbox::{Answer, CoreMsg, HomeMsg, InboxFull, Publication, Query};
 use crate::server::shared::Shared;
 use crate::server::socket_id::{SocketId, SocketIdGen};
 use crate::ws::frame;
@@ -28,6 +30,10 @@ pub struct Core {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub channels: RefCell<ChannelIndex>,
+    /// Facts of the channels this core is home to (see `channels::facts`).
+    pub facts: RefCell<FactsTable>,
+    /// Online state of the users this core is home to.
+    pub users: RefCell<UserTable>,
     sessions: RefCell<SessionTable>,
     ids: SocketIdGen,
     read_buffers: RefCell<Vec<Vec<u8>>>,
@@ -40,6 +46,7 @@ const READ_BUFFER_POOL: usize = 64;
 #[derive(Default)]
 struct SessionTable {
     slots: Vec<Option<Rc<Session>>>,
+    by_socket: HashMap<SocketId, usize>,
     free: Vec<usize>,
     len: usize,
 }
@@ -51,6 +58,8 @@ impl Core {
             id,
             shared,
             channels: RefCell::new(ChannelIndex::new(apps)),
+            facts: RefCell::new(FactsTable::default()),
+            users: RefCell::new(UserTable::default()),
             sessions: RefCell::new(SessionTable::default()),
             ids: SocketIdGen::new(id),
             read_buffers: RefCell::new(Vec::new()),
@@ -95,20 +104,128 @@ impl Core {
             }
         };
         t.slots[slot] = Some(session.clone());
+        t.by_socket.insert(session.socket_id, slot);
         t.len += 1;
         session.slot.set(slot);
     }
 
-    /// Removes a session and everything it subscribed to. Idempotent.
+    /// Removes a session and everything it took part in: subscriptions, presence memberships, counts, sign-in
+    /// and watchlist. Idempotent.
     pub fn unregister(&self, session: &Rc<Session>) {
-        self.channels.borrow_mut().unsubscribe_all(session);
+        let left = self.channels.borrow_mut().unsubscribe_all(session);
+        let app = session.app;
+        if self.app(app).config.subscription_count {
+            for channel in &left {
+                self.send_home(
+                    app,
+                    channel,
+                    HomeMsg::CountDelta {
+                        app,
+                        channel: Box::from(&**channel),
+                        delta: -1,
+                    },
+                );
+            }
+        }
+        let memberships = std::mem::take(&mut *session.memberships.borrow_mut());
+        for m in memberships {
+            let msg = HomeMsg::PresenceLeave {
+                app,
+                channel: Box::from(&*m.channel),
+                user_id: Box::from(&*m.user_id),
+            };
+            self.send_home(app, &m.channel, msg);
+        }
+        let user = session.user.borrow_mut().take();
+        if let Some(user) = user {
+            self.sign_out(session, &user.id, user.watchlist);
+        }
         let mut t = self.sessions.borrow_mut();
         let slot = session.slot.replace(usize::MAX);
         if slot != usize::MAX && t.slots.get(slot).is_some_and(|s| s.is_some()) {
             t.slots[slot] = None;
+            t.by_socket.remove(&session.socket_id);
             t.free.push(slot);
             t.len -= 1;
         }
+    }
+
+    /// Leaves one channel: local index, presence roster, subscription count.
+    pub fn leave_channel(&self, session: &Rc<Session>, channel: &str) {
+        let app = session.app;
+        let was_subscribed = self
+            .channels
+            .borrow_mut()
+            .unsubscribe(session, channel)
+            .is_some();
+        if was_subscribed && self.app(app).config.subscription_count {
+            self.send_home(
+                app,
+                channel,
+                HomeMsg::CountDelta {
+                    app,
+                    channel: Box::from(channel),
+                    delta: -1,
+                },
+            );
+        }
+        let membership = {
+            let mut ms = session.memberships.borrow_mut();
+            ms.iter()
+                .position(|m| &*m.channel == channel)
+                .map(|i| ms.swap_remove(i))
+        };
+        if let Some(m) = membership {
+            let msg = HomeMsg::PresenceLeave {
+                app,
+                channel: Box::from(channel),
+                user_id: Box::from(&*m.user_id),
+            };
+            self.send_home(app, channel, msg);
+        }
+    }
+
+    /// The user's home learns one connection fewer; the watched users' homes forget this watcher.
+    fn sign_out(&self, session: &Session, user_id: &str, watchlist: Vec<Box<str>>) {
+        let app = session.app;
+        self.send_to(
+            self.user_home(app, user_id),
+            CoreMsg::Home(HomeMsg::UserOffline {
+                app,
+                user_id: Box::from(user_id),
+            }),
+        );
+        for (home, users) in self.group_by_user_home(app, watchlist) {
+            let msg = HomeMsg::Unwatch {
+                app,
+                users,
+                watcher: session.socket_id,
+            };
+            self.send_to(home, CoreMsg::Home(msg));
+        }
+    }
+
+    /// Splits user ids by their home core.
+    pub fn group_by_user_home(
+        &self,
+        app: AppIdx,
+        users: Vec<Box<str>>,
+    ) -> Vec<(usize, Vec<Box<str>>)> {
+        let mut groups: Vec<(usize, Vec<Box<str>>)> = Vec::new();
+        for u in users {
+            let home = self.user_home(app, &u);
+            match groups.iter_mut().find(|(h, _)| *h == home) {
+                Some((_, list)) => list.push(u),
+                None => groups.push((home, vec![u])),
+            }
+        }
+        groups
+    }
+
+    pub fn session_by_socket(&self, socket: SocketId) -> Option<Rc<Session>> {
+        let t = self.sessions.borrow();
+        let slot = *t.by_socket.get(&socket)?;
+        t.slots.get(slot)?.clone()
     }
 
     /// Publishes on every core: other cores first (they run in parallel with our local loop), then locally.
@@ -166,6 +283,10 @@ impl Core {
                     .map(|(n, c)| (Box::from(&**n), c.subscribers.len() as u64))
                     .collect(),
             ),
+            Query::PresenceUsers { .. } | Query::Cache { .. } => {
+                drop(channels);
+                self.answer_home(q)
+            }
             Query::AllChannels => {
                 let mut names = Vec::new();
                 for app in self.shared.apps.iter() {
@@ -187,9 +308,30 @@ impl Core {
             CoreMsg::Query(q, reply) => {
                 let _ = reply.send(self.answer(&q));
             }
+            CoreMsg::Home(h) => self.handle_home(h),
+            CoreMsg::TerminateUser { app, user_id } => self.terminate_user(app, &user_id),
+            CoreMsg::ToSocket { socket, frame } => {
+                if let Some(s) = self.session_by_socket(socket) {
+                    s.send(frame);
+                }
+            }
             CoreMsg::Shutdown => return false,
         }
         true
+    }
+
+    /// spec §7.4: every local connection signed in as the user gets `pusher:error` 4009 and Close 4009.
+    fn terminate_user(&self, app: AppIdx, user_id: &str) {
+        for s in self.all_sessions() {
+            if s.app == app && s.user_id().is_some_and(|u| &*u == user_id) {
+                let msg = "Connection terminated by the server (terminate_connections)";
+                s.close(
+                    close::UNAUTHORIZED,
+                    msg,
+                    Some(outbound::error(Some(close::UNAUTHORIZED), msg)),
+                );
+            }
+        }
     }
 
     fn all_sessions(&self) -> Vec<Rc<Session>> {
@@ -208,11 +350,30 @@ impl Core {
     pub fn scan_liveness(&self, now: Instant) {
         let activity = Duration::from_secs(self.shared.config.activity_timeout_secs);
         let pong = Duration::from_secs(self.shared.config.pong_timeout_secs);
+        let auth_window =
+            Duration::from_secs(self.shared.config.authorized_connection_timeout_secs);
+        self.facts.borrow_mut().purge_expired(now);
+        self.flush_throttled_counts(now);
         for s in self.all_sessions() {
             if let Some(since) = s.closing_since.get() {
                 if now.duration_since(since) > CLOSE_GRACE {
                     s.abort();
                 }
+                continue;
+            }
+            // spec §7.2: in authorized-connections mode a connection must sign in or subscribe to an
+            // authorized channel in time.
+            if !s.authorized.get()
+                && self.app(s.app).config.authorized_connections
+                && now.duration_since(s.connected_at) >= auth_window
+            {
+                let msg =
+                    "Connection not authorized in time: sign in or subscribe to a private channel";
+                s.close(
+                    close::UNAUTHORIZED,
+                    msg,
+                    Some(outbound::error(Some(close::UNAUTHORIZED), msg)),
+                );
                 continue;
             }
             match s.ping_sent.get() {

@@ -33,6 +33,10 @@ pub enum Query {
     Channels { app: AppIdx, prefix: Arc<str> },
     /// Every channel name with local subscribers, all apps.
     AllChannels,
+    /// Home core only: a presence channel's distinct user ids.
+    PresenceUsers { app: AppIdx, name: Arc<str> },
+    /// Home core only: a cache channel's last event (data token and seconds left).
+    Cache { app: AppIdx, name: Arc<str> },
 }
 
 #[derive(Debug)]
@@ -40,11 +44,89 @@ pub enum Answer {
     Count(u64),
     Counts(Vec<(Box<str>, u64)>),
     Names(Vec<(AppIdx, Box<str>)>),
+    Users(Vec<Box<str>>),
+    Cache(Option<(Bytes, u64)>),
+}
+
+/// What a presence join gets back from the channel's home core.
+#[derive(Debug)]
+pub enum JoinReply {
+    /// `subscription_succeeded` data: the roster including the joiner.
+    Joined { snapshot: String },
+    /// The channel is at its member limit.
+    Full,
+}
+
+/// Changes to facts owned by a channel's (or user's) home core (see `channels::facts`).
+pub enum HomeMsg {
+    PresenceJoin {
+        app: AppIdx,
+        channel: Box<str>,
+        user_id: Box<str>,
+        user_info: Box<str>,
+        socket: SocketId,
+        reply: oneshot::Sender<JoinReply>,
+    },
+    PresenceLeave {
+        app: AppIdx,
+        channel: Box<str>,
+        user_id: Box<str>,
+    },
+    /// A subscription was added (+1) or removed (-1) somewhere (subscription counting apps only).
+    CountDelta {
+        app: AppIdx,
+        channel: Box<str>,
+        delta: i64,
+    },
+    CacheStore {
+        app: AppIdx,
+        channel: Box<str>,
+        frame: Bytes,
+        data_token: Bytes,
+    },
+    CacheGet {
+        app: AppIdx,
+        channel: Box<str>,
+        reply: oneshot::Sender<Option<Bytes>>,
+    },
+    /// A connection signed in as / signed out from `user_id` (watchlist online state, spec §7.5).
+    UserOnline {
+        app: AppIdx,
+        user_id: Box<str>,
+    },
+    UserOffline {
+        app: AppIdx,
+        user_id: Box<str>,
+    },
+    /// `watcher` (a socket on core `core`) watches `users`; the reply says which are online now.
+    Watch {
+        app: AppIdx,
+        users: Vec<Box<str>>,
+        core: usize,
+        watcher: SocketId,
+        reply: oneshot::Sender<Vec<bool>>,
+    },
+    Unwatch {
+        app: AppIdx,
+        users: Vec<Box<str>>,
+        watcher: SocketId,
+    },
 }
 
 pub enum CoreMsg {
     Publish(Arc<Publication>),
     Query(Query, oneshot::Sender<Answer>),
+    Home(HomeMsg),
+    /// Close local sessions signed in as `user_id` with 4009 (terminate_connections, spec §7.4).
+    TerminateUser {
+        app: AppIdx,
+        user_id: Arc<str>,
+    },
+    /// A frame for one local socket, if it is still here (watchlist events).
+    ToSocket {
+        socket: SocketId,
+        frame: Bytes,
+    },
     /// Stop accepting, close every connection with 4200, exit.
     Shutdown,
 }

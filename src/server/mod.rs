@@ -2,6 +2,7 @@
 //! SO_REUSEPORT listener on the shared port, its inbox, its liveness scan; plus graceful drain.
 
 pub mod core;
+pub mod home;
 pub mod inbox;
 pub mod shared;
 pub mod socket_id;

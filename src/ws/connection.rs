@@ -151,7 +151,7 @@ async fn read_loop(
             match decoder.decode(&mut buf) {
                 Ok(Some(msg)) => {
                     session.touch();
-                    if !on_message(core, session, msg) {
+                    if !on_message(core, session, msg).await {
                         return;
                     }
                 }
@@ -187,11 +187,11 @@ async fn read_loop(
 }
 
 /// Returns false when reading should stop.
-fn on_message(core: &Core, session: &Rc<Session>, msg: Message) -> bool {
+async fn on_message(core: &Core, session: &Rc<Session>, msg: Message) -> bool {
     match msg {
         Message::Text(text) => {
             if !session.is_closing() {
-                handler::handle_text(core, session, &text);
+                handler::handle_text(core, session, &text).await;
             }
         }
         // spec §1.1: binary frames are not part of the protocol; ignore them.

@@ -21,6 +21,18 @@ pub struct Subscription {
     pub slot: Cell<u32>,
 }
 
+/// The user this connection signed in as (spec §7.1).
+pub struct SignedInUser {
+    pub id: Rc<str>,
+    pub watchlist: Vec<Box<str>>,
+}
+
+/// A presence membership: the channel and the user id this connection joined it as.
+pub struct Membership {
+    pub channel: Rc<str>,
+    pub user_id: Rc<str>,
+}
+
 pub struct Session {
     pub socket_id: SocketId,
     /// `socket_id` as text, for auth signatures and logs.
@@ -37,6 +49,16 @@ pub struct Session {
     /// When the server started closing this session.
     pub closing_since: Cell<Option<Instant>>,
     pub subscriptions: RefCell<Vec<Subscription>>,
+    /// Presence channels joined (or being joined) and as whom.
+    pub memberships: RefCell<Vec<Membership>>,
+    pub user: RefCell<Option<SignedInUser>>,
+    /// The signed-in user's `user_info` as raw JSON, for presence joins without channel_data.
+    pub user_info: RefCell<Option<String>>,
+    pub connected_at: Instant,
+    /// Signed in or subscribed to an authorized channel (authorized-connections mode, spec §7.2).
+    pub authorized: Cell<bool>,
+    /// Client events in the current one-second window: (window start, count) (spec §6: 10/s).
+    client_event_window: Cell<(Instant, u32)>,
 }
 
 impl Session {
@@ -53,7 +75,40 @@ impl Session {
             ping_sent: Cell::new(None),
             closing_since: Cell::new(None),
             subscriptions: RefCell::new(Vec::new()),
+            memberships: RefCell::new(Vec::new()),
+            user: RefCell::new(None),
+            user_info: RefCell::new(None),
+            connected_at: now,
+            authorized: Cell::new(false),
+            client_event_window: Cell::new((now, 0)),
         }
+    }
+
+    /// Counts a client event against the per-second limit; false when over it.
+    pub fn allow_client_event(&self, per_second: u32) -> bool {
+        let now = Instant::now();
+        let (start, n) = self.client_event_window.get();
+        if now.duration_since(start) >= std::time::Duration::from_secs(1) {
+            self.client_event_window.set((now, 1));
+            return per_second > 0;
+        }
+        if n >= per_second {
+            return false;
+        }
+        self.client_event_window.set((start, n + 1));
+        true
+    }
+
+    pub fn user_id(&self) -> Option<Rc<str>> {
+        self.user.borrow().as_ref().map(|u| u.id.clone())
+    }
+
+    pub fn membership(&self, channel: &str) -> Option<Rc<str>> {
+        self.memberships
+            .borrow()
+            .iter()
+            .find(|m| &*m.channel == channel)
+            .map(|m| m.user_id.clone())
     }
 
     /// Queues a frame; a reader that fell too far behind is cut off here.
