@@ -255,6 +255,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "seconds to answer a liveness check",
     ),
     (
+        "RELAY_AUTHORIZED_CONNECTION_TIMEOUT",
+        "--authorized-connection-timeout",
+        "seconds to sign in when an app requires authorized connections",
+    ),
+    (
         "RELAY_CLIENT_EVENTS",
         "--client-events",
         "relay client-* events for the default app (true/false)",
