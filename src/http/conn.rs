@@ -95,7 +95,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
                 return;
             }
             let leftover = buf.split_off(head.head_len);
-            ws::connection::serve(core, stream, head, leftover).await;
+            // A task of its own: this HTTP task's buffers and state are freed for the connection's lifetime.
+            let fut = ws::connection::serve(core, stream, head, leftover);
+            monoio::spawn(fut);
             return;
         }
         if head.chunked {

@@ -83,6 +83,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
         return refuse(stream, close::OVER_CAPACITY, "Server is over capacity").await;
     }
     let _ = stream.set_nodelay(true);
+    drop(head);
 
     let session = Rc::new(Session::new(
         core.next_socket_id(),
@@ -98,21 +99,32 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
         app.config.id
     );
     let (rd, wr) = stream.into_split();
-    monoio::spawn(writer::run(session.clone(), wr));
+    let wfut = writer::run(session.clone(), wr);
+    monoio::spawn(wfut);
     session.send(outbound::connection_established(
         &session.socket_id_text,
         shared.config.activity_timeout_secs,
     ));
 
-    read_loop(&core, &session, rd, leftover).await;
+    // The connection's long-lived task holds only the read loop's state; the handshake's is freed here.
+    let rfut = run(core, session, rd, leftover);
+    monoio::spawn(rfut);
+}
 
+async fn run(
+    core: Rc<Core>,
+    session: Rc<Session>,
+    rd: OwnedReadHalf<TcpStream>,
+    leftover: Vec<u8>,
+) {
+    read_loop(&core, &session, rd, leftover).await;
     core.unregister(&session);
     if session.outbox.is_open() {
         // The client went away without a close handshake: nothing more can be written.
         session.outbox.kill();
     }
-    app.remove_connection();
-    shared.remove_connection();
+    core.app(session.app).remove_connection();
+    core.shared.remove_connection();
     crate::debug!("socket {} disconnected", session.socket_id);
 }
 
@@ -191,7 +203,9 @@ async fn on_message(core: &Core, session: &Rc<Session>, msg: Message) -> bool {
     match msg {
         Message::Text(text) => {
             if !session.is_closing() {
-                handler::handle_text(core, session, &text).await;
+                // Boxed: the handler's state is large and only lives while a message is handled, so an idle
+                // connection's task does not carry it.
+                Box::pin(handler::handle_text(core, session, &text)).await;
             }
         }
         // spec §1.1: binary frames are not part of the protocol; ignore them.
