@@ -13,27 +13,40 @@ pub type AppIdx = u32;
 pub struct App {
     pub idx: AppIdx,
     pub config: AppConfig,
-    connections: AtomicU64,
+    /// Live connections against `config.max_connections` (close 4004 when full).
+    pub connections: ConnectionQuota,
 }
 
-impl App {
-    /// Reserves a connection slot; false when the app is at its quota (close 4004).
-    pub fn try_add_connection(&self) -> bool {
-        let max = self.config.max_connections;
-        let prev = self.connections.fetch_add(1, Ordering::AcqRel);
-        if max != 0 && prev >= max {
-            self.connections.fetch_sub(1, Ordering::AcqRel);
+/// A live-connection counter with a cap (0 = unlimited), shared by every core.
+pub struct ConnectionQuota {
+    count: AtomicU64,
+    max: u64,
+}
+
+impl ConnectionQuota {
+    pub fn new(max: u64) -> Self {
+        ConnectionQuota {
+            count: AtomicU64::new(0),
+            max,
+        }
+    }
+
+    /// Reserves a slot; false when at the cap.
+    pub fn try_add(&self) -> bool {
+        let prev = self.count.fetch_add(1, Ordering::AcqRel);
+        if self.max != 0 && prev >= self.max {
+            self.count.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
         true
     }
 
-    pub fn remove_connection(&self) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
+    pub fn remove(&self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 
-    pub fn connection_count(&self) -> u64 {
-        self.connections.load(Ordering::Acquire)
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
     }
 }
 
@@ -49,7 +62,7 @@ impl AppRegistry {
             .map(|(i, c)| App {
                 idx: i as AppIdx,
                 config: c.clone(),
-                connections: AtomicU64::new(0),
+                connections: ConnectionQuota::new(c.max_connections),
             })
             .collect();
         AppRegistry { apps }

@@ -14,7 +14,7 @@ pub fn health(core: &Rc<Core>) -> Response {
 
 /// `{"connections":N,"channels":N}`: open WebSocket connections and occupied channels, all apps.
 pub async fn stats(core: &Rc<Core>) -> Response {
-    let connections = core.shared.connection_count();
+    let connections = core.shared.connections.count();
     let channels = core.distinct_channels().await;
     Response::json(
         200,

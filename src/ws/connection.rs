@@ -70,7 +70,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
     if shared.is_shutting_down() {
         return refuse(stream, close::RECONNECT, "Server is shutting down").await;
     }
-    if !app.try_add_connection() {
+    if !app.connections.try_add() {
         return refuse(
             stream,
             close::APP_OVER_QUOTA,
@@ -78,8 +78,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
         )
         .await;
     }
-    if !shared.try_add_connection() {
-        app.remove_connection();
+    if !shared.connections.try_add() {
+        app.connections.remove();
         return refuse(stream, close::OVER_CAPACITY, "Server is over capacity").await;
     }
     let _ = stream.set_nodelay(true);
@@ -123,8 +123,8 @@ async fn run(
         // The client went away without a close handshake: nothing more can be written.
         session.outbox.kill();
     }
-    core.app(session.app).remove_connection();
-    core.shared.remove_connection();
+    core.app(session.app).connections.remove();
+    core.shared.connections.remove();
     crate::debug!("socket {} disconnected", session.socket_id);
 }
 
