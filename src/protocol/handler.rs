@@ -80,7 +80,7 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
     }
     let auth = d.auth.as_deref().unwrap_or("");
     let success = match ty.kind {
-        ChannelKind::Public => outbound::subscription_succeeded(&channel),
+        ChannelKind::Public => Some(outbound::subscription_succeeded(&channel)),
         ChannelKind::Private | ChannelKind::Encrypted => {
             if let Err(e) = auth::verify_channel_auth(
                 &cfg.key,
@@ -93,7 +93,7 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
                 return refuse(session, &e.message(&channel));
             }
             session.authorized.set(true);
-            outbound::subscription_succeeded(&channel)
+            Some(outbound::subscription_succeeded(&channel))
         }
         ChannelKind::ServerToUser => {
             // spec §7.3: only the connection signed in as that user.
@@ -104,27 +104,32 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
                     &format!("Cannot subscribe to {channel}: not signed in as that user"),
                 );
             }
-            outbound::subscription_succeeded(&channel)
+            Some(outbound::subscription_succeeded(&channel))
         }
-        ChannelKind::Presence => match join_presence(
-            core,
-            session,
-            app,
-            &channel,
-            auth,
-            d.channel_data.as_deref(),
-        )
-        .await
-        {
-            Some(frame) => frame,
-            None => return,
-        },
+        // The home core's reply subscribes the socket and sends the success itself (ordering, see there).
+        ChannelKind::Presence => {
+            if !join_presence(
+                core,
+                session,
+                app,
+                &channel,
+                auth,
+                d.channel_data.as_deref(),
+            )
+            .await
+            {
+                return;
+            }
+            None
+        }
     };
     if session.is_closing() {
         return;
     }
-    core.channels.borrow_mut().subscribe(session, &channel);
-    session.send(success);
+    if let Some(success) = success {
+        core.channels.borrow_mut().subscribe(session, &channel);
+        session.send(success);
+    }
     if ty.cache {
         send_cached(core, session, &channel).await;
     }
@@ -142,8 +147,8 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
     }
 }
 
-/// spec §5: verify, resolve the member, join the roster at the channel's home core. Returns the
-/// `subscription_succeeded` frame, or None after telling the client why not.
+/// spec §5: verify, resolve the member, join the roster at the channel's home core. True once subscribed;
+/// false after telling the client why not.
 async fn join_presence(
     core: &Core,
     session: &Rc<Session>,
@@ -151,7 +156,7 @@ async fn join_presence(
     channel: &str,
     auth: &str,
     channel_data: Option<&str>,
-) -> Option<bytes::Bytes> {
+) -> bool {
     let cfg = &app.config;
     if let Err(e) = auth::verify_channel_auth(
         &cfg.key,
@@ -162,7 +167,7 @@ async fn join_presence(
         auth,
     ) {
         refuse(session, &e.message(channel));
-        return None;
+        return false;
     }
     let member = match channel_data {
         Some(data) => parse_member(data, "user_id"),
@@ -185,7 +190,7 @@ async fn join_presence(
         Ok(m) => m,
         Err(e) => {
             refuse(session, &e);
-            return None;
+            return false;
         }
     };
     if user_id.is_empty() || user_id.chars().count() > cfg.max_presence_user_id_length {
@@ -196,7 +201,7 @@ async fn join_presence(
                 cfg.max_presence_user_id_length
             ),
         );
-        return None;
+        return false;
     }
     if user_info.len() > cfg.max_presence_user_info_bytes {
         refuse(
@@ -206,7 +211,7 @@ async fn join_presence(
                 cfg.max_presence_user_info_bytes
             ),
         );
-        return None;
+        return false;
     }
     session.authorized.set(true);
     let user_rc: Rc<str> = Rc::from(user_id.as_str());
@@ -226,15 +231,12 @@ async fn join_presence(
             user_id: user_id.into_boxed_str(),
             user_info: user_info.into_boxed_str(),
             socket: session.socket_id,
+            core: core.id,
             reply: tx,
         },
     );
     match rx.await {
-        Ok(JoinReply::Joined { snapshot }) => Some(outbound::channel_event_json(
-            "pusher_internal:subscription_succeeded",
-            channel,
-            &snapshot,
-        )),
+        Ok(JoinReply::Joined) => true,
         Ok(JoinReply::Full) => {
             forget_membership(session, channel);
             refuse(
@@ -244,13 +246,13 @@ async fn join_presence(
                     cfg.max_presence_members
                 ),
             );
-            None
+            false
         }
         Err(_) => {
             // The home core could not take the join (inbox full): nothing was recorded there.
             forget_membership(session, channel);
             refuse(session, "Server busy: try subscribing again");
-            None
+            false
         }
     }
 }

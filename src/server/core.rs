@@ -17,7 +17,7 @@ use crate::channels::index::ChannelIndex;
 use crate::protocol::codes::close;
 use crate::protocol::outbound;
 use crate::server::home::UserTable;
-use crate::server::inbox::{Answer, CoreMsg, HomeMsg, InboxFull, Publication, Query};
+use crate::server::inbox::{Answer, CoreMsg, HomeMsg, InboxFull, JoinReply, Publication, Query};
 use crate::server::shared::Shared;
 use crate::server::socket_id::{SocketId, SocketIdGen};
 use crate::ws::frame;
@@ -310,6 +310,22 @@ impl Core {
             }
             CoreMsg::Home(h) => self.handle_home(h),
             CoreMsg::TerminateUser { app, user_id } => self.terminate_user(app, &user_id),
+            CoreMsg::PresenceJoined {
+                socket,
+                channel,
+                success,
+                reply,
+            } => {
+                let joined = match (success, self.session_by_socket(socket)) {
+                    (Some(frame), Some(s)) if s.membership(&channel).is_some() => {
+                        self.channels.borrow_mut().subscribe(&s, &channel);
+                        s.send(frame);
+                        JoinReply::Joined
+                    }
+                    _ => JoinReply::Full,
+                };
+                let _ = reply.send(joined);
+            }
             CoreMsg::ToSocket { socket, frame } => {
                 if let Some(s) = self.session_by_socket(socket) {
                     s.send(frame);

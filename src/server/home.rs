@@ -15,7 +15,7 @@ use crate::channels::name::{ChannelKind, ChannelType};
 use crate::channels::presence::{self, Join, PresenceRoster};
 use crate::protocol::outbound;
 use crate::server::core::Core;
-use crate::server::inbox::{Answer, CoreMsg, HomeMsg, JoinReply, Publication, Query};
+use crate::server::inbox::{Answer, CoreMsg, HomeMsg, Publication, Query};
 use crate::server::socket_id::SocketId;
 
 /// Channels above this size get `subscription_count` at most every `COUNT_THROTTLE` (spec §9).
@@ -103,6 +103,7 @@ impl Core {
                 user_id,
                 user_info,
                 socket,
+                core,
                 reply,
             } => {
                 let max = self.app(app).config.max_presence_members;
@@ -116,13 +117,26 @@ impl Core {
                     let snapshot = (outcome != Join::Full).then(|| roster.snapshot_json());
                     (outcome, snapshot)
                 };
-                let _ = reply.send(match snapshot {
-                    Some(snapshot) => JoinReply::Joined { snapshot },
-                    None => {
-                        self.facts.borrow_mut().tidy(app, &channel);
-                        JoinReply::Full
-                    }
+                if snapshot.is_none() {
+                    self.facts.borrow_mut().tidy(app, &channel);
+                }
+                let success = snapshot.map(|snap| {
+                    outbound::channel_event_json(
+                        "pusher_internal:subscription_succeeded",
+                        &channel,
+                        &snap,
+                    )
                 });
+                // First the joiner's success, then member_added: both leave this core in that order.
+                self.send_to(
+                    core,
+                    CoreMsg::PresenceJoined {
+                        socket,
+                        channel: channel.clone(),
+                        success,
+                        reply,
+                    },
+                );
                 if outcome == Join::NewMember {
                     let data = presence::member_added_json(&user_id, &user_info);
                     let frame = outbound::channel_event_json(

@@ -48,11 +48,11 @@ pub enum Answer {
     Cache(Option<(Bytes, u64)>),
 }
 
-/// What a presence join gets back from the channel's home core.
-#[derive(Debug)]
+/// How a presence join ended, as told to the joining connection's handler.
+#[derive(Debug, PartialEq, Eq)]
 pub enum JoinReply {
-    /// `subscription_succeeded` data: the roster including the joiner.
-    Joined { snapshot: String },
+    /// Subscribed, and `subscription_succeeded` (with the roster) sent.
+    Joined,
     /// The channel is at its member limit.
     Full,
 }
@@ -65,6 +65,8 @@ pub enum HomeMsg {
         user_id: Box<str>,
         user_info: Box<str>,
         socket: SocketId,
+        /// The joining socket's core.
+        core: usize,
         reply: oneshot::Sender<JoinReply>,
     },
     PresenceLeave {
@@ -121,6 +123,14 @@ pub enum CoreMsg {
     TerminateUser {
         app: AppIdx,
         user_id: Arc<str>,
+    },
+    /// The home core's answer to a presence join, through the joiner's inbox so it is ordered before any
+    /// member event the home core sends after it: subscribe the socket and send `success` (None: full).
+    PresenceJoined {
+        socket: SocketId,
+        channel: Box<str>,
+        success: Option<Bytes>,
+        reply: oneshot::Sender<JoinReply>,
     },
     /// A frame for one local socket, if it is still here (watchlist events).
     ToSocket {
