@@ -158,3 +158,36 @@ fn set_small_rcvbuf(s: &TcpStream) {
         );
     }
 }
+
+#[test]
+fn a_slow_but_live_reader_is_told_4100_before_being_cut() {
+    let server = Server::start_with(&["--max-outbound-queue-bytes", "65536"], &[]);
+    let mut slow = server.client();
+    slow.subscribe("lag");
+    let payload = "y".repeat(8000);
+    let mut sent = 0;
+    while !server.log().contains("slow reader") {
+        assert!(sent < 5000, "never cut off");
+        assert_eq!(server.publish("lag", "big", &payload).0, 200);
+        sent += 1;
+    }
+    // Catch up now: the backlog ends with pusher:error 4100 and Close 4100.
+    let mut saw_error = false;
+    loop {
+        let f = slow
+            .try_recv_frame(Duration::from_secs(3))
+            .expect("stream ended without a Close frame");
+        match f.opcode {
+            1 if f.payload.starts_with(br#"{"event":"pusher:error""#) => {
+                assert!(String::from_utf8_lossy(&f.payload).contains("4100"));
+                saw_error = true;
+            }
+            8 => {
+                assert_eq!(close_of(&f), Some(4100));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(saw_error);
+}

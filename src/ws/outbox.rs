@@ -79,6 +79,16 @@ impl Outbox {
         true
     }
 
+    /// A reader too slow to keep up: drop what is queued (bounding memory now) and queue only the final frames.
+    pub fn replace_and_finish(&self, frames: &[Bytes]) -> bool {
+        if self.state.get() != State::Open {
+            return false;
+        }
+        self.queue.borrow_mut().clear();
+        self.queued_bytes.set(0);
+        self.finish(frames)
+    }
+
     /// The writer is gone (socket error or teardown): drop everything queued.
     pub fn kill(&self) {
         self.state.set(State::Dead);
@@ -153,6 +163,15 @@ mod tests {
         assert_eq!(o.poll_take(&mut cx, &mut batch, 64), Poll::Ready(true));
         assert_eq!(batch.len(), 2);
         assert_eq!(o.poll_take(&mut cx, &mut batch, 64), Poll::Ready(false));
+    }
+
+    #[test]
+    fn replace_and_finish_drops_the_backlog() {
+        let o = Outbox::new(10);
+        o.push(Bytes::from_static(b"12345678"));
+        assert!(o.replace_and_finish(&[Bytes::from_static(b"bye")]));
+        assert_eq!(o.queued_bytes(), 3);
+        assert!(!o.replace_and_finish(&[Bytes::from_static(b"again")]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::app::AppIdx;
+use crate::protocol::codes::close::OVER_CAPACITY;
 use crate::server::socket_id::SocketId;
 use crate::ws::frame;
 use crate::ws::outbox::{Outbox, Push};
@@ -115,12 +116,26 @@ impl Session {
     #[inline]
     pub fn send(&self, frame: Bytes) {
         if self.outbox.push(frame) == Push::Overflow {
-            crate::warn!(
-                "socket {} cut off: over {} queued bytes (slow reader)",
-                self.socket_id,
-                self.outbox.queued_bytes()
-            );
-            self.abort();
+            self.cut_off();
+        }
+    }
+
+    /// A reader that fell too far behind: its backlog is dropped at once (memory stays bounded) and only
+    /// `pusher:error` + Close 4100 stay queued, so a client that is merely slow learns why and backs off before
+    /// reconnecting. One that never reads is cut when the close grace runs out.
+    fn cut_off(&self) {
+        crate::warn!(
+            "socket {} cut off: over {} queued bytes (slow reader)",
+            self.socket_id,
+            self.outbox.queued_bytes()
+        );
+        let reason = "Connection too slow: output buffer full";
+        let error = crate::protocol::outbound::error(Some(OVER_CAPACITY), reason);
+        if self
+            .outbox
+            .replace_and_finish(&[error, frame::encode_close(OVER_CAPACITY, reason)])
+        {
+            self.closing_since.set(Some(Instant::now()));
         }
     }
 
