@@ -5,10 +5,10 @@
 //! for heads and bodies that trickle in (408), and an idle timeout between keep-alive requests.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::api;
@@ -143,5 +143,29 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
 async fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, e: HttpError) {
     crate::debug!("http request refused: {e:?}");
     e.response().write_to(out, false, false);
-    write_out(stream, out).await;
+    if !write_out(stream, out).await {
+        return;
+    }
+    // Closing with unread input makes the kernel send a reset, which can destroy the response before the client
+    // reads it (a 413 for a body still being sent, say). Half-close, then discard what is still coming, bounded.
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + REFUSE_DRAIN_TIME;
+    let mut discarded = 0;
+    let mut buf = vec![0u8; READ_CHUNK];
+    while discarded < REFUSE_DRAIN_BYTES {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        match monoio::time::timeout(left, stream.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                discarded += n;
+                buf = b;
+            }
+            _ => return,
+        }
+    }
 }
+
+/// How much unread input a refused connection may still send us before it is closed anyway.
+const REFUSE_DRAIN_BYTES: usize = 4 * 1024 * 1024;
+const REFUSE_DRAIN_TIME: Duration = Duration::from_secs(2);

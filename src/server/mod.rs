@@ -74,9 +74,23 @@ pub fn driver_name() -> &'static str {
 fn claim_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
     match StdListener::bind(addr) {
         Ok(probe) => probe.local_addr().map_err(|e| StartError::Bind(addr, e)),
+        // Connections of a server that just exited can still hold the port; only a live listener is a conflict.
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && !someone_listens(addr) => Ok(addr),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(StartError::AddressInUse(addr)),
         Err(e) => Err(StartError::Bind(addr, e)),
     }
+}
+
+fn someone_listens(addr: SocketAddr) -> bool {
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)).is_ok()
 }
 
 impl Server {

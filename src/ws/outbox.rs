@@ -28,9 +28,15 @@ enum State {
     Dead,
 }
 
+/// While the writer is idle, a burst queued within one loop turn (a 100 KB batch publish, say) may exceed the cap
+/// up to this factor: it is about to be written, and cutting off a reader that is keeping up would be wrong.
+pub const IDLE_BURST_FACTOR: usize = 4;
+
 pub struct Outbox {
     queue: RefCell<VecDeque<Bytes>>,
     queued_bytes: Cell<usize>,
+    /// A write is in flight: frames queued now wait on the client, so the plain cap applies.
+    writing: Cell<bool>,
     writer: Cell<Option<Waker>>,
     state: Cell<State>,
     cap: usize,
@@ -41,6 +47,7 @@ impl Outbox {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
+            writing: Cell::new(false),
             writer: Cell::new(None),
             state: Cell::new(State::Open),
             cap,
@@ -53,7 +60,7 @@ impl Outbox {
             return Push::Closed;
         }
         let bytes = self.queued_bytes.get() + frame.len();
-        if bytes > self.cap {
+        if bytes > self.cap && (self.writing.get() || bytes > self.cap * IDLE_BURST_FACTOR) {
             return Push::Overflow;
         }
         self.queued_bytes.set(bytes);
@@ -95,6 +102,11 @@ impl Outbox {
         self.queue.borrow_mut().clear();
         self.queued_bytes.set(0);
         self.wake_writer();
+    }
+
+    /// The writer marks the span of each socket write.
+    pub fn set_writing(&self, on: bool) {
+        self.writing.set(on);
     }
 
     pub fn is_open(&self) -> bool {
@@ -151,8 +163,26 @@ mod tests {
     use std::task::Waker;
 
     #[test]
+    fn an_idle_writer_absorbs_a_burst_but_a_busy_one_does_not() {
+        let o = Outbox::new(10);
+        for _ in 0..6 {
+            assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Queued);
+        }
+        assert_eq!(
+            o.push(Bytes::from_static(b"123456")),
+            Push::Overflow,
+            "over the burst allowance"
+        );
+        let o = Outbox::new(10);
+        o.set_writing(true);
+        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Queued);
+        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Overflow);
+    }
+
+    #[test]
     fn cap_is_enforced_and_finish_bypasses_it() {
         let o = Outbox::new(10);
+        o.set_writing(true);
         assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Queued);
         assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Overflow);
         assert_eq!(o.queued_bytes(), 6);

@@ -80,12 +80,14 @@ pub async fn run(session: Rc<Session>, mut wr: OwnedWriteHalf<TcpStream>) {
         if !more {
             break;
         }
+        session.outbox.set_writing(true);
         let ok = if batch.frames.len() == 1 {
             let frame = batch.frames.pop().expect("one frame");
             wr.write_all(frame).await.0.is_ok()
         } else {
             write_batch(&mut wr, &mut batch).await
         };
+        session.outbox.set_writing(false);
         if !ok {
             session.outbox.kill();
             session.shutdown_socket();

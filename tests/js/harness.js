@@ -109,8 +109,10 @@ class Relay {
     this.app = app; // { id, key, secret } of the default app
     this.stderr = '';
     this.exitInfo = null;
-    this.clients = new Set(); // pusher-js clients made against this server
+    this.clients = new Set(); // pusher-js clients made against this server, not yet disconnected
+    this.allClients = new Set(); // every pusher-js client made against this server
     this.raws = new Set(); // raw sockets made against this server
+    this.sockets = new Set(); // plain net.Sockets made against this server
     this.exited = new Promise((resolve) => {
       proc.on('exit', (code, signal) => {
         live.delete(proc);
@@ -136,16 +138,23 @@ class Relay {
 
   /** Disconnect every client, then SIGTERM; SIGKILL if still running after 5 s. Returns the exit info. */
   async stop() {
-    for (const c of this.clients) {
-      try {
-        c.disconnect();
-      } catch (_) {
-        /* ignore */
+    const disconnectAll = () => {
+      for (const c of this.allClients) {
+        c.__stopped = true;
+        try {
+          c.disconnect();
+        } catch (_) {
+          /* ignore */
+        }
       }
-    }
+    };
+    disconnectAll();
     this.clients.clear();
     for (const r of this.raws) r.terminate();
     this.raws.clear();
+    for (const sock of this.sockets) sock.destroy();
+    this.sockets.clear();
+    setImmediate(disconnectAll); // catch reconnect attempts already in flight
     if (this.exitInfo) return this.exitInfo;
     this.proc.kill('SIGTERM');
     let timer;
@@ -237,6 +246,13 @@ function pusherClient(relay, options = {}) {
     ...rest,
   });
   relay.clients.add(client);
+  relay.allClients.add(client);
+  // pusher-js can start a new connection attempt after disconnect() when a reconnect (e.g. after close 4200) was
+  // already in flight; such a straggler would keep the test process alive. Once a client is told to disconnect,
+  // any later move away from 'disconnected' is disconnected again.
+  client.connection.bind('state_change', ({ current }) => {
+    if (client.__stopped && current !== 'disconnected') setImmediate(() => client.disconnect());
+  });
   return client;
 }
 
@@ -286,6 +302,7 @@ function subscribe(client, channelName, timeout = 5000) {
 
 /** Disconnect a pusher-js client and forget it. */
 function disconnect(relay, client) {
+  client.__stopped = true;
   client.disconnect();
   relay.clients.delete(client);
 }

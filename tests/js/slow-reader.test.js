@@ -29,6 +29,7 @@ function clientFrame(text) {
 /** Raw TCP WebSocket client: upgrade, subscribe to `channel`, then never read again. */
 async function slowReader(relay, channel) {
   const sock = net.connect(relay.port, h.HOST);
+  relay.sockets.add(sock);
   let seen = '';
   let closed = false;
   sock.on('close', () => {
@@ -75,8 +76,12 @@ async function slowReader(relay, channel) {
 /**
  * Two slow readers and five fast subscribers (4 pusher-js, 1 raw) on one channel; publish 200 events of ~10 KB
  * (~2 MB) in requests of `perRequest` events; every fast subscriber must get all of them in order.
+ *
+ * The publisher is paced by the fast subscribers (they live in this same process): before each request it waits
+ * until every fast subscriber has everything but the last `window` events, so a fast subscriber is never more than
+ * one request (plus `window` events) behind. Only the slow readers build up a backlog.
  */
-async function firehose(t, relay, channel, perRequest) {
+async function firehose(t, relay, channel, perRequest, window = 2) {
   const slow = [await slowReader(relay, channel), await slowReader(relay, channel)];
   const fast = await Promise.all(Array.from({ length: 4 }, () => h.connectedClient(relay)));
   const drops = [];
@@ -92,40 +97,59 @@ async function firehose(t, relay, channel, perRequest) {
   let rawCount = 0;
   rawFast.raw.ws.on('message', () => rawCount++);
 
+  const state = () =>
+    `pusher-js received ${collectors.map((c) => c.events.length).join('/')}, raw ${rawCount}; ` +
+    `${drops.join(', ') || 'no pusher-js reconnects'}; raw fast close ${JSON.stringify(rawFast.raw.closeInfo)}; ` +
+    `server: ${relay.stderr.split('\n').filter((l) => /WARN|ERROR/.test(l)).join(' | ')}`;
+  /** Every fast subscriber has at least n events. */
+  const fastHave = async (n, timeout = 5000) => {
+    if (n <= 0) return;
+    await h
+      .eventually(
+        () => {
+          if (drops.length || rawFast.raw.closeInfo) throw new Error('a fast subscriber was disconnected');
+          assert.ok(collectors.every((c) => c.events.length >= n) && rawCount >= n);
+        },
+        { timeout, interval: 5, what: `all fast subscribers at ${n} events` },
+      )
+      .catch((e) => {
+        throw new Error(`${e.message}: ${state()}`);
+      });
+  };
+
   const sdk = h.serverSdk(relay);
   const TOTAL = 200;
   const filler = 'z'.repeat(10000);
   let slowestMs = 0;
-  for (let seq = 0; seq < TOTAL; seq += perRequest) {
+  const publish = async (from, count) => {
     const t0 = Date.now();
     let res;
-    if (perRequest === 1) {
-      res = await h.withTimeout(sdk.trigger(channel, 'chunk', JSON.stringify({ seq, filler })), 10000, `trigger ${seq}`);
+    if (count === 1) {
+      res = await h.withTimeout(sdk.trigger(channel, 'chunk', JSON.stringify({ seq: from, filler })), 10000, `trigger ${from}`);
     } else {
       const batch = [];
-      for (let i = seq; i < Math.min(seq + perRequest, TOTAL); i++) {
-        batch.push({ channel, name: 'chunk', data: JSON.stringify({ seq: i, filler }) });
-      }
-      res = await h.withTimeout(sdk.triggerBatch(batch), 10000, `batch at ${seq}`);
+      for (let i = from; i < from + count; i++) batch.push({ channel, name: 'chunk', data: JSON.stringify({ seq: i, filler }) });
+      res = await h.withTimeout(sdk.triggerBatch(batch), 10000, `batch at ${from}`);
     }
     slowestMs = Math.max(slowestMs, Date.now() - t0);
     assert.equal(res.status, 200);
+  };
+
+  for (let seq = 0; seq < TOTAL; seq += perRequest) {
+    await fastHave(seq - window);
+    await publish(seq, Math.min(perRequest, TOTAL - seq));
     if (seq % 50 === 0) {
       const stats = await h.getJson(relay, '/stats');
       assert.equal(stats.status, 200);
       assert.equal(typeof stats.json.connections, 'number');
     }
   }
+  await fastHave(TOTAL, 10000);
   for (const [idx, c] of collectors.entries()) {
-    const events = await c.waitFor(TOTAL, 20000).catch((e) => {
-      throw new Error(`fast pusher-js client ${idx}: ${e.message}; ${drops.join(', ') || 'no reconnects'}; ` +
-        `raw fast client got ${rawCount} frames, closed ${JSON.stringify(rawFast.raw.closeInfo)}`);
-    });
-    const seqs = events.map((e) => e.data.seq);
+    const seqs = c.events.map((e) => e.data.seq);
     assert.deepEqual(seqs, Array.from({ length: TOTAL }, (_, i) => i), `fast client ${idx} order/completeness`);
   }
   assert.deepEqual(drops, [], 'a fast pusher-js client lost its connection');
-  await h.eventually(() => assert.ok(rawCount >= TOTAL, `raw fast got ${rawCount}/${TOTAL}`), { timeout: 10000 });
   assert.equal(rawFast.raw.closeInfo, null);
 
   const stats = await h.getJson(relay, '/stats');
@@ -137,10 +161,38 @@ async function firehose(t, relay, channel, perRequest) {
   await sdk.trigger(`${channel}-after`, 'ok', {});
   await lateCol.waitFor(1);
 
+  // The slow readers must not be buffered forever: keep publishing (paced the same way, at most ~6 MB more) until
+  // the server has cut both off (/stats connections drops by 2), while every fast subscriber stays connected.
+  const before = (await h.getJson(relay, '/stats')).json.connections;
+  let extra = 0;
+  let now = before;
+  for (; extra < 600; extra += perRequest) {
+    await fastHave(TOTAL + extra - window);
+    await publish(TOTAL + extra, perRequest);
+    if (extra % 10 === 0) {
+      now = (await h.getJson(relay, '/stats')).json.connections;
+      if (now <= before - slow.length) break;
+    }
+  }
+  if (now > before - slow.length) {
+    // give a cut-off connection a moment to be torn down
+    await h
+      .eventually(async () => {
+        now = (await h.getJson(relay, '/stats')).json.connections;
+        assert.ok(now <= before - slow.length);
+      }, { timeout: 3000, interval: 100 })
+      .catch(() => {});
+  }
+  const subCount = await h.sdkResult(sdk.get({ path: `/channels/${channel}`, params: { info: 'subscription_count' } }));
   t.diagnostic(
-    `${perRequest} event(s)/request: published ${TOTAL} events (~${Math.round((TOTAL * 10030) / 1024)} KiB); ` +
-      `slowest publish ${slowestMs} ms; /stats ${stats.body}; slow readers closed by server: ${slow.map((s) => s.closed)}`,
+    `${perRequest} event(s)/request: ${TOTAL} events (~${Math.round((TOTAL * 10030) / 1024)} KiB), slowest publish ` +
+      `${slowestMs} ms, /stats ${stats.body}; then ${extra} more: connections ${before} -> ${now}, channel ${subCount.body}`,
   );
+  assert.equal(now, before - slow.length, `slow readers not cut off after ${extra} more events (~${extra * 10} KB): ${state()}`);
+  assert.equal(subCount.json.subscription_count, fast.length + 1, 'subscription_count after the slow readers were cut');
+  assert.deepEqual(drops, [], 'a fast pusher-js client lost its connection');
+  assert.equal(rawFast.raw.closeInfo, null);
+
   for (const s of slow) s.sock.destroy();
   rawFast.raw.close(1000);
   for (const { client } of [...fast, late]) h.disconnect(relay, client);
@@ -162,6 +214,6 @@ describe('slow reader (RELAY_MAX_OUTBOUND_QUEUE_BYTES=65536)', () => {
   it('~2 MB as full batches (10 x 10 KB per request): fast subscribers get every event in order', async (t) => {
     // A legal batch (§10.3: 10 events of up to 10 KB) is ~100 KB: a client that reads promptly must not be cut
     // off as a "slow reader" just because one publish is larger than the per-connection queue cap.
-    await firehose(t, relay, 'firehose-batch', 10);
+    await firehose(t, relay, 'firehose-batch', 10, 0);
   });
 });
