@@ -370,7 +370,9 @@ impl Core {
             Duration::from_secs(self.shared.config.authorized_connection_timeout_secs);
         self.facts.borrow_mut().purge_expired(now);
         self.flush_throttled_counts(now);
-        for s in self.all_sessions() {
+        // In place, no per-scan allocation: nothing below touches the session table.
+        let sessions = self.sessions.borrow();
+        for s in sessions.slots.iter().flatten() {
             if let Some(since) = s.closing_since.get() {
                 if now.duration_since(since) > CLOSE_GRACE {
                     s.abort();
