@@ -79,6 +79,8 @@ pub struct AppConfig {
     pub authorized_connections: bool,
     /// Watched users per signed-in connection (spec §7.5: 100).
     pub max_watchlist_size: usize,
+    /// Channels one connection may be subscribed to at once (subscribe beyond it: `pusher:error`).
+    pub max_channels_per_connection: usize,
     /// Base64 of 32 bytes: lets `POST /apps/{id}/auth` return `shared_secret` for encrypted channels (spec §4.1).
     pub encryption_master_key_base64: Option<String>,
 }
@@ -116,6 +118,7 @@ impl Default for AppConfig {
             cache_ttl_secs: 1800,
             authorized_connections: false,
             max_watchlist_size: 100,
+            max_channels_per_connection: 1000,
             encryption_master_key_base64: None,
         }
     }

@@ -626,3 +626,30 @@ fn rest_user_queries_on_non_presence_channels_are_400() {
     );
     let _ = c.recv_event();
 }
+
+#[test]
+fn channels_per_connection_are_limited() {
+    let server = Server::start_with(
+        &[
+            "--apps-file",
+            &apps_file("chanlimit", r#""max_channels_per_connection":3"#),
+        ],
+        &[],
+    );
+    let mut c = server.client();
+    for ch in ["a", "b", "c"] {
+        c.subscribe(ch);
+    }
+    c.send_text(r#"{"event":"pusher:subscribe","data":{"channel":"d"}}"#);
+    let e = c.expect_event("pusher:error");
+    assert!(
+        e.value["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("over 3 channels"),
+        "{}",
+        e.raw
+    );
+    c.send_text(r#"{"event":"pusher:unsubscribe","data":{"channel":"a"}}"#);
+    c.subscribe("d");
+}

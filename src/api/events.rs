@@ -144,6 +144,10 @@ fn check_event<'a>(
         (None, Some(list)) => {
             let parsed: Vec<Cow<'_, str>> = sonic_rs::from_str(list.as_raw_str())
                 .map_err(|_| bad("Parameter 'channels' must be an array of strings"))?;
+            let max = req.app.config.max_channels_per_publish;
+            if parsed.len() > max {
+                return Err(bad(format!("Too many channels ({} > {max})", parsed.len())));
+            }
             for c in parsed {
                 if !channels.iter().any(|x| *x == *c) {
                     channels.push(c.into_owned());
@@ -226,32 +230,21 @@ fn publication(req: &ApiRequest<'_>, e: &Event<'_>) -> Publication {
 
 fn publish(req: &ApiRequest<'_>, e: &Event<'_>) -> Result<(), Response> {
     let p = publication(req, e);
-    // Cache channels keep the frame just published as their last event (spec §8).
-    let cached: Vec<(Box<str>, bytes::Bytes)> = p
-        .frames
-        .iter()
-        .filter(|(c, _)| ChannelType::of(c).cache)
-        .cloned()
-        .collect();
-    let result = req
-        .core
-        .publish(p)
-        .map_err(|_| Response::error(503, "Server overloaded: try again"));
+    // Cache channels keep the frame as their last event (spec §8). Stored before the fan-out starts, so a
+    // subscriber who sees this event live cannot then be handed the previous one as the cache.
     let app = req.app.idx;
-    for (channel, frame) in cached {
-        let data_token = bytes::Bytes::copy_from_slice(&e.data_token);
-        req.core.send_home(
+    for (channel, frame) in p.frames.iter().filter(|(c, _)| ChannelType::of(c).cache) {
+        let msg = HomeMsg::CacheStore {
             app,
-            &channel,
-            HomeMsg::CacheStore {
-                app,
-                channel: channel.clone(),
-                frame,
-                data_token,
-            },
-        );
+            channel: channel.clone(),
+            frame: frame.clone(),
+            data_token: bytes::Bytes::copy_from_slice(&e.data_token),
+        };
+        let _ = req.core.send_home(app, channel, msg);
     }
-    result
+    req.core
+        .publish(p)
+        .map_err(|_| Response::error(503, "Server overloaded: try again"))
 }
 
 fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {

@@ -17,7 +17,7 @@ pub fn terminate_connections(req: &ApiRequest<'_>, raw_user: &str) -> Response {
     let user_id: Arc<str> = Arc::from(user_id);
     let app = req.app.idx;
     for core in 0..req.core.shared.inboxes.len() {
-        req.core.send_to(
+        let _ = req.core.send_to(
             core,
             CoreMsg::TerminateUser {
                 app,

@@ -45,6 +45,14 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration) -
     }
 }
 
+/// Time left until the current request's deadline, starting it now if it has not started.
+fn remaining(deadline: &mut Option<Instant>, limit: Duration) -> Duration {
+    let now = Instant::now();
+    deadline
+        .get_or_insert(now + limit)
+        .saturating_duration_since(now)
+}
+
 async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>) -> bool {
     if out.is_empty() {
         return true;
@@ -60,6 +68,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let limits = core.shared.config.limits.clone();
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
+    // One deadline per request, from its first byte: a client trickling a byte at a time cannot hold the
+    // connection by resetting a per-read timeout.
+    let mut deadline: Option<Instant> = None;
     loop {
         let head = match parse_head(&buf, limits.max_http_head_bytes, limits.max_http_headers) {
             Ok(Some(h)) => h,
@@ -71,7 +82,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
                 let wait = if idle {
                     limits.http_idle_timeout
                 } else {
-                    limits.http_read_timeout
+                    remaining(&mut deadline, limits.http_read_timeout)
                 };
                 match read_more(&mut stream, &mut buf, wait).await {
                     ReadOutcome::Data => continue,
@@ -118,7 +129,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         }
         let total = head.head_len + body_len;
         while buf.len() < total {
-            match read_more(&mut stream, &mut buf, limits.http_read_timeout).await {
+            let wait = remaining(&mut deadline, limits.http_read_timeout);
+            match read_more(&mut stream, &mut buf, wait).await {
                 ReadOutcome::Data => {}
                 ReadOutcome::Closed => return,
                 ReadOutcome::TimedOut => {
@@ -131,6 +143,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         let keep_alive = head.keep_alive && !core.shared.is_shutting_down();
         response.write_to(&mut out, keep_alive, head.method == Method::Head);
         buf.drain(..total);
+        deadline = None;
         if !keep_alive {
             write_out(&mut stream, &mut out).await;
             return;

@@ -78,6 +78,21 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
             &format!("Existing subscription to channel {channel}"),
         );
     }
+    let pending_joins = session
+        .memberships
+        .borrow()
+        .iter()
+        .filter(|m| !ChannelIndex::is_subscribed(session, &m.channel))
+        .count();
+    if session.subscriptions.borrow().len() + pending_joins >= cfg.max_channels_per_connection {
+        return refuse(
+            session,
+            &format!(
+                "Cannot subscribe to {channel}: over {} channels on this connection",
+                cfg.max_channels_per_connection
+            ),
+        );
+    }
     let auth = d.auth.as_deref().unwrap_or("");
     let success = match ty.kind {
         ChannelKind::Public => Some(outbound::subscription_succeeded(&channel)),
@@ -133,9 +148,10 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
     if ty.cache {
         send_cached(core, session, &channel).await;
     }
-    if cfg.subscription_count {
+    // spec §9: no subscription_count for presence channels, so no count to keep.
+    if cfg.subscription_count && ty.kind != ChannelKind::Presence {
         let a = session.app;
-        core.send_home(
+        let _ = core.send_home(
             a,
             &channel,
             HomeMsg::CountDelta {
@@ -220,23 +236,32 @@ async fn join_presence(
         channel: Rc::from(channel),
         user_id: user_rc,
     });
+    let user_id_for_leave = user_id.clone();
     let (tx, rx) = oneshot::channel();
     let a = session.app;
-    core.send_home(
+    let sent = core.send_home(
         a,
         channel,
         HomeMsg::PresenceJoin {
             app: a,
             channel: Box::from(channel),
-            user_id: user_id.into_boxed_str(),
+            user_id: Box::from(user_id.as_str()),
             user_info: user_info.into_boxed_str(),
             socket: session.socket_id,
             core: core.id,
             reply: tx,
         },
     );
+    if sent.is_err() {
+        // The home core never saw the join: nothing to undo there.
+        forget_membership(session, channel);
+        refuse(session, "Server busy: try subscribing again");
+        return false;
+    }
     match rx.await {
         Ok(JoinReply::Joined) => true,
+        // The session unsubscribed or closed while joining; its leave is already on the way.
+        Ok(JoinReply::Gone) => false,
         Ok(JoinReply::Full) => {
             forget_membership(session, channel);
             refuse(
@@ -249,8 +274,16 @@ async fn join_presence(
             false
         }
         Err(_) => {
-            // The home core could not take the join (inbox full): nothing was recorded there.
-            forget_membership(session, channel);
+            // The home core counted the join but its answer was lost: undo it there.
+            if session.membership(channel).is_some() {
+                forget_membership(session, channel);
+                let leave = HomeMsg::PresenceLeave {
+                    app: a,
+                    channel: Box::from(channel),
+                    user_id: Box::from(user_id_for_leave.as_str()),
+                };
+                let _ = core.send_home(a, channel, leave);
+            }
             refuse(session, "Server busy: try subscribing again");
             false
         }
@@ -298,7 +331,7 @@ fn parse_member(json: &str, id_field: &str) -> Result<(String, String), String> 
 async fn send_cached(core: &Core, session: &Rc<Session>, channel: &str) {
     let (tx, rx) = oneshot::channel();
     let a = session.app;
-    core.send_home(
+    let _ = core.send_home(
         a,
         channel,
         HomeMsg::CacheGet {
@@ -487,7 +520,7 @@ async fn signin(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
         session.send(outbound::error(Some(error::WATCHLIST_LIMIT), &m));
     }
     let app = session.app;
-    core.send_to(
+    let _ = core.send_to(
         core.user_home(app, &id),
         CoreMsg::Home(HomeMsg::UserOnline {
             app,
@@ -508,7 +541,7 @@ async fn signin(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
             watcher: session.socket_id,
             reply: tx,
         };
-        core.send_to(home, CoreMsg::Home(msg));
+        let _ = core.send_to(home, CoreMsg::Home(msg));
         pending.push((users, rx));
     }
     let (mut online, mut offline) = (Vec::new(), Vec::new());

@@ -14,6 +14,7 @@ use futures_channel::oneshot;
 use crate::app::{App, AppIdx};
 use crate::channels::facts::FactsTable;
 use crate::channels::index::ChannelIndex;
+use crate::channels::name::{ChannelKind, ChannelType};
 use crate::protocol::codes::close;
 use crate::protocol::outbound;
 use crate::server::home::UserTable;
@@ -115,8 +116,11 @@ impl Core {
         let left = self.channels.borrow_mut().unsubscribe_all(session);
         let app = session.app;
         if self.app(app).config.subscription_count {
-            for channel in &left {
-                self.send_home(
+            for channel in left
+                .iter()
+                .filter(|c| ChannelType::of(c).kind != ChannelKind::Presence)
+            {
+                let _ = self.send_home(
                     app,
                     channel,
                     HomeMsg::CountDelta {
@@ -134,7 +138,7 @@ impl Core {
                 channel: Box::from(&*m.channel),
                 user_id: Box::from(&*m.user_id),
             };
-            self.send_home(app, &m.channel, msg);
+            let _ = self.send_home(app, &m.channel, msg);
         }
         let user = session.user.borrow_mut().take();
         if let Some(user) = user {
@@ -158,8 +162,11 @@ impl Core {
             .borrow_mut()
             .unsubscribe(session, channel)
             .is_some();
-        if was_subscribed && self.app(app).config.subscription_count {
-            self.send_home(
+        if was_subscribed
+            && self.app(app).config.subscription_count
+            && ChannelType::of(channel).kind != ChannelKind::Presence
+        {
+            let _ = self.send_home(
                 app,
                 channel,
                 HomeMsg::CountDelta {
@@ -181,14 +188,14 @@ impl Core {
                 channel: Box::from(channel),
                 user_id: Box::from(&*m.user_id),
             };
-            self.send_home(app, channel, msg);
+            let _ = self.send_home(app, channel, msg);
         }
     }
 
     /// The user's home learns one connection fewer; the watched users' homes forget this watcher.
     fn sign_out(&self, session: &Session, user_id: &str, watchlist: Vec<Box<str>>) {
         let app = session.app;
-        self.send_to(
+        let _ = self.send_to(
             self.user_home(app, user_id),
             CoreMsg::Home(HomeMsg::UserOffline {
                 app,
@@ -201,7 +208,7 @@ impl Core {
                 users,
                 watcher: session.socket_id,
             };
-            self.send_to(home, CoreMsg::Home(msg));
+            let _ = self.send_to(home, CoreMsg::Home(msg));
         }
     }
 
@@ -235,7 +242,7 @@ impl Core {
         let mut result = Ok(());
         for (i, inbox) in self.shared.inboxes.iter().enumerate() {
             if i != self.id && inbox.send(CoreMsg::Publish(p.clone())).is_err() {
-                crate::warn!("core {i} inbox full: publish dropped there");
+                crate::log::count_overflow();
                 result = Err(InboxFull);
             }
         }
@@ -317,12 +324,13 @@ impl Core {
                 reply,
             } => {
                 let joined = match (success, self.session_by_socket(socket)) {
+                    (None, _) => JoinReply::Full,
                     (Some(frame), Some(s)) if s.membership(&channel).is_some() => {
                         self.channels.borrow_mut().subscribe(&s, &channel);
                         s.send(frame);
                         JoinReply::Joined
                     }
-                    _ => JoinReply::Full,
+                    (Some(_), _) => JoinReply::Gone,
                 };
                 let _ = reply.send(joined);
             }
@@ -368,6 +376,9 @@ impl Core {
         let pong = Duration::from_secs(self.shared.config.pong_timeout_secs);
         let auth_window =
             Duration::from_secs(self.shared.config.authorized_connection_timeout_secs);
+        if self.id == 0 {
+            crate::log::report_counts();
+        }
         self.facts.borrow_mut().purge_expired(now);
         self.flush_throttled_counts(now);
         // In place, no per-scan allocation: nothing below touches the session table.

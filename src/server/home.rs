@@ -15,7 +15,7 @@ use crate::channels::name::{ChannelKind, ChannelType};
 use crate::channels::presence::{self, Join, PresenceRoster};
 use crate::protocol::outbound;
 use crate::server::core::Core;
-use crate::server::inbox::{Answer, CoreMsg, HomeMsg, Publication, Query};
+use crate::server::inbox::{Answer, CoreMsg, HomeMsg, InboxFull, Publication, Query};
 use crate::server::socket_id::SocketId;
 
 /// Channels above this size get `subscription_count` at most every `COUNT_THROTTLE` (spec §9).
@@ -45,17 +45,22 @@ impl Core {
         self.home_of(app, &user_home_key(user_id))
     }
 
-    /// Sends `msg` to core `home`, handling it right here when that is this core.
-    pub fn send_to(&self, home: usize, msg: CoreMsg) {
+    /// Sends `msg` to core `home`, handling it right here when that is this core. Fails only for a message that
+    /// would add state while that core's control lane is over its cap (see `inbox::CONTROL_LANE_CAP`).
+    pub fn send_to(&self, home: usize, msg: CoreMsg) -> Result<(), InboxFull> {
         if home == self.id {
             self.handle(msg);
-        } else if self.shared.inboxes[home].send(msg).is_err() {
-            crate::warn!("core {home} inbox full: shared-fact update dropped");
+            return Ok(());
         }
+        let sent = self.shared.inboxes[home].send(msg);
+        if sent.is_err() {
+            crate::log::count_overflow();
+        }
+        sent
     }
 
-    pub fn send_home(&self, app: AppIdx, channel: &str, msg: HomeMsg) {
-        self.send_to(self.home_of(app, channel), CoreMsg::Home(msg));
+    pub fn send_home(&self, app: AppIdx, channel: &str, msg: HomeMsg) -> Result<(), InboxFull> {
+        self.send_to(self.home_of(app, channel), CoreMsg::Home(msg))
     }
 
     /// Asks the home core of `(app, channel)` alone.
@@ -128,7 +133,7 @@ impl Core {
                     )
                 });
                 // First the joiner's success, then member_added: both leave this core in that order.
-                self.send_to(
+                let _ = self.send_to(
                     core,
                     CoreMsg::PresenceJoined {
                         socket,
@@ -275,7 +280,7 @@ impl Core {
             outbound::watchlist_events(&[], &ids)
         };
         for (core, socket) in watchers {
-            self.send_to(
+            let _ = self.send_to(
                 *core,
                 CoreMsg::ToSocket {
                     socket: *socket,

@@ -6,7 +6,7 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 
 use atomic_waker::AtomicWaker;
@@ -55,6 +55,8 @@ pub enum JoinReply {
     Joined,
     /// The channel is at its member limit.
     Full,
+    /// The joining session left (unsubscribed or closed) meanwhile; its leave was sent.
+    Gone,
 }
 
 /// Changes to facts owned by a channel's (or user's) home core (see `channels::facts`).
@@ -141,9 +143,40 @@ pub enum CoreMsg {
     Shutdown,
 }
 
+/// Control messages (fact changes, queries, replies) queued in one core's inbox beyond which messages that
+/// create new state (joins, sign-ins, queries) are refused at their source. Cleanup messages (leaves, sign-outs,
+/// replies to accepted joins) are never refused: dropping one would corrupt shared facts for good, and each is
+/// owed by an earlier accepted message, so the lane stays bounded by this cap plus the live state.
+pub const CONTROL_LANE_CAP: usize = 256 * 1024;
+
+impl CoreMsg {
+    /// True for messages that undo or complete state already accepted (never refused).
+    fn is_cleanup(&self) -> bool {
+        match self {
+            CoreMsg::Publish(_) | CoreMsg::Query(..) => false,
+            CoreMsg::Home(h) => match h {
+                HomeMsg::PresenceLeave { .. }
+                | HomeMsg::UserOffline { .. }
+                | HomeMsg::Unwatch { .. } => true,
+                HomeMsg::CountDelta { delta, .. } => *delta < 0,
+                _ => false,
+            },
+            // Terminations are rare admin actions that must not be lost.
+            CoreMsg::PresenceJoined { .. }
+            | CoreMsg::ToSocket { .. }
+            | CoreMsg::TerminateUser { .. }
+            | CoreMsg::Shutdown => true,
+        }
+    }
+}
+
+/// The sending side of one core's inbox: a bounded lane for publishes (full: the publisher is told, 503) and a
+/// control lane for everything else (see `CONTROL_LANE_CAP`).
 #[derive(Clone)]
 pub struct InboxSender {
-    tx: Sender<CoreMsg>,
+    publishes: Sender<CoreMsg>,
+    control: Sender<CoreMsg>,
+    control_depth: Arc<AtomicUsize>,
     waker: Arc<AtomicWaker>,
     overflows: Arc<AtomicU64>,
 }
@@ -153,58 +186,92 @@ pub struct InboxFull;
 
 impl InboxSender {
     pub fn send(&self, msg: CoreMsg) -> Result<(), InboxFull> {
-        match self.tx.try_send(msg) {
-            Ok(()) => {
-                self.waker.wake();
-                Ok(())
+        let sent = match msg {
+            CoreMsg::Publish(_) => match self.publishes.try_send(msg) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Err(InboxFull),
+            },
+            msg => {
+                if !msg.is_cleanup()
+                    && self.control_depth.load(Ordering::Relaxed) >= CONTROL_LANE_CAP
+                {
+                    Err(InboxFull)
+                } else {
+                    self.control_depth.fetch_add(1, Ordering::Relaxed);
+                    self.control.send(msg).map_err(|_| InboxFull)
+                }
             }
-            Err(TrySendError::Full(_)) => {
-                self.overflows.fetch_add(1, Ordering::Relaxed);
-                // Still wake: the consumer may be asleep on a full queue only if a wake was lost.
-                self.waker.wake();
-                Err(InboxFull)
-            }
-            Err(TrySendError::Disconnected(_)) => Err(InboxFull),
+        };
+        if sent.is_err() {
+            self.overflows.fetch_add(1, Ordering::Relaxed);
         }
+        // Wake even on failure: a consumer can only be asleep on a full lane if a wake was lost.
+        self.waker.wake();
+        sent
     }
 
+    /// Wakes the core without a message (it then checks the shutdown flag).
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// Messages refused so far because a lane was full.
     pub fn overflows(&self) -> u64 {
         self.overflows.load(Ordering::Relaxed)
     }
 }
 
 pub struct InboxReceiver {
-    rx: Receiver<CoreMsg>,
+    publishes: Receiver<CoreMsg>,
+    control: Receiver<CoreMsg>,
+    control_depth: Arc<AtomicUsize>,
     waker: Arc<AtomicWaker>,
 }
 
 impl InboxReceiver {
-    /// Waits until at least one message is queued, then moves every queued message into `out`.
-    pub async fn recv_batch(&self, out: &mut Vec<CoreMsg>) {
+    /// Waits until a message is queued (or `wake` was called), then moves every queued message into `out`:
+    /// control messages first (replies and fact changes), then publishes.
+    pub async fn recv_batch(&self, out: &mut Vec<CoreMsg>, stop: &AtomicBool) {
         poll_fn(|cx| {
             self.waker.register(cx.waker());
-            if self.rx.is_empty() {
+            if self.publishes.is_empty() && self.control.is_empty() && !stop.load(Ordering::Acquire)
+            {
                 Poll::Pending
             } else {
                 Poll::Ready(())
             }
         })
         .await;
-        while let Ok(m) = self.rx.try_recv() {
+        let mut n = 0;
+        while let Ok(m) = self.control.try_recv() {
+            out.push(m);
+            n += 1;
+        }
+        self.control_depth.fetch_sub(n, Ordering::Relaxed);
+        while let Ok(m) = self.publishes.try_recv() {
             out.push(m);
         }
     }
 }
 
 pub fn inbox(capacity: usize) -> (InboxSender, InboxReceiver) {
-    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let (ptx, prx) = crossbeam_channel::bounded(capacity);
+    let (ctx, crx) = crossbeam_channel::unbounded();
     let waker = Arc::new(AtomicWaker::new());
+    let depth = Arc::new(AtomicUsize::new(0));
     (
         InboxSender {
-            tx,
+            publishes: ptx,
+            control: ctx,
+            control_depth: depth.clone(),
             waker: waker.clone(),
             overflows: Arc::new(AtomicU64::new(0)),
         },
-        InboxReceiver { rx, waker },
+        InboxReceiver {
+            publishes: prx,
+            control: crx,
+            control_depth: depth,
+            waker,
+        },
     )
 }

@@ -43,6 +43,8 @@ pub enum StartError {
     AddressInUse(SocketAddr),
     Bind(SocketAddr, io::Error),
     Thread(io::Error),
+    /// A core could not build its runtime or register its listener.
+    Core(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -54,6 +56,7 @@ impl std::fmt::Display for StartError {
             ),
             StartError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
             StartError::Thread(e) => write!(f, "cannot start worker thread: {e}"),
+            StartError::Core(e) => write!(f, "cannot start a core: {e}"),
         }
     }
 }
@@ -123,13 +126,32 @@ impl Server {
         }
 
         let mut threads = Vec::with_capacity(workers);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         for (id, (rx, listener)) in receivers.into_iter().zip(listeners).enumerate() {
             let shared = shared.clone();
+            let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("relay-core-{id}"))
-                .spawn(move || run_core(id, id % cpus, shared, rx, listener))
+                .spawn(move || run_core(id, id % cpus, shared, rx, listener, ready))
                 .map_err(StartError::Thread)?;
             threads.push(t);
+        }
+        drop(ready_tx);
+        // Every core owns the facts homed on it: a core that cannot start fails the start, not quietly.
+        for _ in 0..workers {
+            let failure = match ready_rx.recv() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => "a core exited during start".to_string(),
+            };
+            shared.shutting_down.store(true, Ordering::Release);
+            for inbox in &shared.inboxes {
+                inbox.wake();
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(StartError::Core(failure));
         }
         Ok(Server {
             addr,
@@ -148,11 +170,9 @@ impl Server {
     pub fn shutdown(self) {
         self.shared.shutting_down.store(true, Ordering::Release);
         for inbox in &self.shared.inboxes {
-            // A full inbox still drains: retry until the message fits.
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while inbox.send(CoreMsg::Shutdown).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            // Cores also check the flag after every batch, so a wake is enough if the message cannot be queued.
+            let _ = inbox.send(CoreMsg::Shutdown);
+            inbox.wake();
         }
         for t in self.threads {
             let _ = t.join();
@@ -239,7 +259,14 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
-fn run_core(id: usize, cpu: usize, shared: Arc<Shared>, rx: InboxReceiver, listener: StdListener) {
+fn run_core(
+    id: usize,
+    cpu: usize,
+    shared: Arc<Shared>,
+    rx: InboxReceiver,
+    listener: StdListener,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
     if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
         crate::warn!("core {id}: cannot pin to cpu {cpu}: {e:?}");
     }
@@ -250,7 +277,7 @@ fn run_core(id: usize, cpu: usize, shared: Arc<Shared>, rx: InboxReceiver, liste
     let mut runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
-            crate::warn!("core {id}: cannot build runtime: {e}");
+            let _ = ready.send(Err(format!("core {id}: cannot build runtime: {e}")));
             return;
         }
     };
@@ -258,20 +285,24 @@ fn run_core(id: usize, cpu: usize, shared: Arc<Shared>, rx: InboxReceiver, liste
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {
-                crate::warn!("core {id}: cannot register listener: {e}");
+                let _ = ready.send(Err(format!("core {id}: cannot register listener: {e}")));
                 return;
             }
         };
+        let _ = ready.send(Ok(()));
         let core = Rc::new(Core::new(id, shared));
         let accept = monoio::spawn(accept_loop(core.clone(), listener));
         let scan = monoio::spawn(scan_loop(core.clone()));
         let mut batch = Vec::new();
         'serve: loop {
-            rx.recv_batch(&mut batch).await;
+            rx.recv_batch(&mut batch, &core.shared.shutting_down).await;
             for msg in batch.drain(..) {
                 if !core.handle(msg) {
                     break 'serve;
                 }
+            }
+            if core.shared.is_shutting_down() {
+                break;
             }
         }
         drop(accept);

@@ -118,6 +118,7 @@ async fn run(
     leftover: Vec<u8>,
 ) {
     read_loop(&core, &session, rd, leftover).await;
+    session.reader_alive.set(false);
     core.unregister(&session);
     if session.outbox.is_open() {
         // The client went away without a close handshake: nothing more can be written.
@@ -125,6 +126,15 @@ async fn run(
     }
     core.app(session.app).connections.remove();
     core.shared.connections.remove();
+    if session.writer_alive.get() {
+        // The session has left the table, so the liveness scan no longer sees it: a peer that stops reading
+        // after its Close must not keep the writer (and socket) forever.
+        let s = session.clone();
+        monoio::spawn(async move {
+            monoio::time::sleep(crate::server::core::CLOSE_GRACE).await;
+            s.abort();
+        });
+    }
     crate::debug!("socket {} disconnected", session.socket_id);
 }
 

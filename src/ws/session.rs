@@ -56,6 +56,10 @@ pub struct Session {
     /// The signed-in user's `user_info` as raw JSON, for presence joins without channel_data.
     pub user_info: RefCell<Option<String>>,
     pub connected_at: Instant,
+    /// The writer task still holds the socket's write half.
+    pub writer_alive: Cell<bool>,
+    /// The reader task still holds the read half. While either half lives, `fd` is this connection's.
+    pub reader_alive: Cell<bool>,
     /// Signed in or subscribed to an authorized channel (authorized-connections mode, spec §7.2).
     pub authorized: Cell<bool>,
     /// Client events in the current one-second window: (window start, count) (spec §6: 10/s).
@@ -80,6 +84,8 @@ impl Session {
             user: RefCell::new(None),
             user_info: RefCell::new(None),
             connected_at: now,
+            writer_alive: Cell::new(true),
+            reader_alive: Cell::new(true),
             authorized: Cell::new(false),
             client_event_window: Cell::new((now, 0)),
         }
@@ -124,11 +130,12 @@ impl Session {
     /// `pusher:error` + Close 4100 stay queued, so a client that is merely slow learns why and backs off before
     /// reconnecting. One that never reads is cut when the close grace runs out.
     fn cut_off(&self) {
-        crate::warn!(
-            "socket {} cut off: over {} queued bytes (slow reader)",
+        crate::debug!(
+            "socket {} cut off: over {} queued bytes",
             self.socket_id,
             self.outbox.queued_bytes()
         );
+        crate::log::count_slow_reader();
         let reason = "Connection too slow: output buffer full";
         let error = crate::protocol::outbound::error(Some(OVER_CAPACITY), reason);
         if self
@@ -173,8 +180,12 @@ impl Session {
         self.shutdown_socket();
     }
 
-    /// Shuts the socket down in both directions so pending reads return EOF.
+    /// Shuts the socket down in both directions so pending reads return EOF and writes fail. Only while a task
+    /// holds a half of the socket: after that the descriptor may already belong to another connection.
     pub fn shutdown_socket(&self) {
+        if !self.writer_alive.get() && !self.reader_alive.get() {
+            return;
+        }
         // SAFETY: `fd` belongs to this session's TcpStream, which outlives the session's tasks; shutdown on a
         // closed or reused descriptor at worst fails with EBADF/ENOTCONN, which we ignore.
         unsafe {

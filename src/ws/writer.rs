@@ -95,6 +95,7 @@ pub async fn run(session: Rc<Session>, mut wr: OwnedWriteHalf<TcpStream>) {
         }
     }
     // Dropping the write half sends FIN after the last frame (usually the Close frame).
+    session.writer_alive.set(false);
 }
 
 async fn write_batch(wr: &mut OwnedWriteHalf<TcpStream>, batch: &mut FrameBatch) -> bool {
