@@ -252,8 +252,26 @@ function pusherClient(relay, options = {}) {
   // any later move away from 'disconnected' is disconnected again.
   client.connection.bind('state_change', ({ current }) => {
     if (client.__stopped && current !== 'disconnected') setImmediate(() => client.disconnect());
+    if (current === 'connected') guardLateClose(client);
   });
   return client;
+}
+
+/**
+ * When the server closes a connection with a "refused" code (4000–4099, e.g. 4009), pusher-js calls close() on its
+ * (bundled faye-websocket) socket after that socket is already CLOSED; faye then arms a 30 s close timer that nothing
+ * clears, keeping the test process alive. Make close() on an already closed socket a no-op (teardown only).
+ */
+function guardLateClose(client) {
+  const conn = client.connection.connection;
+  const socket = conn && conn.transport && conn.transport.socket;
+  if (!socket || socket.__relayGuarded || typeof socket.close !== 'function') return;
+  const close = socket.close;
+  socket.close = function (...args) {
+    if (this.readyState === 3) return undefined; // CLOSED
+    return close.apply(this, args);
+  };
+  socket.__relayGuarded = true;
 }
 
 /** Wait until a pusher-js client is connected; resolves with its socket_id. */
@@ -591,6 +609,128 @@ function channelAuth(relay, socketId, channel, { key = relay.app.key, secret = r
   return `${key}:${hmacHex(secret, `${socketId}:${channel}`)}`;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Auth endpoints, event waits and error logs for the official clients (presence, signin, watchlist, …)
+
+/** Write an apps file `{"apps":[...]}` (plus optional server settings) to a temp file; returns its path. */
+function appsFile(apps, settings = {}) {
+  return tempFile('apps.json', { ...settings, apps });
+}
+
+/**
+ * pusher-js `channelAuthorization` whose customHandler is an in-process auth endpoint backed by the SDK's
+ * authorizeChannel. For presence- channels, `presenceData(socketId, channelName)` gives the channel data
+ * (return undefined to send no channel_data, as for a signed-in user).
+ */
+function sdkChannelAuth(sdk, presenceData) {
+  return {
+    customHandler: ({ socketId, channelName }, callback) => {
+      try {
+        const pd =
+          channelName.startsWith('presence-') && presenceData ? presenceData(socketId, channelName) : undefined;
+        const auth =
+          pd === undefined ? sdk.authorizeChannel(socketId, channelName) : sdk.authorizeChannel(socketId, channelName, pd);
+        callback(null, auth);
+      } catch (e) {
+        callback(e, null);
+      }
+    },
+  };
+}
+
+/** pusher-js `userAuthentication` whose customHandler calls the SDK's authenticateUser (userData: object or fn). */
+function sdkUserAuth(sdk, userData) {
+  return {
+    customHandler: ({ socketId }, callback) => {
+      try {
+        const ud = typeof userData === 'function' ? userData(socketId) : userData;
+        callback(null, sdk.authenticateUser(socketId, ud));
+      } catch (e) {
+        callback(e, null);
+      }
+    },
+  };
+}
+
+/**
+ * Wait for the next `eventName` on a pusher-js dispatcher (a channel, client.user, client.user.watchlist,
+ * client.connection) whose data satisfies pred; resolves { data, metadata }.
+ */
+function nextOn(emitter, eventName, { timeout = 5000, pred = () => true, what } = {}) {
+  let handler;
+  return withTimeout(
+    new Promise((resolve) => {
+      handler = (data, metadata) => {
+        if (pred(data, metadata)) resolve({ data, metadata });
+      };
+      emitter.bind(eventName, handler);
+    }),
+    timeout,
+    what || `${eventName}`,
+  ).finally(() => emitter.unbind(eventName, handler));
+}
+
+/**
+ * Every error a pusher-js connection reports, unwrapped to the inner {type, data:{code,message}} (a close code or
+ * pusher:error during the handshake arrives wrapped as {type:'WebSocketError', error:{…}}).
+ */
+class ErrorLog {
+  constructor(client) {
+    this.errors = [];
+    client.connection.bind('error', (e) => {
+      this.errors.push(e && e.type === 'WebSocketError' && e.error && e.error.data ? e.error : e);
+    });
+  }
+
+  codes() {
+    return this.errors.map((e) => e && e.data && e.data.code);
+  }
+
+  /** Wait until an error with this code (any code if undefined) was reported; resolves it. */
+  waitFor(code, timeout = 5000) {
+    return eventually(
+      () => {
+        const e = this.errors.find((x) => x && x.data && (code === undefined || x.data.code === code));
+        if (!e) throw new Error(`errors so far: ${JSON.stringify(this.errors)}`);
+        return e;
+      },
+      { timeout, interval: 20, what: `pusher-js error${code === undefined ? '' : ' code ' + code}` },
+    );
+  }
+}
+
+/** Wait until a pusher-js client that called signin() is signed in and its #server-to-user channel subscribed. */
+function awaitSignedIn(client, timeout = 5000) {
+  return eventually(
+    () => {
+      const ch = client.user.serverToUserChannel;
+      if (!client.user.user_data || !ch || !ch.subscribed) throw new Error('not signed in yet');
+      return client.user.user_data;
+    },
+    { timeout, interval: 20, what: 'pusher-js signin + #server-to-user subscription' },
+  );
+}
+
+/** Wait until a pusher-js client's connection reaches `state`. */
+function awaitState(client, state, timeout = 5000) {
+  return eventually(
+    () => {
+      if (client.connection.state !== state) throw new Error(`state is ${client.connection.state}`);
+    },
+    { timeout, interval: 20, what: `pusher-js state ${state}` },
+  );
+}
+
+/** Presence auth token over `socket_id:channel:channel_data` (channel_data exactly as it will be sent). */
+function presenceAuth(relay, socketId, channel, channelData, { key = relay.app.key, secret = relay.app.secret } = {}) {
+  return `${key}:${hmacHex(secret, `${socketId}:${channel}:${channelData}`)}`;
+}
+
+/** pusher:signin auth token over `socket_id::user::user_data`. */
+function signinAuth(relay, socketId, userData, { key = relay.app.key, secret = relay.app.secret } = {}) {
+  return `${key}:${hmacHex(secret, `${socketId}::user::${userData}`)}`;
+}
+
 module.exports = {
   REPO,
   HOST,
@@ -622,4 +762,13 @@ module.exports = {
   rawOpen,
   rawConnect,
   channelAuth,
+  presenceAuth,
+  signinAuth,
+  appsFile,
+  sdkChannelAuth,
+  sdkUserAuth,
+  nextOn,
+  ErrorLog,
+  awaitSignedIn,
+  awaitState,
 };
