@@ -77,11 +77,27 @@ pub fn driver_name() -> &'static str {
 fn claim_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
     match StdListener::bind(addr) {
         Ok(probe) => probe.local_addr().map_err(|e| StartError::Bind(addr, e)),
-        // Connections of a server that just exited can still hold the port; only a live listener is a conflict.
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse && !someone_listens(addr) => Ok(addr),
+        // Connections of a server that just exited can still hold the port, and an io_uring server's listener
+        // outlives its process for a moment (the ring is torn down asynchronously): only a listener that stays
+        // is a conflict.
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && !listens_for_a_while(addr) => Ok(addr),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(StartError::AddressInUse(addr)),
         Err(e) => Err(StartError::Bind(addr, e)),
     }
+}
+
+/// How long a listener must persist on our port before it counts as another server.
+const PORT_CONFLICT_WAIT: Duration = Duration::from_secs(2);
+
+fn listens_for_a_while(addr: SocketAddr) -> bool {
+    let deadline = Instant::now() + PORT_CONFLICT_WAIT;
+    while someone_listens(addr) {
+        if Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 fn someone_listens(addr: SocketAddr) -> bool {

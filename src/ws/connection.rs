@@ -14,6 +14,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf
 use monoio::net::TcpStream;
 
 use crate::http::request::RequestHead;
+use crate::http::response::Response;
 use crate::protocol::codes::close;
 use crate::protocol::{handler, outbound};
 use crate::server::core::Core;
@@ -22,17 +23,10 @@ use crate::ws::session::Session;
 use crate::ws::{handshake, writer};
 
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, leftover: Vec<u8>) {
-    let Some(app_key) = handshake::app_key_from_path(&head.path) else {
-        let mut out = Vec::new();
-        crate::http::response::Response::error(
-            404,
-            "Not found: WebSocket connections go to /app/{key}",
-        )
-        .write_to(&mut out, false, false);
-        let _ = stream.write_all(out).await;
-        return;
-    };
-    let ws_key = match handshake::validate(&head) {
+    let checked = handshake::app_key_from_path(&head.path)
+        .ok_or_else(|| Response::error(404, "Not found: WebSocket connections go to /app/{key}"))
+        .and_then(|key| handshake::validate(&head).map(|ws_key| (key, ws_key)));
+    let (app_key, ws_key) = match checked {
         Ok(k) => k,
         Err(resp) => {
             let mut out = Vec::new();
