@@ -531,6 +531,7 @@ async fn signin(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
         return;
     }
     // Register with every watched user's home, then send one snapshot of who is online now.
+    session.watch_snapshot_pending.set(true);
     let mut pending = Vec::new();
     for (home, users) in core.group_by_user_home(app, watchlist) {
         let (tx, rx) = oneshot::channel();
@@ -557,4 +558,9 @@ async fn signin(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
     let on: Vec<&str> = online.iter().map(|u| &**u).collect();
     let off: Vec<&str> = offline.iter().map(|u| &**u).collect();
     session.send(outbound::watchlist_events(&on, &off));
+    session.watch_snapshot_pending.set(false);
+    let deferred = std::mem::take(&mut *session.deferred_watch_events.borrow_mut());
+    for frame in deferred {
+        session.send(frame);
+    }
 }

@@ -38,7 +38,12 @@ pub struct Core {
     sessions: RefCell<SessionTable>,
     ids: SocketIdGen,
     read_buffers: RefCell<Vec<Vec<u8>>>,
+    /// The last `/stats` channel count and when it was taken (see `distinct_channels`).
+    stats_channels: std::cell::Cell<Option<(Instant, usize)>>,
 }
+
+/// `/stats` is unauthenticated and its channel count asks every core for every name: reuse an answer this fresh.
+const STATS_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Read buffers kept for reuse per core; more are allocated on demand and freed on return.
 const READ_BUFFER_POOL: usize = 64;
@@ -64,6 +69,7 @@ impl Core {
             sessions: RefCell::new(SessionTable::default()),
             ids: SocketIdGen::new(id),
             read_buffers: RefCell::new(Vec::new()),
+            stats_channels: std::cell::Cell::new(None),
         }
     }
 
@@ -336,7 +342,11 @@ impl Core {
             }
             CoreMsg::ToSocket { socket, frame } => {
                 if let Some(s) = self.session_by_socket(socket) {
-                    s.send(frame);
+                    if s.watch_snapshot_pending.get() {
+                        s.deferred_watch_events.borrow_mut().push(frame);
+                    } else {
+                        s.send(frame);
+                    }
                 }
             }
             CoreMsg::Shutdown => return false,
@@ -433,12 +443,18 @@ impl Core {
 impl Core {
     /// Distinct channel names across all cores (for /stats).
     pub async fn distinct_channels(&self) -> usize {
+        if let Some((at, n)) = self.stats_channels.get()
+            && at.elapsed() < STATS_MAX_AGE
+        {
+            return n;
+        }
         let mut set: HashSet<(AppIdx, Box<str>)> = HashSet::new();
         for a in self.query(Query::AllChannels).await {
             if let Answer::Names(names) = a {
                 set.extend(names);
             }
         }
+        self.stats_channels.set(Some((Instant::now(), set.len())));
         set.len()
     }
 }

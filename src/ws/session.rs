@@ -56,6 +56,10 @@ pub struct Session {
     /// The signed-in user's `user_info` as raw JSON, for presence joins without channel_data.
     pub user_info: RefCell<Option<String>>,
     pub connected_at: Instant,
+    /// The watchlist snapshot is being gathered: online/offline events that arrive meanwhile are newer than
+    /// it, so they are held and sent after it.
+    pub watch_snapshot_pending: Cell<bool>,
+    pub deferred_watch_events: RefCell<Vec<Bytes>>,
     /// The writer task still holds the socket's write half.
     pub writer_alive: Cell<bool>,
     /// The reader task still holds the read half. While either half lives, `fd` is this connection's.
@@ -84,6 +88,8 @@ impl Session {
             user: RefCell::new(None),
             user_info: RefCell::new(None),
             connected_at: now,
+            watch_snapshot_pending: Cell::new(false),
+            deferred_watch_events: RefCell::new(Vec::new()),
             writer_alive: Cell::new(true),
             reader_alive: Cell::new(true),
             authorized: Cell::new(false),
