@@ -107,13 +107,7 @@ fn presence_roster_member_events_and_counts() {
 
 #[test]
 fn presence_refusals() {
-    let server = Server::start_with(
-        &[
-            "--apps-file",
-            &apps_file("presence", r#""max_presence_members":2"#),
-        ],
-        &[],
-    );
+    let server = with_app("presence", r#""max_presence_members":2"#);
     let mut c = server.client();
     // Bad signature, not signed in without channel_data, malformed channel_data, oversized info.
     c.send_text(&sub_msg(
@@ -150,6 +144,11 @@ fn presence_refusals() {
     join(&mut f, "presence-x", "11", None);
 }
 
+/// A server whose one app has the default credentials plus the `extra` JSON fields.
+fn with_app(tag: &str, extra: &str) -> Server {
+    Server::start_with(&["--apps-file", &apps_file(tag, extra)], &[])
+}
+
 fn apps_file(tag: &str, extra: &str) -> String {
     let dir = std::env::temp_dir().join(format!("relay-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -164,13 +163,7 @@ fn apps_file(tag: &str, extra: &str) -> String {
 
 #[test]
 fn presence_rosters_stay_exact_under_concurrent_join_and_leave() {
-    let server = Server::start_with(
-        &[
-            "--apps-file",
-            &apps_file("churn", r#""max_presence_members":1000"#),
-        ],
-        &[],
-    );
+    let server = with_app("churn", r#""max_presence_members":1000"#);
     let mut observer = server.client();
     join(&mut observer, "presence-churn", "observer", None);
     // 1,000 connections (500 users, two connections each) join from several threads at once, then half the
@@ -362,10 +355,7 @@ fn cache_channels_replay_the_last_event_or_miss() {
 
 #[test]
 fn cache_ttl_expires() {
-    let server = Server::start_with(
-        &["--apps-file", &apps_file("ttl", r#""cache_ttl_secs":1"#)],
-        &[],
-    );
+    let server = with_app("ttl", r#""cache_ttl_secs":1"#);
     server.publish("cache-t", "ev", "d");
     std::thread::sleep(Duration::from_millis(1500));
     let mut c = server.client();
@@ -629,13 +619,7 @@ fn rest_user_queries_on_non_presence_channels_are_400() {
 
 #[test]
 fn channels_per_connection_are_limited() {
-    let server = Server::start_with(
-        &[
-            "--apps-file",
-            &apps_file("chanlimit", r#""max_channels_per_connection":3"#),
-        ],
-        &[],
-    );
+    let server = with_app("chanlimit", r#""max_channels_per_connection":3"#);
     let mut c = server.client();
     for ch in ["a", "b", "c"] {
         c.subscribe(ch);

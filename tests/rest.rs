@@ -217,63 +217,18 @@ fn signature_failures_are_401() {
     let p = events_path();
     let body = r#"{"name":"e","channel":"x","data":"d"}"#;
     let port = server.port;
+    let post = |key: &str, secret: &str, ts: i64| {
+        rest_signed(port, "POST", &p, &[], body, key, secret, ts).0
+    };
+    assert_eq!(post(APP_KEY, APP_SECRET, now()), 200);
+    assert_eq!(post(APP_KEY, "wrong", now()), 401, "bad signature");
+    assert_eq!(post("other-key", APP_SECRET, now()), 401, "unknown key");
+    assert_eq!(post(APP_KEY, APP_SECRET, now() - 601), 401, "too old");
+    assert_eq!(post(APP_KEY, APP_SECRET, now() + 601), 401, "too new");
     assert_eq!(
-        rest_signed(port, "POST", &p, &[], body, APP_KEY, APP_SECRET, now()).0,
-        200
-    );
-    assert_eq!(
-        rest_signed(port, "POST", &p, &[], body, APP_KEY, "wrong", now()).0,
-        401,
-        "bad signature"
-    );
-    assert_eq!(
-        rest_signed(port, "POST", &p, &[], body, "other-key", APP_SECRET, now()).0,
-        401,
-        "unknown key"
-    );
-    assert_eq!(
-        rest_signed(
-            port,
-            "POST",
-            &p,
-            &[],
-            body,
-            APP_KEY,
-            APP_SECRET,
-            now() - 601
-        )
-        .0,
-        401,
-        "too old"
-    );
-    assert_eq!(
-        rest_signed(
-            port,
-            "POST",
-            &p,
-            &[],
-            body,
-            APP_KEY,
-            APP_SECRET,
-            now() + 601
-        )
-        .0,
-        401,
-        "too new"
-    );
-    assert_eq!(
-        rest_signed(
-            port,
-            "POST",
-            &p,
-            &[],
-            body,
-            APP_KEY,
-            APP_SECRET,
-            now() - 599
-        )
-        .0,
-        200
+        post(APP_KEY, APP_SECRET, now() - 599),
+        200,
+        "inside the window"
     );
     // Stale body_md5: sign one body, send another of the same length.
     let q =
