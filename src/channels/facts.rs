@@ -48,45 +48,48 @@ impl Facts {
     }
 }
 
+/// Facts by app, then by channel name: lookups by `&str` allocate nothing; only a new channel's name is copied.
 #[derive(Default)]
 pub struct FactsTable {
-    map: HashMap<(AppIdx, Box<str>), Facts>,
+    apps: HashMap<AppIdx, HashMap<Box<str>, Facts>>,
 }
 
 impl FactsTable {
     pub fn get(&self, app: AppIdx, channel: &str) -> Option<&Facts> {
-        // Tuple keys with a borrowed str cannot be looked up without allocating; channels are short.
-        self.map.get(&(app, Box::from(channel)))
+        self.apps.get(&app)?.get(channel)
     }
 
     pub fn entry(&mut self, app: AppIdx, channel: &str) -> &mut Facts {
-        self.map.entry((app, Box::from(channel))).or_default()
+        let map = self.apps.entry(app).or_default();
+        if !map.contains_key(channel) {
+            map.insert(Box::from(channel), Facts::default());
+        }
+        map.get_mut(channel).expect("inserted above")
     }
 
     /// Drops the entry if nothing is left in it.
     pub fn tidy(&mut self, app: AppIdx, channel: &str) {
-        let key = (app, Box::from(channel));
-        if self.map.get(&key).is_some_and(Facts::is_empty) {
-            self.map.remove(&key);
+        if let Some(map) = self.apps.get_mut(&app)
+            && map.get(channel).is_some_and(Facts::is_empty)
+        {
+            map.remove(channel);
         }
     }
 
     pub fn cached(&mut self, app: AppIdx, channel: &str, now: Instant) -> Option<&CachedEvent> {
-        let key = (app, Box::from(channel));
         let expired = self
-            .map
-            .get(&key)?
+            .get(app, channel)?
             .cache
             .as_ref()
             .is_some_and(|c| c.expires <= now);
         if expired {
-            if let Some(f) = self.map.get_mut(&key) {
+            if let Some(f) = self.apps.get_mut(&app).and_then(|m| m.get_mut(channel)) {
                 f.cache = None;
             }
             self.tidy(app, channel);
             return None;
         }
-        self.map.get(&key)?.cache.as_ref()
+        self.get(app, channel)?.cache.as_ref()
     }
 
     pub fn store_cache(
@@ -111,14 +114,16 @@ impl FactsTable {
         window: Duration,
     ) -> Vec<(AppIdx, Box<str>, u64)> {
         let mut due = Vec::new();
-        for ((app, name), f) in self.map.iter_mut() {
-            if let Some((sent, at)) = f.count_sent
-                && sent != f.subscriptions
-                && f.subscriptions > 0
-                && now.duration_since(at) >= window
-            {
-                f.count_sent = Some((f.subscriptions, now));
-                due.push((*app, name.clone(), f.subscriptions));
+        for (app, map) in self.apps.iter_mut() {
+            for (name, f) in map.iter_mut() {
+                if let Some((sent, at)) = f.count_sent
+                    && sent != f.subscriptions
+                    && f.subscriptions > 0
+                    && now.duration_since(at) >= window
+                {
+                    f.count_sent = Some((f.subscriptions, now));
+                    due.push((*app, name.clone(), f.subscriptions));
+                }
             }
         }
         due
@@ -126,12 +131,14 @@ impl FactsTable {
 
     /// Forgets expired cache entries (run from the core's periodic scan).
     pub fn purge_expired(&mut self, now: Instant) {
-        self.map.retain(|_, f| {
-            if f.cache.as_ref().is_some_and(|c| c.expires <= now) {
-                f.cache = None;
-            }
-            !f.is_empty()
-        });
+        for map in self.apps.values_mut() {
+            map.retain(|_, f| {
+                if f.cache.as_ref().is_some_and(|c| c.expires <= now) {
+                    f.cache = None;
+                }
+                !f.is_empty()
+            });
+        }
     }
 }
 
