@@ -258,6 +258,16 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "seconds to answer a liveness check",
     ),
     (
+        "RELAY_HTTP_READ_TIMEOUT",
+        "--http-read-timeout",
+        "seconds a request head and body may take to arrive",
+    ),
+    (
+        "RELAY_HTTP_IDLE_TIMEOUT",
+        "--http-idle-timeout",
+        "seconds an idle keep-alive connection is kept",
+    ),
+    (
         "RELAY_AUTHORIZED_CONNECTION_TIMEOUT",
         "--authorized-connection-timeout",
         "seconds to sign in when an app requires authorized connections",
@@ -382,6 +392,12 @@ pub fn load_from(
     }
     if let Some((field, v)) = get("RELAY_PONG_TIMEOUT") {
         config.pong_timeout_secs = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_HTTP_READ_TIMEOUT") {
+        config.limits.http_read_timeout = Duration::from_secs(parse_num(&field, &v)?);
+    }
+    if let Some((field, v)) = get("RELAY_HTTP_IDLE_TIMEOUT") {
+        config.limits.http_idle_timeout = Duration::from_secs(parse_num(&field, &v)?);
     }
     if let Some((field, v)) = get("RELAY_AUTHORIZED_CONNECTION_TIMEOUT") {
         config.authorized_connection_timeout_secs = parse_num(&field, &v)?;
@@ -531,6 +547,12 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     let l = &config.limits;
+    if l.http_read_timeout.is_zero() || l.http_idle_timeout.is_zero() {
+        return Err(ConfigError::new(
+            "http_read_timeout",
+            "HTTP timeouts must be at least 1 second",
+        ));
+    }
     if l.max_ws_message_bytes < 1024 {
         return Err(ConfigError::new(
             "max_ws_message_bytes",

@@ -191,3 +191,35 @@ fn a_slow_but_live_reader_is_told_4100_before_being_cut() {
     }
     assert!(saw_error);
 }
+
+#[test]
+fn a_head_trickled_a_byte_at_a_time_still_times_out() {
+    let server = Server::start_with(&["--http-read-timeout", "1"], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let start = Instant::now();
+    let head =
+        b"GET /health HTTP/1.1\r\nHost: example\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut out = Vec::new();
+    // One byte every 200 ms: each read is well within a per-read timeout, the request as a whole is not.
+    for b in head {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if let Ok(n) = s.read(&mut buf)
+            && n > 0
+        {
+            out.extend_from_slice(&buf[..n]);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains(" 408 "), "expected 408, got {text:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        start.elapsed()
+    );
+}
