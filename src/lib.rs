@@ -12,6 +12,7 @@ pub mod auth;
 pub mod channels;
 pub mod config;
 pub mod http;
+pub mod json;
 pub mod protocol;
 pub mod server;
 pub mod ws;

@@ -8,7 +8,7 @@ use crate::api::ApiRequest;
 use crate::auth;
 use crate::channels::name::{self, ChannelKind};
 use crate::http::response::Response;
-use crate::protocol::outbound::push_json_string;
+use crate::json::push_json_string;
 use crate::server::socket_id::SocketId;
 
 #[derive(Deserialize)]

@@ -233,7 +233,7 @@ pub async fn users(req: &ApiRequest<'_>, raw_name: &str) -> Response {
             out.push(',');
         }
         let mut tok = Vec::new();
-        crate::protocol::outbound::push_json_string(&mut tok, id);
+        crate::json::push_json_string(&mut tok, id);
         out.push_str(r#"{"id":"#);
         out.push_str(&String::from_utf8_lossy(&tok));
         out.push('}');

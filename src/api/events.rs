@@ -70,7 +70,7 @@ fn bad(m: impl Into<String>) -> Refusal {
 /// A JSON string token for `s` (quotes and escapes included).
 fn string_token(s: &str) -> Vec<u8> {
     let mut t = Vec::with_capacity(s.len() + 2);
-    outbound::push_json_string(&mut t, s);
+    crate::json::push_json_string(&mut t, s);
     t
 }
 

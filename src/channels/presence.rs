@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::protocol::outbound::push_json_string;
+use crate::json::push_json_string;
 
 struct Member {
     /// `user_info` as raw JSON text (`null` when absent); the first connection's info wins (spec §5).

@@ -1,6 +1,6 @@
 //! HTTP responses: status, JSON body, and the few headers we send.
 
-use crate::protocol::outbound::push_json_string;
+use crate::json::push_json_string;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {

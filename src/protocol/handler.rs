@@ -397,7 +397,7 @@ fn client_event(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
         Some(d) if d.is_str() => d.as_raw_str().as_bytes().to_vec(),
         Some(d) => {
             let mut t = Vec::new();
-            outbound::push_json_string(&mut t, d.as_raw_str());
+            crate::json::push_json_string(&mut t, d.as_raw_str());
             t
         }
         None => b"\"{}\"".to_vec(),
