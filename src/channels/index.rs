@@ -95,10 +95,8 @@ impl ChannelIndex {
         channel.subscribers.swap_remove(slot);
         if let Some(moved) = channel.subscribers.get(slot) {
             let subs = moved.subscriptions.borrow();
-            if let Some(s) = subs
-                .iter()
-                .find(|s| Rc::ptr_eq(&s.channel, &sub.channel) || *s.channel == *sub.channel)
-            {
+            // Every subscriber's record holds this channel's one key `Rc`, so identity finds it.
+            if let Some(s) = subs.iter().find(|s| Rc::ptr_eq(&s.channel, &sub.channel)) {
                 s.slot.set(slot as u32);
             }
         }

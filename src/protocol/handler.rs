@@ -148,19 +148,7 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
     if ty.cache {
         send_cached(core, session, &channel).await;
     }
-    // spec §9: no subscription_count for presence channels, so no count to keep.
-    if cfg.subscription_count && ty.kind != ChannelKind::Presence {
-        let a = session.app;
-        let _ = core.send_home(
-            a,
-            &channel,
-            HomeMsg::CountDelta {
-                app: a,
-                channel: Box::from(&*channel),
-                delta: 1,
-            },
-        );
-    }
+    core.count_change(session.app, &channel, 1);
 }
 
 /// spec §5: verify, resolve the member, join the roster at the channel's home core. True once subscribed;
@@ -236,7 +224,6 @@ async fn join_presence(
         channel: Rc::from(channel),
         user_id: user_rc,
     });
-    let user_id_for_leave = user_id.clone();
     let (tx, rx) = oneshot::channel();
     let a = session.app;
     let sent = core.send_home(
@@ -277,12 +264,7 @@ async fn join_presence(
             // The home core counted the join but its answer was lost: undo it there.
             if session.membership(channel).is_some() {
                 forget_membership(session, channel);
-                let leave = HomeMsg::PresenceLeave {
-                    app: a,
-                    channel: Box::from(channel),
-                    user_id: Box::from(user_id_for_leave.as_str()),
-                };
-                let _ = core.send_home(a, channel, leave);
+                core.presence_leave(a, channel, &user_id);
             }
             refuse(session, "Server busy: try subscribing again");
             false

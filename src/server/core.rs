@@ -121,30 +121,12 @@ impl Core {
     pub fn unregister(&self, session: &Rc<Session>) {
         let left = self.channels.borrow_mut().unsubscribe_all(session);
         let app = session.app;
-        if self.app(app).config.subscription_count {
-            for channel in left
-                .iter()
-                .filter(|c| ChannelType::of(c).kind != ChannelKind::Presence)
-            {
-                let _ = self.send_home(
-                    app,
-                    channel,
-                    HomeMsg::CountDelta {
-                        app,
-                        channel: Box::from(&**channel),
-                        delta: -1,
-                    },
-                );
-            }
+        for channel in &left {
+            self.count_change(app, channel, -1);
         }
         let memberships = std::mem::take(&mut *session.memberships.borrow_mut());
         for m in memberships {
-            let msg = HomeMsg::PresenceLeave {
-                app,
-                channel: Box::from(&*m.channel),
-                user_id: Box::from(&*m.user_id),
-            };
-            let _ = self.send_home(app, &m.channel, msg);
+            self.presence_leave(app, &m.channel, &m.user_id);
         }
         let user = session.user.borrow_mut().take();
         if let Some(user) = user {
@@ -168,19 +150,8 @@ impl Core {
             .borrow_mut()
             .unsubscribe(session, channel)
             .is_some();
-        if was_subscribed
-            && self.app(app).config.subscription_count
-            && ChannelType::of(channel).kind != ChannelKind::Presence
-        {
-            let _ = self.send_home(
-                app,
-                channel,
-                HomeMsg::CountDelta {
-                    app,
-                    channel: Box::from(channel),
-                    delta: -1,
-                },
-            );
+        if was_subscribed {
+            self.count_change(app, channel, -1);
         }
         let membership = {
             let mut ms = session.memberships.borrow_mut();
@@ -189,13 +160,36 @@ impl Core {
                 .map(|i| ms.swap_remove(i))
         };
         if let Some(m) = membership {
-            let msg = HomeMsg::PresenceLeave {
-                app,
-                channel: Box::from(channel),
-                user_id: Box::from(&*m.user_id),
-            };
-            let _ = self.send_home(app, channel, msg);
+            self.presence_leave(app, channel, &m.user_id);
         }
+    }
+
+    /// Tells the channel's home a subscription came (+1) or went (-1), for apps that count subscriptions.
+    /// spec §9: presence channels have no subscription_count, so no count is kept for them.
+    pub fn count_change(&self, app: AppIdx, channel: &str, delta: i64) {
+        if self.app(app).config.subscription_count
+            && ChannelType::of(channel).kind != ChannelKind::Presence
+        {
+            let _ = self.send_home(
+                app,
+                channel,
+                HomeMsg::CountDelta {
+                    app,
+                    channel: Box::from(channel),
+                    delta,
+                },
+            );
+        }
+    }
+
+    /// Tells the channel's home one connection of `user_id` left its roster. A leave is never refused.
+    pub fn presence_leave(&self, app: AppIdx, channel: &str, user_id: &str) {
+        let msg = HomeMsg::PresenceLeave {
+            app,
+            channel: Box::from(channel),
+            user_id: Box::from(user_id),
+        };
+        let _ = self.send_home(app, channel, msg);
     }
 
     /// The user's home learns one connection fewer; the watched users' homes forget this watcher.
