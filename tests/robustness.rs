@@ -125,17 +125,18 @@ fn slow_reader_is_cut_off_while_others_keep_receiving() {
         assert_eq!(status, 200);
     }
     let fast: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    // The slow reader was cut off (its session is gone) while the fast ones got everything.
-    assert!(server.log().contains("slow reader"), "{}", server.log());
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // The slow reader was cut off (its session is gone, and the periodic summary logs it) while the fast ones
+    // got everything. The session leaves after the close grace (3 s) at the latest.
+    let deadline = Instant::now() + Duration::from_secs(8);
     loop {
         let (_, stats) = http(server.port, "GET", "/stats", "");
-        if stats.contains(r#""connections":4"#) {
+        if stats.contains(r#""connections":4"#) && server.log().contains("slow reader") {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "slow reader still connected: {stats}"
+            "slow reader still connected or not logged: {stats}\n{}",
+            server.log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
