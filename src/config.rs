@@ -124,6 +124,11 @@ impl Default for AppConfig {
     }
 }
 
+/// Stack of each core thread. JSON nesting is capped (`json::MAX_JSON_DEPTH`) before sonic-rs recurses through it,
+/// and the deepest accepted document needs about 4 MiB in a debug build (under 64 KiB in release): 16 MiB leaves a
+/// wide margin in both. Only touched pages cost memory.
+pub const CORE_STACK_BYTES: usize = 16 * 1024 * 1024;
+
 /// Server-wide limits. Each has a name, a default and a reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -480,7 +485,7 @@ fn apply_default_app(
 fn apply_apps_file(config: &mut Config, field: &str, path: &str) -> Result<(), ConfigError> {
     let text = std::fs::read(path)
         .map_err(|e| ConfigError::new(field, format!("cannot read '{path}': {e}")))?;
-    let file: AppsFile = sonic_rs::from_slice(&text).map_err(|e| {
+    let file: AppsFile = crate::json::parse_explained(&text).map_err(|e| {
         ConfigError::new(
             format!("{field} '{path}'"),
             format!("not a valid apps file: {e}"),

@@ -1,5 +1,82 @@
-//! JSON text building shared by every layer that writes JSON by hand (frames, REST bodies, rosters): string
-//! escaping per RFC 8259 §7. Parsing is sonic-rs's job.
+//! JSON shared by every layer: string escaping for the JSON we write by hand (frames, REST bodies, rosters; RFC 8259
+//! §7), and the one door through which JSON from clients, publishers and files reaches sonic-rs.
+//!
+//! sonic-rs recurses once per nesting level while it skips a value it does not keep (a `LazyValue`, an unknown
+//! key), and serde's depth limit does not cover that path: 20,000 `[` overflow a core's stack and abort the
+//! process. So every parse of untrusted JSON goes through [`parse`] / [`parse_str`], which measure the nesting
+//! depth in one flat pass first and refuse anything deeper than [`MAX_JSON_DEPTH`] before the parser sees it.
+
+use serde::Deserialize;
+
+/// Deepest nesting of arrays and objects accepted anywhere: far beyond any Pusher message or event payload, far
+/// below what a core's stack can recurse through (see `config::CORE_STACK_BYTES`).
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Why untrusted JSON was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonError {
+    /// Nested deeper than [`MAX_JSON_DEPTH`]; refused before parsing.
+    TooDeep,
+    /// Not JSON, or not the shape asked for.
+    Invalid,
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonError::TooDeep => write!(f, "JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+            JsonError::Invalid => f.write_str("invalid JSON"),
+        }
+    }
+}
+
+/// Parses untrusted JSON into `T` after checking its nesting depth.
+pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, JsonError> {
+    check_depth(bytes, MAX_JSON_DEPTH)?;
+    sonic_rs::from_slice(bytes).map_err(|_| JsonError::Invalid)
+}
+
+/// [`parse`] for text.
+pub fn parse_str<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, JsonError> {
+    parse(text.as_bytes())
+}
+
+/// [`parse`] keeping the parser's own message, which names the offending field (for configuration files).
+pub fn parse_explained<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    check_depth(bytes, MAX_JSON_DEPTH).map_err(|e| e.to_string())?;
+    sonic_rs::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// Fails if arrays and objects nest deeper than `max` anywhere in `bytes`. One pass, no recursion, no allocation;
+/// brackets inside strings (escapes included) do not count. Malformed input that passes is left to the parser.
+pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), JsonError> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(JsonError::TooDeep);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
 
 /// Appends `s` as the inside of a JSON string (no quotes).
 pub fn escape_json_into(out: &mut Vec<u8>, s: &str) {
@@ -44,6 +121,61 @@ pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings_only() {
+        assert_eq!(check_depth(b"[[1]]", 2), Ok(()));
+        assert_eq!(check_depth(b"[[1]]", 1), Err(JsonError::TooDeep));
+        assert_eq!(check_depth(br#"{"a":{"b":[]}}"#, 3), Ok(()));
+        assert_eq!(
+            check_depth(br#"{"a":{"b":[{}]}}"#, 3),
+            Err(JsonError::TooDeep)
+        );
+        // Brackets and escaped quotes inside strings are text.
+        assert_eq!(check_depth(br#"["[[[[\"[[[[", "{{{{"]"#, 1), Ok(()));
+        assert_eq!(check_depth(br#"["\\", [[]]]"#, 2), Err(JsonError::TooDeep));
+        // Unterminated strings and stray closers end the scan without panicking.
+        assert_eq!(check_depth(br#"["abc\"#, 1), Ok(()));
+        assert_eq!(check_depth(b"]]]]}}[", 1), Ok(()));
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow, default)]
+        #[allow(dead_code)]
+        data: Option<sonic_rs::LazyValue<'a>>,
+    }
+
+    /// `{"data":[[...]]}` with arrays nested `depth - 1` deep inside the object.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut doc = br#"{"data":"#.to_vec();
+        doc.extend(std::iter::repeat_n(b'[', depth - 1));
+        doc.extend(std::iter::repeat_n(b']', depth - 1));
+        doc.push(b'}');
+        doc
+    }
+
+    #[test]
+    fn deep_documents_are_refused_before_the_parser_sees_them() {
+        let mut deep = br#"{"event":"x","data":"#.to_vec();
+        deep.extend(std::iter::repeat_n(b'[', 100_000));
+        assert_eq!(parse::<Msg<'_>>(&deep).err(), Some(JsonError::TooDeep));
+        assert_eq!(
+            parse::<Msg<'_>>(&nested(MAX_JSON_DEPTH + 1)).err(),
+            Some(JsonError::TooDeep)
+        );
+    }
+
+    #[test]
+    fn the_deepest_accepted_document_parses_with_half_a_core_stack() {
+        // sonic-rs recurses per level while skipping a lazy value: ~60 KiB a level in a debug build, ~100 bytes in
+        // release. Half of a core's stack must be enough in both.
+        let worker = std::thread::Builder::new()
+            .stack_size(crate::config::CORE_STACK_BYTES / 2)
+            .spawn(|| parse::<Msg<'_>>(&nested(MAX_JSON_DEPTH)).is_ok())
+            .unwrap();
+        assert!(worker.join().unwrap());
+    }
 
     #[test]
     fn escaping_handles_controls_and_quotes() {

@@ -32,10 +32,11 @@ fn main() {
         }
     };
     let signals = block_signals();
+    // Ids and keys only: a secret printed at start ends up in every log collector.
     let apps: Vec<_> = config
         .apps
         .iter()
-        .map(|a| (a.id.clone(), a.key.clone(), a.secret.clone()))
+        .map(|a| (a.id.clone(), a.key.clone()))
         .collect();
     let workers = config.workers;
     let server = match Server::start(config) {
@@ -51,8 +52,8 @@ fn main() {
         workers,
         server.driver
     );
-    for (id, key, secret) in &apps {
-        relay::info!("app id={id} key={key} secret={secret}");
+    for (id, key) in &apps {
+        relay::info!("app id={id} key={key}");
     }
     relay::info!(
         "WebSocket: ws://{}/app/{{key}}   REST: http://{}/apps/{{id}}/...",

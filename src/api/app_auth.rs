@@ -19,11 +19,17 @@ struct AuthBody {
 }
 
 pub fn authorize(req: &ApiRequest<'_>) -> Response {
-    let Ok(body) = sonic_rs::from_slice::<AuthBody>(req.body) else {
-        return Response::error(
-            400,
-            "Request body must be a JSON object with socket_id and channel_name",
-        );
+    let body = match crate::json::parse::<AuthBody>(req.body) {
+        Ok(b) => b,
+        Err(e @ crate::json::JsonError::TooDeep) => {
+            return Response::error(400, &format!("Request body: {e}"));
+        }
+        Err(crate::json::JsonError::Invalid) => {
+            return Response::error(
+                400,
+                "Request body must be a JSON object with socket_id and channel_name",
+            );
+        }
     };
     let (Some(socket_id), Some(channel)) = (body.socket_id, body.channel_name) else {
         return Response::error(

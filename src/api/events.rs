@@ -13,6 +13,7 @@ use crate::api::ApiRequest;
 use crate::api::channels::{self, Info};
 use crate::channels::name::{self, ChannelKind, ChannelType};
 use crate::http::response::Response;
+use crate::json::JsonError;
 use crate::protocol::outbound;
 use crate::server::inbox::{HomeMsg, Publication};
 use crate::server::socket_id::SocketId;
@@ -142,7 +143,7 @@ fn check_event<'a>(
             None => return Err(bad("Parameter 'channel' must be a string")),
         },
         (None, Some(list)) => {
-            let parsed: Vec<Cow<'_, str>> = sonic_rs::from_str(list.as_raw_str())
+            let parsed: Vec<Cow<'_, str>> = crate::json::parse_str(list.as_raw_str())
                 .map_err(|_| bad("Parameter 'channels' must be an array of strings"))?;
             let max = req.app.config.max_channels_per_publish;
             if parsed.len() > max {
@@ -248,8 +249,10 @@ fn publish(req: &ApiRequest<'_>, e: &Event<'_>) -> Result<(), Response> {
 }
 
 fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
-    sonic_rs::from_slice(body)
-        .map_err(|_| Response::error(400, "Request body must be a JSON object"))
+    crate::json::parse(body).map_err(|e| match e {
+        JsonError::TooDeep => Response::error(400, &format!("Request body: {e}")),
+        JsonError::Invalid => Response::error(400, "Request body must be a JSON object"),
+    })
 }
 
 /// `POST /apps/{id}/events`

@@ -73,6 +73,27 @@ fn header_is(value: &[u8], token: &str) -> bool {
         .any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// RFC 9110 §8.6: `1*DIGIT`, optional whitespace (space or tab) around it. Nothing else: a `+4`, or a value a
+/// proxy in front of us would read differently (Unicode spaces), is a request-smuggling risk.
+fn content_length(value: &[u8]) -> Option<usize> {
+    let digits = trim_ows(value);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Strips spaces and tabs only.
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
 /// Parses a head from the front of `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse_head(
     buf: &[u8],
@@ -138,10 +159,7 @@ pub fn parse_head(
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok());
-            let Some(v) = v else {
+            let Some(v) = content_length(h.value) else {
                 return Err(HttpError::Malformed("invalid Content-Length"));
             };
             if head.content_length.is_some_and(|prev| prev != v) {
@@ -230,6 +248,26 @@ mod tests {
             parse_head(cl, 8192, 64),
             Err(HttpError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        assert_eq!(content_length(b"42"), Some(42));
+        assert_eq!(content_length(b" \t42 \t"), Some(42));
+        for bad in [
+            &b"+4"[..],
+            b"-4",
+            b"4 2",
+            b"",
+            b" ",
+            b"0x10",
+            "4\u{a0}".as_bytes(),
+            "\u{2003}4".as_bytes(),
+            b"4\r",
+            b"99999999999999999999999",
+        ] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@ pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
     pub content_type: &'static str,
-    /// `Allow` header for 405.
-    pub allow: Option<&'static str>,
+    /// One extra header when a status calls for it: `Allow` for 405, `Sec-WebSocket-Version` for 426.
+    pub header: Option<(&'static str, &'static str)>,
 }
 
 fn reason(status: u16) -> &'static str {
@@ -37,7 +37,7 @@ impl Response {
             status,
             body,
             content_type: "application/json",
-            allow: None,
+            header: None,
         }
     }
 
@@ -56,7 +56,7 @@ impl Response {
 
     pub fn method_not_allowed(allow: &'static str) -> Self {
         let mut r = Self::error(405, "Method not allowed");
-        r.allow = Some(allow);
+        r.header = Some(("Allow", allow));
         r
     }
 
@@ -70,8 +70,8 @@ impl Response {
             self.content_type,
             self.body.len()
         );
-        if let Some(a) = self.allow {
-            let _ = write!(out, "Allow: {a}\r\n");
+        if let Some((name, value)) = self.header {
+            let _ = write!(out, "{name}: {value}\r\n");
         }
         if !keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");

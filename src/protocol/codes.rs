@@ -18,4 +18,6 @@ pub mod close {
 pub mod error {
     pub const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
     pub const WATCHLIST_LIMIT: u16 = 4302;
+    /// A message nested past `json::MAX_JSON_DEPTH`, refused unparsed (the connection stays open).
+    pub const JSON_TOO_DEEP: u16 = 4007;
 }

@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::auth;
 use crate::channels::index::ChannelIndex;
 use crate::channels::name::{self, ChannelKind, ChannelType, SERVER_TO_USER_PREFIX};
+use crate::json::{self, JsonError};
 use crate::protocol::codes::error;
 use crate::protocol::inbound::{self, ClientMessage, SubscribeData};
 use crate::protocol::outbound;
@@ -23,26 +24,34 @@ use crate::ws::session::{Membership, Session, SignedInUser};
 
 /// Handles one text message from the client.
 pub async fn handle_text(core: &Core, session: &Rc<Session>, text: &[u8]) {
-    let Some(msg) = inbound::parse(text) else {
+    let msg = match inbound::parse(text) {
+        Ok(m) => m,
+        Err(JsonError::TooDeep) => return refuse_too_deep(session),
         // spec §1.3: malformed JSON gets an error, never a close.
-        session.send(outbound::error(
-            None,
-            "Invalid message format: expected a JSON object with an \"event\" field",
-        ));
-        return;
+        Err(JsonError::Invalid) => {
+            return refuse(
+                session,
+                "Invalid message format: expected a JSON object with an \"event\" field",
+            );
+        }
     };
     match &*msg.event {
         "pusher:ping" => session.send(outbound::pong()),
         "pusher:pong" => {}
         "pusher:subscribe" => match inbound::subscribe_data(&msg.data) {
-            Some(d) => subscribe(core, session, d).await,
-            None => session.send(outbound::error(
-                None,
+            Ok(d) => subscribe(core, session, d).await,
+            Err(JsonError::TooDeep) => refuse_too_deep(session),
+            Err(JsonError::Invalid) => refuse(
+                session,
                 "Invalid subscribe message: data must hold a channel",
-            )),
+            ),
         },
         "pusher:unsubscribe" => {
-            if let Some(channel) = inbound::subscribe_data(&msg.data).and_then(|d| d.channel) {
+            if let Ok(SubscribeData {
+                channel: Some(channel),
+                ..
+            }) = inbound::subscribe_data(&msg.data)
+            {
                 // spec §3.4: no acknowledgement; unknown channels are ignored.
                 core.leave_channel(session, &channel);
             }
@@ -56,6 +65,12 @@ pub async fn handle_text(core: &Core, session: &Rc<Session>, text: &[u8]) {
 
 fn refuse(session: &Session, message: &str) {
     session.send(outbound::error(None, message));
+}
+
+/// JSON nested past `json::MAX_JSON_DEPTH` is refused before it is parsed; the connection stays open.
+fn refuse_too_deep(session: &Session) {
+    let message = format!("Invalid message: {}", JsonError::TooDeep);
+    session.send(outbound::error(Some(error::JSON_TOO_DEEP), &message));
 }
 
 async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
@@ -294,8 +309,10 @@ fn parse_member(json: &str, id_field: &str) -> Result<(String, String), String> 
     if json.trim_start().as_bytes().first() != Some(&b'{') {
         return Err("channel_data must be a JSON object".into());
     }
-    let m: MemberData<'_> =
-        sonic_rs::from_str(json).map_err(|_| "channel_data must be a JSON object".to_string())?;
+    let m: MemberData<'_> = json::parse_str(json).map_err(|e| match e {
+        JsonError::TooDeep => format!("channel_data: {e}"),
+        JsonError::Invalid => "channel_data must be a JSON object".to_string(),
+    })?;
     let id = if id_field == "id" { &m.id } else { &m.user_id };
     let id = match id {
         Some(v) if v.is_str() => v.as_str().unwrap_or("").to_string(),
@@ -438,8 +455,12 @@ async fn signin(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
     let Some(text) = inbound::object_text(&msg.data) else {
         return refuse(session, "Invalid signin message: data must be an object");
     };
-    let Ok(d) = sonic_rs::from_str::<SigninData<'_>>(&text) else {
-        return refuse(session, "Invalid signin message: data must be an object");
+    let d = match json::parse_str::<SigninData<'_>>(&text) {
+        Ok(d) => d,
+        Err(JsonError::TooDeep) => return refuse_too_deep(session),
+        Err(JsonError::Invalid) => {
+            return refuse(session, "Invalid signin message: data must be an object");
+        }
     };
     let auth = d.auth.as_ref().and_then(|a| a.as_str()).unwrap_or("");
     let Some(user_data) = d.user_data.as_ref().and_then(|u| u.as_str()) else {
@@ -475,10 +496,10 @@ async fn signin(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
         session.send(outbound::signin_success(user_data));
         return;
     }
-    let mut watchlist: Vec<Box<str>> = sonic_rs::from_str::<UserDataFields<'_>>(user_data)
+    let mut watchlist: Vec<Box<str>> = json::parse_str::<UserDataFields<'_>>(user_data)
         .ok()
         .and_then(|f| f.watchlist)
-        .and_then(|w| sonic_rs::from_str::<Vec<String>>(w.as_raw_str()).ok())
+        .and_then(|w| json::parse_str::<Vec<String>>(w.as_raw_str()).ok())
         .unwrap_or_default()
         .into_iter()
         .map(String::into_boxed_str)

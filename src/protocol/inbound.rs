@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use sonic_rs::{JsonValueTrait, LazyValue};
 
+use crate::json::{self, JsonError};
+
 #[derive(Deserialize)]
 pub struct ClientMessage<'a> {
     #[serde(borrow)]
@@ -18,12 +20,12 @@ pub struct ClientMessage<'a> {
     pub data: Option<LazyValue<'a>>,
 }
 
-pub fn parse(text: &[u8]) -> Option<ClientMessage<'_>> {
+pub fn parse(text: &[u8]) -> Result<ClientMessage<'_>, JsonError> {
     // serde would also accept a JSON array as a struct; the protocol only has objects.
     if text.trim_ascii_start().first() != Some(&b'{') {
-        return None;
+        return Err(JsonError::Invalid);
     }
-    sonic_rs::from_slice(text).ok()
+    json::parse(text)
 }
 
 /// `pusher:subscribe` / `pusher:unsubscribe` data.
@@ -69,9 +71,10 @@ pub fn object_text<'a>(data: &'a Option<LazyValue<'_>>) -> Option<Cow<'a, str>> 
     }
 }
 
-pub fn subscribe_data(data: &Option<LazyValue<'_>>) -> Option<SubscribeData> {
-    let text = object_text(data)?;
-    let raw: RawSubscribe<'_> = sonic_rs::from_str(&text).ok()?;
+/// The data of a subscribe or unsubscribe; `Invalid` when it holds no object.
+pub fn subscribe_data(data: &Option<LazyValue<'_>>) -> Result<SubscribeData, JsonError> {
+    let text = object_text(data).ok_or(JsonError::Invalid)?;
+    let raw: RawSubscribe<'_> = json::parse_str(&text)?;
     let channel = match &raw.channel {
         Some(c) if c.is_str() => c.as_str().map(str::to_owned),
         _ => None,
@@ -80,7 +83,7 @@ pub fn subscribe_data(data: &Option<LazyValue<'_>>) -> Option<SubscribeData> {
         Some(a) if a.is_str() => a.as_str().map(str::to_owned),
         _ => None,
     };
-    Some(SubscribeData {
+    Ok(SubscribeData {
         channel,
         auth,
         channel_data: as_string(&raw.channel_data),
@@ -107,15 +110,27 @@ mod tests {
     }
 
     #[test]
+    fn nesting_is_bounded_in_the_message_and_in_data_sent_as_a_string() {
+        let mut deep = br#"{"event":"x","data":"#.to_vec();
+        deep.extend(std::iter::repeat_n(b'[', 20_000));
+        assert_eq!(parse(&deep).err(), Some(JsonError::TooDeep));
+        // The subscribe data as a JSON string is parsed again after unescaping: its depth is checked too.
+        let inner = format!(r#"{{\"channel\":\"x\",\"y\":{}}}"#, "[".repeat(20_000));
+        let msg = format!(r#"{{"event":"pusher:subscribe","data":"{inner}"}}"#);
+        let m = parse(msg.as_bytes()).unwrap();
+        assert_eq!(subscribe_data(&m.data).err(), Some(JsonError::TooDeep));
+    }
+
+    #[test]
     fn odd_messages_do_not_panic() {
-        assert!(parse(b"not json").is_none());
-        assert!(parse(b"[1,2]").is_none());
-        assert!(parse(br#"["pusher:ping"]"#).is_none());
-        assert!(parse(br#"{"data":{}}"#).is_none(), "event is required");
+        assert!(parse(b"not json").is_err());
+        assert!(parse(b"[1,2]").is_err());
+        assert!(parse(br#"["pusher:ping"]"#).is_err());
+        assert!(parse(br#"{"data":{}}"#).is_err(), "event is required");
         let m = parse(br#"{"event":"pusher:ping"}"#).unwrap();
         assert!(m.data.is_none());
         let m = parse(br#"{"event":"pusher:subscribe","data":5}"#).unwrap();
-        assert!(subscribe_data(&m.data).is_none());
+        assert!(subscribe_data(&m.data).is_err());
         let m = parse(br#"{"event":"pusher:subscribe","data":{"channel":7}}"#).unwrap();
         assert_eq!(subscribe_data(&m.data).unwrap().channel, None);
     }

@@ -148,6 +148,7 @@ impl Server {
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("relay-core-{id}"))
+                .stack_size(crate::config::CORE_STACK_BYTES)
                 .spawn(move || run_core(id, id % cpus, shared, rx, listener, ready))
                 .map_err(StartError::Thread)?;
             threads.push(t);

@@ -22,8 +22,9 @@ pub fn validate(head: &RequestHead) -> Result<&str, Response> {
         ));
     }
     if head.ws_version.as_deref() != Some("13") {
+        // RFC 6455 §4.4: the refusal names the versions we speak.
         let mut r = Response::error(426, "Unsupported WebSocket version: use 13");
-        r.allow = None;
+        r.header = Some(("Sec-WebSocket-Version", "13"));
         return Err(r);
     }
     match head.ws_key.as_deref() {
