@@ -136,6 +136,8 @@ pub struct Limits {
     pub max_connections: u64,
     /// Largest WebSocket message (after reassembly) a client may send. Checked right after a frame header.
     pub max_ws_message_bytes: usize,
+    /// A WebSocket message sent in fragments must be complete within this (close 1008 otherwise).
+    pub ws_fragment_timeout: Duration,
     /// Bytes queued for one connection before it is closed as a slow reader (4100-range code, see protocol).
     pub max_outbound_queue_bytes: usize,
     /// Request line plus headers.
@@ -148,6 +150,8 @@ pub struct Limits {
     pub http_read_timeout: Duration,
     /// An idle keep-alive connection is closed after this.
     pub http_idle_timeout: Duration,
+    /// A response must be taken by the client within this, or the connection is closed.
+    pub http_write_timeout: Duration,
     /// Messages queued in one core's inbox before publishers are told the server is overloaded.
     pub core_inbox_capacity: usize,
     /// REST timestamp window (spec §11.1: 600 s).
@@ -159,12 +163,14 @@ impl Default for Limits {
         Limits {
             max_connections: 0,
             max_ws_message_bytes: 64 * 1024,
+            ws_fragment_timeout: Duration::from_secs(10),
             max_outbound_queue_bytes: 1024 * 1024,
             max_http_head_bytes: 16 * 1024,
             max_http_headers: 64,
             max_http_body_bytes: 1024 * 1024,
             http_read_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(60),
+            http_write_timeout: Duration::from_secs(10),
             core_inbox_capacity: 64 * 1024,
             auth_timestamp_window_secs: 600,
         }
@@ -273,6 +279,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "seconds an idle keep-alive connection is kept",
     ),
     (
+        "RELAY_HTTP_WRITE_TIMEOUT",
+        "--http-write-timeout",
+        "seconds a client may take to read a response",
+    ),
+    (
         "RELAY_AUTHORIZED_CONNECTION_TIMEOUT",
         "--authorized-connection-timeout",
         "seconds to sign in when an app requires authorized connections",
@@ -291,6 +302,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "RELAY_MAX_WS_MESSAGE_BYTES",
         "--max-ws-message-bytes",
         "largest WebSocket message from a client",
+    ),
+    (
+        "RELAY_WS_FRAGMENT_TIMEOUT",
+        "--ws-fragment-timeout",
+        "seconds a fragmented WebSocket message may take to complete",
     ),
     (
         "RELAY_MAX_OUTBOUND_QUEUE_BYTES",
@@ -404,6 +420,9 @@ pub fn load_from(
     if let Some((field, v)) = get("RELAY_HTTP_IDLE_TIMEOUT") {
         config.limits.http_idle_timeout = Duration::from_secs(parse_num(&field, &v)?);
     }
+    if let Some((field, v)) = get("RELAY_HTTP_WRITE_TIMEOUT") {
+        config.limits.http_write_timeout = Duration::from_secs(parse_num(&field, &v)?);
+    }
     if let Some((field, v)) = get("RELAY_AUTHORIZED_CONNECTION_TIMEOUT") {
         config.authorized_connection_timeout_secs = parse_num(&field, &v)?;
     }
@@ -412,6 +431,9 @@ pub fn load_from(
     }
     if let Some((field, v)) = get("RELAY_MAX_WS_MESSAGE_BYTES") {
         config.limits.max_ws_message_bytes = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_WS_FRAGMENT_TIMEOUT") {
+        config.limits.ws_fragment_timeout = Duration::from_secs(parse_num(&field, &v)?);
     }
     if let Some((field, v)) = get("RELAY_MAX_OUTBOUND_QUEUE_BYTES") {
         config.limits.max_outbound_queue_bytes = parse_num(&field, &v)?;
@@ -552,10 +574,19 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     let l = &config.limits;
-    if l.http_read_timeout.is_zero() || l.http_idle_timeout.is_zero() {
+    if l.http_read_timeout.is_zero()
+        || l.http_idle_timeout.is_zero()
+        || l.http_write_timeout.is_zero()
+    {
         return Err(ConfigError::new(
             "http_read_timeout",
             "HTTP timeouts must be at least 1 second",
+        ));
+    }
+    if l.ws_fragment_timeout.is_zero() {
+        return Err(ConfigError::new(
+            "ws_fragment_timeout",
+            "must be at least 1 second",
         ));
     }
     if l.max_ws_message_bytes < 1024 {

@@ -47,6 +47,31 @@ pub fn parse_explained<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Str
     sonic_rs::from_slice(bytes).map_err(|e| e.to_string())
 }
 
+/// Why a JSON array was refused by [`array_items`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayError {
+    /// Not an array, or malformed.
+    Invalid,
+    /// More than the allowed number of items; counting stopped there.
+    TooMany,
+}
+
+/// The items of the JSON array `text`, lazily: reading stops at item `max + 1`, so an oversized array costs no
+/// more than the allowed one. `text` must come from a document already checked by [`parse`].
+pub fn array_items(text: &str, max: usize) -> Result<Vec<sonic_rs::LazyValue<'_>>, ArrayError> {
+    if text.trim_ascii_start().as_bytes().first() != Some(&b'[') {
+        return Err(ArrayError::Invalid);
+    }
+    let mut items = Vec::new();
+    for item in sonic_rs::to_array_iter(text) {
+        if items.len() == max {
+            return Err(ArrayError::TooMany);
+        }
+        items.push(item.map_err(|_| ArrayError::Invalid)?);
+    }
+    Ok(items)
+}
+
 /// Fails if arrays and objects nest deeper than `max` anywhere in `bytes`. One pass, no recursion, no allocation;
 /// brackets inside strings (escapes included) do not count. Malformed input that passes is left to the parser.
 pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), JsonError> {
@@ -175,6 +200,19 @@ mod tests {
             .spawn(|| parse::<Msg<'_>>(&nested(MAX_JSON_DEPTH)).is_ok())
             .unwrap();
         assert!(worker.join().unwrap());
+    }
+
+    #[test]
+    fn array_items_stop_after_the_limit() {
+        let items = array_items(r#"[1, "a", {"b":[2]}]"#, 3).unwrap();
+        let raw: Vec<&str> = items.iter().map(|i| i.as_raw_str()).collect();
+        assert_eq!(raw, ["1", r#""a""#, r#"{"b":[2]}"#]);
+        assert_eq!(array_items("[1,2,3,4]", 3).err(), Some(ArrayError::TooMany));
+        // Stops before reaching the garbage that follows the limit.
+        assert_eq!(array_items("[1,2,3,4,", 3).err(), Some(ArrayError::TooMany));
+        assert_eq!(array_items("[]", 0).unwrap().len(), 0);
+        assert_eq!(array_items("{}", 3).err(), Some(ArrayError::Invalid));
+        assert_eq!(array_items("[1,", 3).err(), Some(ArrayError::Invalid));
     }
 
     #[test]

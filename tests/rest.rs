@@ -118,7 +118,10 @@ fn batch_limits_are_all_or_nothing() {
         &format!(r#"{{"batch":[{}]}}"#, eleven.join(",")),
     );
     assert_eq!(status, 400);
-    assert!(body.contains("Batch too large (11 > 10)"), "{body}");
+    assert!(
+        body.contains("Batch too large (more than 10 events)"),
+        "{body}"
+    );
     let channels_item = r#"{"batch":[{"name":"e","channels":["bl"],"data":"x"}]}"#;
     let (status, body) = server.rest(
         "POST",

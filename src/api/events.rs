@@ -13,7 +13,7 @@ use crate::api::ApiRequest;
 use crate::api::channels::{self, Info};
 use crate::channels::name::{self, ChannelKind, ChannelType};
 use crate::http::response::Response;
-use crate::json::JsonError;
+use crate::json::{ArrayError, JsonError, array_items};
 use crate::protocol::outbound;
 use crate::server::inbox::{HomeMsg, Publication};
 use crate::server::socket_id::SocketId;
@@ -36,8 +36,9 @@ struct EventBody<'a> {
 
 #[derive(Deserialize)]
 struct BatchBody<'a> {
+    /// Read item by item, so an oversized batch is refused after `max_batch_size + 1` items.
     #[serde(borrow, default)]
-    batch: Option<Vec<EventBody<'a>>>,
+    batch: Option<LazyValue<'a>>,
 }
 
 /// A checked event, ready to encode.
@@ -143,15 +144,19 @@ fn check_event<'a>(
             None => return Err(bad("Parameter 'channel' must be a string")),
         },
         (None, Some(list)) => {
-            let parsed: Vec<Cow<'_, str>> = crate::json::parse_str(list.as_raw_str())
-                .map_err(|_| bad("Parameter 'channels' must be an array of strings"))?;
             let max = req.app.config.max_channels_per_publish;
-            if parsed.len() > max {
-                return Err(bad(format!("Too many channels ({} > {max})", parsed.len())));
-            }
-            for c in parsed {
-                if !channels.iter().any(|x| *x == *c) {
-                    channels.push(c.into_owned());
+            let not_strings = || bad("Parameter 'channels' must be an array of strings");
+            let items = match array_items(list.as_raw_str(), max) {
+                Ok(items) => items,
+                Err(ArrayError::TooMany) => {
+                    return Err(bad(format!("Too many channels (more than {max})")));
+                }
+                Err(ArrayError::Invalid) => return Err(not_strings()),
+            };
+            for item in items {
+                let c = item.as_str().ok_or_else(not_strings)?;
+                if !channels.iter().any(|x| x == c) {
+                    channels.push(c.to_owned());
                 }
             }
         }
@@ -289,18 +294,31 @@ pub async fn batch(req: &ApiRequest<'_>) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(items) = body.batch else {
+    let Some(list) = body.batch else {
         return Response::error(400, "Missing required parameter: batch");
     };
     let max = req.app.config.max_batch_size;
-    if items.len() > max {
-        return Response::error(400, &format!("Batch too large ({} > {max})", items.len()));
-    }
+    let items = match array_items(list.as_raw_str(), max) {
+        Ok(items) => items,
+        Err(ArrayError::TooMany) => {
+            return Response::error(400, &format!("Batch too large (more than {max} events)"));
+        }
+        Err(ArrayError::Invalid) => {
+            return Response::error(400, "Parameter 'batch' must be an array of events");
+        }
+    };
     if items.is_empty() {
         return Response::error(400, "Batch must hold at least one event");
     }
-    let mut events = Vec::with_capacity(items.len());
+    let mut bodies = Vec::with_capacity(items.len());
     for item in &items {
+        match crate::json::parse_str::<EventBody<'_>>(item.as_raw_str()) {
+            Ok(b) => bodies.push(b),
+            Err(_) => return Response::error(400, "Each batch item must be a JSON object"),
+        }
+    }
+    let mut events = Vec::with_capacity(bodies.len());
+    for item in &bodies {
         match check_event(req, item, true) {
             Ok(e) => events.push(e),
             Err(r) => return r.response(),

@@ -60,6 +60,10 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         }
         _ => {}
     }
+    if core.shared.is_shutting_down() {
+        // Load balancers and publishers retry elsewhere; the process exits once its connections are drained.
+        return Response::error(503, "Server is shutting down");
+    }
     let Some(rest) = head.path.strip_prefix("/apps/") else {
         return Response::error(404, "Not found");
     };

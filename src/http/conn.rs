@@ -1,8 +1,9 @@
 //! One accepted TCP connection: HTTP/1.1 requests (keep-alive, pipelining) until it upgrades to WebSocket.
 //!
-//! Pipelined requests already in the buffer are answered before the next read, and their responses go out in
-//! one write. Limits: head size and header count (431), body size (413), chunked bodies (411), a read timeout
-//! for heads and bodies that trickle in (408), and an idle timeout between keep-alive requests.
+//! Pipelined requests already in the buffer are answered in place before the next read, and their responses go
+//! out in one write. Limits: head size and header count (431), body size (413), chunked bodies (411), a read
+//! timeout for heads and bodies that trickle in (408), an idle timeout between keep-alive requests, a write
+//! timeout for clients that do not read, and caps on responses buffered and requests answered per turn.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -53,32 +54,78 @@ fn remaining(deadline: &mut Option<Instant>, limit: Duration) -> Duration {
         .saturating_duration_since(now)
 }
 
-async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+/// Responses buffered for a pipelining client before they are written: past this the connection writes before it
+/// answers more, so a client that sends and never reads holds at most this much of ours (plus its socket buffer).
+pub const MAX_BUFFERED_RESPONSE_BYTES: usize = 64 * 1024;
+/// Pipelined requests answered in one go before the connection yields to the core's other tasks: a client with a
+/// megabyte of tiny requests queued cannot hold a core.
+pub const MAX_REQUESTS_PER_TURN: usize = 64;
+/// A read buffer grown past this (by a large body) is given back once it holds no more than a partial request.
+const READ_BUFFER_KEEP: usize = 64 * 1024;
+
+/// Writes `out` within `limit`; false if the client is gone or does not read in time.
+async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, limit: Duration) -> bool {
     if out.is_empty() {
         return true;
     }
     let data = std::mem::take(out);
-    let (res, mut data) = stream.write_all(data).await;
-    data.clear();
-    *out = data;
-    res.is_ok()
+    // A timed-out write is dropped with its buffer; the connection is closed right after.
+    match monoio::time::timeout(limit, stream.write_all(data)).await {
+        Ok((Ok(_), mut data)) => {
+            data.clear();
+            *out = data;
+            true
+        }
+        Ok((Err(_), _)) | Err(_) => false,
+    }
+}
+
+/// Lets the core's other tasks run before this one goes on.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Drops the consumed front of the read buffer (once per read, never per request: pipelined requests are
+/// answered in place), and gives back a buffer a large body grew.
+fn compact(buf: &mut Vec<u8>, start: &mut usize) {
+    buf.drain(..*start);
+    *start = 0;
+    if buf.capacity() > READ_BUFFER_KEEP && buf.len() <= READ_BUFFER_KEEP / 2 {
+        buf.shrink_to(READ_BUFFER_KEEP / 2);
+    }
 }
 
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let limits = core.shared.config.limits.clone();
+    let write_limit = limits.http_write_timeout;
     let mut buf: Vec<u8> = Vec::new();
+    // Requests before `start` are answered; parsing goes on from there without moving bytes.
+    let mut start = 0;
     let mut out: Vec<u8> = Vec::new();
+    let mut answered_this_turn = 0;
     // One deadline per request, from its first byte: a client trickling a byte at a time cannot hold the
     // connection by resetting a per-read timeout.
     let mut deadline: Option<Instant> = None;
     loop {
-        let head = match parse_head(&buf, limits.max_http_head_bytes, limits.max_http_headers) {
+        let pending = &buf[start..];
+        let head = match parse_head(pending, limits.max_http_head_bytes, limits.max_http_headers) {
             Ok(Some(h)) => h,
             Ok(None) => {
-                if !write_out(&mut stream, &mut out).await {
+                if !write_out(&mut stream, &mut out, write_limit).await {
                     return;
                 }
-                let idle = buf.is_empty();
+                answered_this_turn = 0;
+                let idle = pending.is_empty();
+                compact(&mut buf, &mut start);
                 let wait = if idle {
                     limits.http_idle_timeout
                 } else {
@@ -90,73 +137,91 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
                     // An idle keep-alive connection just ends; a half-sent head is told why.
                     ReadOutcome::TimedOut if idle => return,
                     ReadOutcome::TimedOut => {
-                        refuse(&mut stream, &mut out, HttpError::Timeout).await;
+                        refuse(&mut stream, &mut out, HttpError::Timeout, write_limit).await;
                         return;
                     }
                 }
             }
             Err(e) => {
-                refuse(&mut stream, &mut out, e).await;
+                refuse(&mut stream, &mut out, e, write_limit).await;
                 return;
             }
         };
 
         if head.upgrade {
-            if !write_out(&mut stream, &mut out).await {
+            if !write_out(&mut stream, &mut out, write_limit).await {
                 return;
             }
-            let leftover = buf.split_off(head.head_len);
+            let leftover = buf.split_off(start + head.head_len);
             // A task of its own: this HTTP task's buffers and state are freed for the connection's lifetime.
             let fut = ws::connection::serve(core, stream, head, leftover);
             monoio::spawn(fut);
             return;
         }
         if head.chunked {
-            refuse(&mut stream, &mut out, HttpError::LengthRequired).await;
-            return;
-        }
-        let body_len = head.content_length.unwrap_or(0);
-        if body_len > limits.max_http_body_bytes {
             refuse(
                 &mut stream,
                 &mut out,
-                HttpError::BodyTooLarge {
-                    limit: limits.max_http_body_bytes,
-                },
+                HttpError::LengthRequired,
+                write_limit,
             )
             .await;
             return;
         }
+        let body_len = head.content_length.unwrap_or(0);
+        if body_len > limits.max_http_body_bytes {
+            let e = HttpError::BodyTooLarge {
+                limit: limits.max_http_body_bytes,
+            };
+            refuse(&mut stream, &mut out, e, write_limit).await;
+            return;
+        }
         let total = head.head_len + body_len;
-        while buf.len() < total {
+        if buf.len() - start < total {
+            // The body is still coming: answer what is buffered first, then make room at the front.
+            if !write_out(&mut stream, &mut out, write_limit).await {
+                return;
+            }
+            compact(&mut buf, &mut start);
+        }
+        while buf.len() - start < total {
             let wait = remaining(&mut deadline, limits.http_read_timeout);
             match read_more(&mut stream, &mut buf, wait).await {
                 ReadOutcome::Data => {}
                 ReadOutcome::Closed => return,
                 ReadOutcome::TimedOut => {
-                    refuse(&mut stream, &mut out, HttpError::Timeout).await;
+                    refuse(&mut stream, &mut out, HttpError::Timeout, write_limit).await;
                     return;
                 }
             }
         }
-        let response = api::route(&core, &head, &buf[head.head_len..total]).await;
+        let body = &buf[start + head.head_len..start + total];
+        let response = api::route(&core, &head, body).await;
         let keep_alive = head.keep_alive && !core.shared.is_shutting_down();
         response.write_to(&mut out, keep_alive, head.method == Method::Head);
-        buf.drain(..total);
+        start += total;
         deadline = None;
         if !keep_alive {
-            write_out(&mut stream, &mut out).await;
+            write_out(&mut stream, &mut out, write_limit).await;
             return;
         }
-        // Keep going: a pipelined request already buffered is answered before anything is written.
+        // Pipelined requests already buffered are answered before anything is written, within two bounds.
+        answered_this_turn += 1;
+        if out.len() >= MAX_BUFFERED_RESPONSE_BYTES || answered_this_turn >= MAX_REQUESTS_PER_TURN {
+            if !write_out(&mut stream, &mut out, write_limit).await {
+                return;
+            }
+            answered_this_turn = 0;
+            yield_now().await;
+        }
     }
 }
 
 /// Answers a request we cannot serve and ends the connection (its framing can no longer be trusted).
-async fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, e: HttpError) {
+async fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, e: HttpError, write_limit: Duration) {
     crate::debug!("http request refused: {e:?}");
     e.response().write_to(out, false, false);
-    if !write_out(stream, out).await {
+    if !write_out(stream, out, write_limit).await {
         return;
     }
     // Closing with unread input makes the kernel send a reset, which can destroy the response before the client

@@ -322,8 +322,10 @@ fn run_core(
                 break;
             }
         }
-        drop(accept);
+        // Connections that arrive while draining are still accepted, and told 503 (HTTP) or 4200 (WebSocket)
+        // instead of being reset.
         drain(&core).await;
+        drop(accept);
         drop(scan);
     });
 }
@@ -332,9 +334,6 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
-                if core.shared.is_shutting_down() {
-                    continue;
-                }
                 monoio::spawn(crate::http::conn::serve(core.clone(), stream));
             }
             Err(e) => {
@@ -360,5 +359,11 @@ async fn drain(core: &Rc<Core>) {
     while core.session_count() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
         core.scan_liveness(Instant::now());
+    }
+    // The kernel spreads new connections over every core's listener: one that closed early would reset the
+    // connections hashed to it while other cores still drain. So every listener stays until all cores are done.
+    core.shared.cores_draining.fetch_sub(1, Ordering::AcqRel);
+    while core.shared.cores_draining.load(Ordering::Acquire) > 0 {
+        monoio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Read-only after start except the atomics. Nothing here is on the per-delivery path.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::app::{AppRegistry, ConnectionQuota};
@@ -17,11 +17,14 @@ pub struct Shared {
     /// Open WebSocket connections, all apps, all cores (server capacity 4100, /stats).
     pub connections: ConnectionQuota,
     pub shutting_down: AtomicBool,
+    /// Cores whose drain has not finished; listeners close when it reaches 0.
+    pub cores_draining: AtomicUsize,
 }
 
 impl Shared {
     pub fn new(config: Config, inboxes: Vec<InboxSender>) -> Self {
         let apps = AppRegistry::new(&config.apps);
+        let cores = inboxes.len();
         let connections = ConnectionQuota::new(config.limits.max_connections);
         Shared {
             config,
@@ -30,6 +33,7 @@ impl Shared {
             started: Instant::now(),
             connections,
             shutting_down: AtomicBool::new(false),
+            cores_draining: AtomicUsize::new(cores),
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
@@ -160,8 +160,12 @@ async fn read_loop(
     mut rd: OwnedReadHalf<TcpStream>,
     leftover: Vec<u8>,
 ) {
-    let mut decoder = FrameDecoder::new(core.shared.config.limits.max_ws_message_bytes);
+    let limits = &core.shared.config.limits;
+    let mut decoder = FrameDecoder::new(limits.max_ws_message_bytes);
     let mut buf = BytesMut::from(&leftover[..]);
+    // A fragmented message holds a buffer until its last fragment: it must complete in time, however many
+    // control frames keep the connection alive meanwhile.
+    let mut fragment_deadline: Option<Instant> = None;
     loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -183,9 +187,30 @@ async fn read_loop(
             // Release the buffer of an idle connection.
             buf = BytesMut::new();
         }
+        fragment_deadline = match fragment_deadline {
+            _ if !decoder.in_progress() => None,
+            None => Some(Instant::now() + limits.ws_fragment_timeout),
+            Some(d) => Some(d),
+        };
         // SAFETY: the read half's stream is only borrowed immutably for `readable`, on this thread, while no
         // other operation of this task is in flight; the writer task only uses the write side.
-        let readable = unsafe { &*rd.0.get() }.readable(false).await;
+        let readable = unsafe { &*rd.0.get() }.readable(false);
+        let readable = match fragment_deadline {
+            None => readable.await,
+            // Waiting for readability is cancel-safe: no data is lost when the timeout drops it.
+            Some(d) => match monoio::time::timeout_at(d.into(), readable).await {
+                Ok(r) => r,
+                Err(_) => {
+                    crate::debug!("socket {} fragmented message timed out", session.socket_id);
+                    session.close(
+                        frame::CLOSE_POLICY_VIOLATION,
+                        "fragmented message not completed in time",
+                        None,
+                    );
+                    return;
+                }
+            },
+        };
         if readable.is_err() {
             return;
         }
@@ -214,7 +239,9 @@ async fn on_message(core: &Core, session: &Rc<Session>, msg: Message) -> bool {
         }
         // spec §1.1: binary frames are not part of the protocol; ignore them.
         Message::Binary(_) => {}
-        Message::Ping(payload) => session.send(frame::encode_pong(&payload)),
+        Message::Ping(payload) => {
+            session.outbox.push_pong(frame::encode_pong(&payload));
+        }
         Message::Pong(_) => {}
         Message::Close { code, .. } => {
             // RFC 6455 §5.5.1: answer with a Close (echoing the code), then stop reading.

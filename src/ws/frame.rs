@@ -54,6 +54,8 @@ const OP_PONG: u8 = 0xA;
 const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 const CLOSE_TOO_BIG: u16 = 1009;
+/// RFC 6455 §7.4.1: the peer broke a rule of ours (a fragmented message that never completes).
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Server -> client

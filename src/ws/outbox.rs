@@ -1,8 +1,10 @@
 //! The per-connection output queue: fan-out pushes shared frames in, one writer task drains them.
 //!
 //! Frames are `Bytes` clones of buffers encoded once per publish, so a queued frame costs a refcount and a slot.
-//! The queue is capped in bytes: a reader too slow to keep up is cut off instead of growing server memory
-//! (design: backpressure is first class). Everything here is single-core (`Cell`/`RefCell`), no locks.
+//! The queue is capped in bytes, counting each frame's real cost (payload plus its slot and allocation), so a
+//! flood of tiny frames cannot pin more than the cap: a reader too slow to keep up is cut off instead of growing
+//! server memory (design: backpressure is first class). Pongs do not queue at all: at most one waits, the answer to
+//! the latest ping (RFC 6455 §5.5.3). Everything here is single-core (`Cell`/`RefCell`), no locks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -32,8 +34,20 @@ enum State {
 /// up to this factor: it is about to be written, and cutting off a reader that is keeping up would be wrong.
 pub const IDLE_BURST_FACTOR: usize = 4;
 
+/// What a queued frame costs beyond its bytes: its `Bytes` handle in the queue and the allocator's rounding of a
+/// small frame's buffer. Counted against the cap so that a million empty frames are a million times this.
+pub const QUEUED_FRAME_OVERHEAD: usize = std::mem::size_of::<Bytes>() + 16;
+
+/// The bytes a frame is charged against the cap.
+#[inline]
+fn cost(frame: &Bytes) -> usize {
+    frame.len() + QUEUED_FRAME_OVERHEAD
+}
+
 pub struct Outbox {
     queue: RefCell<VecDeque<Bytes>>,
+    /// The answer to the latest ping, if not yet written; a newer ping replaces it.
+    pong: RefCell<Option<Bytes>>,
     queued_bytes: Cell<usize>,
     /// A write is in flight: frames queued now wait on the client, so the plain cap applies.
     writing: Cell<bool>,
@@ -46,6 +60,7 @@ impl Outbox {
     pub fn new(cap: usize) -> Self {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
+            pong: RefCell::new(None),
             queued_bytes: Cell::new(0),
             writing: Cell::new(false),
             writer: Cell::new(None),
@@ -59,12 +74,30 @@ impl Outbox {
         if self.state.get() != State::Open {
             return Push::Closed;
         }
-        let bytes = self.queued_bytes.get() + frame.len();
+        let bytes = self.queued_bytes.get() + cost(&frame);
         if bytes > self.cap && (self.writing.get() || bytes > self.cap * IDLE_BURST_FACTOR) {
             return Push::Overflow;
         }
         self.queued_bytes.set(bytes);
         self.queue.borrow_mut().push_back(frame);
+        self.wake_writer();
+        Push::Queued
+    }
+
+    /// Queues a pong in the one pong slot, replacing an unsent older one (RFC 6455 §5.5.3: answering the latest
+    /// ping is enough), so a ping flood costs one frame however long the client does not read.
+    pub fn push_pong(&self, frame: Bytes) -> Push {
+        if self.state.get() != State::Open {
+            return Push::Closed;
+        }
+        let added = cost(&frame);
+        let replaced = self
+            .pong
+            .borrow_mut()
+            .replace(frame)
+            .map_or(0, |f| cost(&f));
+        self.queued_bytes
+            .set(self.queued_bytes.get() + added - replaced);
         self.wake_writer();
         Push::Queued
     }
@@ -77,7 +110,7 @@ impl Outbox {
         }
         let mut q = self.queue.borrow_mut();
         for f in frames {
-            self.queued_bytes.set(self.queued_bytes.get() + f.len());
+            self.queued_bytes.set(self.queued_bytes.get() + cost(f));
             q.push_back(f.clone());
         }
         drop(q);
@@ -92,6 +125,7 @@ impl Outbox {
             return false;
         }
         self.queue.borrow_mut().clear();
+        self.pong.borrow_mut().take();
         self.queued_bytes.set(0);
         self.finish(frames)
     }
@@ -100,6 +134,7 @@ impl Outbox {
     pub fn kill(&self) {
         self.state.set(State::Dead);
         self.queue.borrow_mut().clear();
+        self.pong.borrow_mut().take();
         self.queued_bytes.set(0);
         self.wake_writer();
     }
@@ -139,17 +174,22 @@ impl Outbox {
             return Poll::Ready(false);
         }
         let mut q = self.queue.borrow_mut();
-        if q.is_empty() {
+        let pong = self.pong.borrow_mut().take();
+        if q.is_empty() && pong.is_none() {
             if self.state.get() == State::Closing {
                 return Poll::Ready(false);
             }
             self.writer.set(Some(cx.waker().clone()));
             return Poll::Pending;
         }
-        let n = q.len().min(max);
         let mut taken = 0;
+        if let Some(p) = pong {
+            taken += cost(&p);
+            batch.push(p);
+        }
+        let n = q.len().min(max.saturating_sub(batch.len()));
         for f in q.drain(..n) {
-            taken += f.len();
+            taken += cost(&f);
             batch.push(f);
         }
         self.queued_bytes.set(self.queued_bytes.get() - taken);
@@ -162,10 +202,15 @@ mod tests {
     use super::*;
     use std::task::Waker;
 
+    /// A cap that holds exactly `n` frames of `len` bytes.
+    fn cap_for(n: usize, len: usize) -> usize {
+        n * (len + QUEUED_FRAME_OVERHEAD)
+    }
+
     #[test]
     fn an_idle_writer_absorbs_a_burst_but_a_busy_one_does_not() {
-        let o = Outbox::new(10);
-        for _ in 0..6 {
+        let o = Outbox::new(cap_for(1, 6));
+        for _ in 0..IDLE_BURST_FACTOR {
             assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Queued);
         }
         assert_eq!(
@@ -173,19 +218,54 @@ mod tests {
             Push::Overflow,
             "over the burst allowance"
         );
-        let o = Outbox::new(10);
+        let o = Outbox::new(cap_for(1, 6));
         o.set_writing(true);
         assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Queued);
         assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Overflow);
     }
 
     #[test]
+    fn empty_frames_are_charged_their_real_cost() {
+        let o = Outbox::new(cap_for(100, 0));
+        o.set_writing(true);
+        for _ in 0..100 {
+            assert_eq!(o.push(Bytes::new()), Push::Queued);
+        }
+        assert_eq!(o.push(Bytes::new()), Push::Overflow);
+    }
+
+    #[test]
+    fn only_the_latest_pong_waits() {
+        let o = Outbox::new(cap_for(2, 6));
+        o.set_writing(true);
+        for i in 0..100_000u32 {
+            assert_eq!(
+                o.push_pong(Bytes::from(i.to_be_bytes().to_vec())),
+                Push::Queued
+            );
+        }
+        assert_eq!(o.queued_bytes(), 4 + QUEUED_FRAME_OVERHEAD);
+        assert_eq!(o.push(Bytes::from_static(b"data")), Push::Queued);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut batch = Vec::new();
+        assert_eq!(o.poll_take(&mut cx, &mut batch, 64), Poll::Ready(true));
+        assert_eq!(
+            batch,
+            [
+                Bytes::from(99_999u32.to_be_bytes().to_vec()),
+                Bytes::from_static(b"data")
+            ]
+        );
+        assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[test]
     fn cap_is_enforced_and_finish_bypasses_it() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(cap_for(1, 6));
         o.set_writing(true);
         assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Queued);
         assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Overflow);
-        assert_eq!(o.queued_bytes(), 6);
+        assert_eq!(o.queued_bytes(), cap_for(1, 6));
         assert!(o.finish(&[Bytes::from_static(b"closeframe")]));
         assert_eq!(o.push(Bytes::from_static(b"x")), Push::Closed);
         let mut cx = Context::from_waker(Waker::noop());
@@ -197,10 +277,10 @@ mod tests {
 
     #[test]
     fn replace_and_finish_drops_the_backlog() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(cap_for(1, 8));
         o.push(Bytes::from_static(b"12345678"));
         assert!(o.replace_and_finish(&[Bytes::from_static(b"bye")]));
-        assert_eq!(o.queued_bytes(), 3);
+        assert_eq!(o.queued_bytes(), cap_for(1, 3));
         assert!(!o.replace_and_finish(&[Bytes::from_static(b"again")]));
     }
 

@@ -69,8 +69,31 @@ impl Server {
         Server { child, port, log }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory now (`VmRSS`) and at its peak (`VmHWM`), in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM without waiting: the server starts draining.
+    pub fn begin_shutdown(&self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
     }
 
     /// SIGTERM and wait for exit.
