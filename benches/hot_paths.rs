@@ -17,14 +17,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use relay::auth::{md5_hex, sign_rest_query, verify_channel_auth, verify_rest_request};
 use relay::channels::index::ChannelIndex;
 use relay::http::query::Query;
 use relay::http::request::{MAX_HEADERS, parse_head};
+use relay::protocol::auth::{md5_hex, sign_rest_query, verify_channel_auth, verify_rest_request};
+use relay::protocol::session::Session;
 use relay::protocol::{inbound, outbound};
-use relay::server::socket_id::SocketId;
+use relay::socket_id::SocketId;
 use relay::ws::frame::{self, FrameDecoder, Message};
-use relay::ws::session::Session;
 
 // Spec §11.4 credentials and vectors.
 const APP_KEY: &str = "a1b2c3d4e5f6a7b8c9d0";
@@ -103,15 +103,22 @@ fn bench_frame_encode(c: &mut Criterion) {
         // `data` token sized so the event's JSON payload is exactly `size` bytes.
         let name_token = br#""my-event""#;
         let channel = "my-channel";
-        let empty_payload = outbound::app_event(name_token, channel, b"\"\"").len() - 2;
+        let empty_payload = outbound::channel_event(name_token, channel, b"\"\"", None).len() - 2;
         let data_token = string_token(size - empty_payload + 2);
         let header = if size <= 125 { 2 } else { 4 };
         assert_eq!(
-            outbound::app_event(name_token, channel, &data_token).len(),
+            outbound::channel_event(name_token, channel, &data_token, None).len(),
             header + size
         );
         g.bench_with_input(BenchmarkId::new("app_event", label), &data_token, |b, d| {
-            b.iter(|| outbound::app_event(black_box(name_token), black_box(channel), black_box(d)))
+            b.iter(|| {
+                outbound::channel_event(
+                    black_box(name_token),
+                    black_box(channel),
+                    black_box(d),
+                    None,
+                )
+            })
         });
     }
     g.finish();
@@ -351,10 +358,10 @@ fn fanout_frame() -> Bytes {
     const FRAME_LEN: usize = 200;
     let name = br#""my-event""#;
     // Payload length of the same event with empty data (small, so a 2-byte header).
-    let base = outbound::app_event(name, FANOUT_CHANNEL, b"\"\"").len() - 2;
+    let base = outbound::channel_event(name, FANOUT_CHANNEL, b"\"\"", None).len() - 2;
     // Frames with 126..=65535 payload bytes have a 4-byte header.
     let data = string_token(FRAME_LEN - 4 - base + 2);
-    let f = outbound::app_event(name, FANOUT_CHANNEL, &data);
+    let f = outbound::channel_event(name, FANOUT_CHANNEL, &data, None);
     assert_eq!(f.len(), FRAME_LEN);
     f
 }
@@ -433,14 +440,24 @@ fn bench_fanout(c: &mut Criterion) {
         let mut fan = Fanout::new(n);
         g.throughput(Throughput::Elements(n as u64));
 
-        assert_eq!(fan.index.deliver(0, FANOUT_CHANNEL, &frame, None), n);
+        assert_eq!(
+            fan.index
+                .deliver(0, FANOUT_CHANNEL, &frame, None)
+                .delivered(),
+            n as u64
+        );
         fan.drain();
         g.bench_function(BenchmarkId::new("deliver", n), |b| {
             b.iter_custom(|iters| fan.run(iters, &frame, None))
         });
 
         let except = Some(fan.sessions[n / 2].socket_id);
-        assert_eq!(fan.index.deliver(0, FANOUT_CHANNEL, &frame, except), n - 1);
+        assert_eq!(
+            fan.index
+                .deliver(0, FANOUT_CHANNEL, &frame, except)
+                .delivered(),
+            n as u64 - 1
+        );
         fan.drain();
         g.bench_function(BenchmarkId::new("deliver_except", n), |b| {
             b.iter_custom(|iters| fan.run(iters, &frame, except))

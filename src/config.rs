@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::socket_id::MAX_CORES;
+
 pub const DEFAULT_PORT: u16 = 6001;
 pub const DEFAULT_APP_ID: &str = "app-id";
 pub const DEFAULT_APP_KEY: &str = "app-key";
@@ -558,8 +560,11 @@ fn parse_bool(field: &str, v: &str) -> Result<bool, ConfigError> {
 
 /// Checks the whole configuration; the first problem found is reported.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
-    if config.workers == 0 || config.workers > 1024 {
-        return Err(ConfigError::new("workers", "must be between 1 and 1024"));
+    if config.workers == 0 || config.workers > MAX_CORES {
+        return Err(ConfigError::new(
+            "workers",
+            format!("must be between 1 and {MAX_CORES} (socket ids number the core)"),
+        ));
     }
     if config.activity_timeout_secs == 0 {
         return Err(ConfigError::new(

@@ -143,6 +143,13 @@ pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// [`push_json_string`] for text being built as a `String`.
+pub fn push_json_string_into(out: &mut String, s: &str) {
+    // SAFETY: only UTF-8 is appended: the bytes of `s` (a `str`) in whole-character runs, and ASCII escapes
+    // (`escape_json_into` splits only before ASCII bytes, which are never inside a multi-byte character).
+    push_json_string(unsafe { out.as_mut_vec() }, s);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +220,13 @@ mod tests {
         assert_eq!(array_items("[]", 0).unwrap().len(), 0);
         assert_eq!(array_items("{}", 3).err(), Some(ArrayError::Invalid));
         assert_eq!(array_items("[1,", 3).err(), Some(ArrayError::Invalid));
+    }
+
+    #[test]
+    fn string_tokens_append_to_strings() {
+        let mut out = String::from("x:");
+        push_json_string_into(&mut out, "é\"\u{1}");
+        assert_eq!(out, "x:\"é\\\"\\u0001\"");
     }
 
     #[test]

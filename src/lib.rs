@@ -1,18 +1,37 @@
 //! relay: a Pusher-Channels-compatible realtime server, thread-per-core on io_uring (monoio).
 //!
-//! Data flows one way: bytes -> `http` / `ws` -> `protocol` -> `channels` -> fan-out -> bytes. `server` owns the
-//! cores that run it all; `api` is the REST surface; `auth` holds every signature.
+//! Layers, lowest first; a module may use only the layers below it (`tests/architecture.rs` checks this):
+//!
+//! 1. base: `log`, `json`, `socket_id`, `metrics`, `config`, `app`: leaf types every layer uses;
+//! 2. transport: `http`, `ws`: HTTP/1.1 and RFC 6455 framing, no Pusher rules;
+//! 3. `protocol`: Pusher messages, frames, codes, signatures, per-connection state and rules, no I/O;
+//! 4. `channels`: pub/sub without sockets: the channel index and fan-out, publications, rosters, facts;
+//! 5. `runtime`: cores, inboxes, the publish pipeline, the features that span cores;
+//! 6. `api`: the REST resources;
+//! 7. `server`: startup, listeners, the connection loops, drain.
+//!
+//! Data flows one way: bytes -> `server` connection loop -> `http` / `ws` -> `protocol` -> `runtime` ->
+//! `channels` fan-out -> outbox -> bytes. See ARCHITECTURE.md.
 
 #[macro_use]
 pub mod log;
 
-pub mod api;
-pub mod app;
-pub mod auth;
-pub mod channels;
-pub mod config;
-pub mod http;
 pub mod json;
-pub mod protocol;
-pub mod server;
+pub mod metrics;
+pub mod socket_id;
+
+pub mod app;
+pub mod config;
+
+pub mod http;
 pub mod ws;
+
+pub mod protocol;
+
+pub mod channels;
+
+pub mod runtime;
+
+pub mod api;
+
+pub mod server;

@@ -1,9 +1,10 @@
 //! Minimal leveled logging to stderr.
 //!
 //! `info!` and `warn!` always print; `debug!` prints only when `RELAY_DEBUG` is on. One line per event, prefixed with
-//! the level, so logs stay greppable. Nothing is logged per message at info level.
+//! the level, so logs stay greppable. Nothing is logged per message at info level; events that come in floods are
+//! counted in `metrics` and summarised periodically (`runtime::liveness`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
@@ -14,31 +15,6 @@ pub fn set_debug(on: bool) {
 #[inline]
 pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
-}
-
-/// Events that can come in floods (a mass slow-reader cut-off, a full inbox) are counted on the hot path and
-/// logged as one summary line per scan interval, so logging never stalls a core or floods stderr.
-static SLOW_READERS: AtomicU64 = AtomicU64::new(0);
-static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
-
-pub fn count_slow_reader() {
-    SLOW_READERS.fetch_add(1, Ordering::Relaxed);
-}
-
-pub fn count_overflow() {
-    OVERFLOWS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Logs and resets the flood counters (called periodically by one core).
-pub fn report_counts() {
-    let slow = SLOW_READERS.swap(0, Ordering::Relaxed);
-    if slow > 0 {
-        crate::warn!("{slow} slow reader(s) cut off: output queue over its cap (closed with 4100)");
-    }
-    let full = OVERFLOWS.swap(0, Ordering::Relaxed);
-    if full > 0 {
-        crate::warn!("{full} message(s) refused: a core inbox was full");
-    }
 }
 
 #[macro_export]

@@ -221,7 +221,13 @@ fn unsubscribe_stops_delivery_without_reply() {
 fn private_channels_need_a_valid_signature() {
     let server = Server::start();
     let mut c = server.client();
-    let good = relay::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, "private-orders", None);
+    let good = relay::protocol::auth::sign_channel(
+        APP_KEY,
+        APP_SECRET,
+        &c.socket_id,
+        "private-orders",
+        None,
+    );
     let mut bad = good.clone();
     let last = bad.pop().unwrap();
     bad.push(if last == '0' { '1' } else { '0' });
@@ -236,7 +242,7 @@ fn private_channels_need_a_valid_signature() {
         r#"{{"event":"pusher:subscribe","data":{{"channel":"private-orders","auth":"{good}"}}}}"#
     ));
     c.expect_event("pusher_internal:subscription_succeeded");
-    let enc = relay::auth::sign_channel(
+    let enc = relay::protocol::auth::sign_channel(
         APP_KEY,
         APP_SECRET,
         &c.socket_id,

@@ -26,19 +26,26 @@ fn join(c: &mut Client, channel: &str, user_id: &str, info: Option<&str>) -> Eve
         Some(i) => format!(r#"{{"user_id":"{user_id}","user_info":{i}}}"#),
         None => format!(r#"{{"user_id":"{user_id}"}}"#),
     };
-    let auth = relay::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, channel, Some(&data));
+    let auth = relay::protocol::auth::sign_channel(
+        APP_KEY,
+        APP_SECRET,
+        &c.socket_id,
+        channel,
+        Some(&data),
+    );
     c.send_text(&sub_msg(channel, &auth, Some(&data)));
     c.expect_event("pusher_internal:subscription_succeeded")
 }
 
 fn private_sub(c: &mut Client, channel: &str) {
-    let auth = relay::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, channel, None);
+    let auth =
+        relay::protocol::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, channel, None);
     c.send_text(&sub_msg(channel, &auth, None));
     c.expect_event("pusher_internal:subscription_succeeded");
 }
 
 fn signin(c: &mut Client, user_data: &str) -> Event {
-    let auth = relay::auth::sign_user(APP_KEY, APP_SECRET, &c.socket_id, user_data);
+    let auth = relay::protocol::auth::sign_user(APP_KEY, APP_SECRET, &c.socket_id, user_data);
     c.send_text(&format!(
         r#"{{"event":"pusher:signin","data":{{"auth":"{auth}","user_data":{}}}}}"#,
         sonic_rs::to_string(user_data).unwrap()
@@ -116,18 +123,29 @@ fn presence_refusals() {
         Some(r#"{"user_id":"1"}"#),
     ));
     c.expect_event("pusher:error");
-    let auth = relay::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, "presence-x", None);
+    let auth =
+        relay::protocol::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, "presence-x", None);
     c.send_text(&sub_msg("presence-x", &auth, None));
     c.expect_event("pusher:error");
     let big = format!(r#"{{"user_id":"1","user_info":"{}"}}"#, "x".repeat(1100));
-    let auth =
-        relay::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, "presence-x", Some(&big));
+    let auth = relay::protocol::auth::sign_channel(
+        APP_KEY,
+        APP_SECRET,
+        &c.socket_id,
+        "presence-x",
+        Some(&big),
+    );
     c.send_text(&sub_msg("presence-x", &auth, Some(&big)));
     c.expect_event("pusher:error");
     // Numeric user ids become strings.
     let data = r#"{"user_id":10}"#;
-    let auth =
-        relay::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, "presence-x", Some(data));
+    let auth = relay::protocol::auth::sign_channel(
+        APP_KEY,
+        APP_SECRET,
+        &c.socket_id,
+        "presence-x",
+        Some(data),
+    );
     c.send_text(&sub_msg("presence-x", &auth, Some(data)));
     let e = c.expect_event("pusher_internal:subscription_succeeded");
     assert_eq!(e.data_json()["presence"]["ids"][0].as_str(), Some("10"));
@@ -136,8 +154,13 @@ fn presence_refusals() {
     join(&mut d, "presence-x", "11", None);
     let mut e3 = server.client();
     let data = r#"{"user_id":"12"}"#;
-    let auth =
-        relay::auth::sign_channel(APP_KEY, APP_SECRET, &e3.socket_id, "presence-x", Some(data));
+    let auth = relay::protocol::auth::sign_channel(
+        APP_KEY,
+        APP_SECRET,
+        &e3.socket_id,
+        "presence-x",
+        Some(data),
+    );
     e3.send_text(&sub_msg("presence-x", &auth, Some(data)));
     e3.expect_event("pusher:error");
     let mut f = server.client();
@@ -424,7 +447,8 @@ fn presence_without_channel_data_uses_the_signed_in_user() {
     let server = Server::start();
     let mut c = server.client();
     signin(&mut c, r#"{"id":"42","user_info":{"name":"Ada"}}"#);
-    let auth = relay::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, "presence-s", None);
+    let auth =
+        relay::protocol::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, "presence-s", None);
     c.send_text(&sub_msg("presence-s", &auth, None));
     let e = c.expect_event("pusher_internal:subscription_succeeded");
     assert_eq!(
@@ -535,8 +559,13 @@ fn auth_endpoint_signs_for_backends() {
         r#"{"socket_id":"1234.5678","channel_name":"private-orders"}"#,
     );
     assert_eq!(status, 200);
-    let expect =
-        relay::auth::sign_channel(APP_KEY, APP_SECRET, "1234.5678", "private-orders", None);
+    let expect = relay::protocol::auth::sign_channel(
+        APP_KEY,
+        APP_SECRET,
+        "1234.5678",
+        "private-orders",
+        None,
+    );
     assert_eq!(json(&body)["auth"].as_str(), Some(expect.as_str()));
     let data = r#"{"user_id":"42"}"#;
     let req = format!(
@@ -547,8 +576,13 @@ fn auth_endpoint_signs_for_backends() {
     assert_eq!(status, 200);
     let v = json(&body);
     assert_eq!(v["channel_data"].as_str(), Some(data));
-    let expect =
-        relay::auth::sign_channel(APP_KEY, APP_SECRET, "1234.5678", "presence-r", Some(data));
+    let expect = relay::protocol::auth::sign_channel(
+        APP_KEY,
+        APP_SECRET,
+        "1234.5678",
+        "presence-r",
+        Some(data),
+    );
     assert_eq!(v["auth"].as_str(), Some(expect.as_str()));
     assert_eq!(
         server

@@ -234,8 +234,15 @@ fn signature_failures_are_401() {
         "inside the window"
     );
     // Stale body_md5: sign one body, send another of the same length.
-    let q =
-        relay::auth::sign_rest_query("POST", &p, &[], body.as_bytes(), APP_KEY, APP_SECRET, now());
+    let q = relay::protocol::auth::sign_rest_query(
+        "POST",
+        &p,
+        &[],
+        body.as_bytes(),
+        APP_KEY,
+        APP_SECRET,
+        now(),
+    );
     let other = body.replace("\"d\"", "\"e\"");
     assert_eq!(http(port, "POST", &format!("{p}?{q}"), &other).0, 401);
     // No signature at all.
@@ -244,7 +251,7 @@ fn signature_failures_are_401() {
     assert!(json(&resp)["error"].is_str());
     // A GET with the empty body's body_md5 (pusher-http-python) is accepted.
     let chan = format!("/apps/{APP_ID}/channels");
-    let q = relay::auth::sign_rest_query(
+    let q = relay::protocol::auth::sign_rest_query(
         "GET",
         &chan,
         &[("body_md5", "d41d8cd98f00b204e9800998ecf8427e")],

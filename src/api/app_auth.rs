@@ -4,12 +4,12 @@
 
 use serde::Deserialize;
 
-use crate::api::ApiRequest;
-use crate::auth;
-use crate::channels::name::{self, ChannelKind};
+use crate::config::AppConfig;
 use crate::http::response::Response;
 use crate::json::push_json_string;
-use crate::server::socket_id::SocketId;
+use crate::protocol::auth;
+use crate::protocol::channel_name::{self, ChannelKind};
+use crate::socket_id::SocketId;
 
 #[derive(Deserialize)]
 struct AuthBody {
@@ -18,8 +18,8 @@ struct AuthBody {
     channel_data: Option<String>,
 }
 
-pub fn authorize(req: &ApiRequest<'_>) -> Response {
-    let body = match crate::json::parse::<AuthBody>(req.body) {
+pub fn authorize(cfg: &AppConfig, body: &[u8]) -> Response {
+    let body = match crate::json::parse::<AuthBody>(body) {
         Ok(b) => b,
         Err(e @ crate::json::JsonError::TooDeep) => {
             return Response::error(400, &format!("Request body: {e}"));
@@ -43,8 +43,7 @@ pub fn authorize(req: &ApiRequest<'_>) -> Response {
             "Invalid socket_id: expected two integers joined by '.'",
         );
     }
-    let cfg = &req.app.config;
-    let ty = match name::validate(&channel, cfg.max_channel_name_length) {
+    let ty = match channel_name::validate(&channel, cfg.max_channel_name_length) {
         Ok(t) => t,
         Err(e) => return Response::error(400, &e.message(&channel, cfg.max_channel_name_length)),
     };

@@ -1,13 +1,19 @@
-//! Channel queries: `GET /channels`, `GET /channels/{name}`, deprecated `GET /channels/{name}/stats`
-//! (spec §10.4, §10.5). Counts are summed over every core's local index (one query message per core).
+//! Channel queries: `GET /channels`, `GET /channels/{name}`, deprecated `GET /channels/{name}/stats`, and
+//! `GET /channels/{name}/users` (docs/protocol.md#list-channels, #channel-info, #presence-users). Counts are
+//! summed over every core's local index (one query message per core); presence users and cache come from the
+//! facts. A core that does not answer in time makes the request a 503.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::api::ApiRequest;
-use crate::channels::name::{self, ChannelKind, ChannelType, SERVER_TO_USER_PREFIX};
 use crate::http::response::Response;
-use crate::server::inbox::{Answer, Query};
+use crate::json::push_json_string_into;
+use crate::protocol::channel_name::{self, ChannelKind, ChannelType, SERVER_TO_USER_PREFIX};
+use crate::runtime::facts::Facts;
+use crate::runtime::message::NoReply;
+use crate::runtime::query::{Answer, Query};
 
 /// Attributes a request may ask for with `info=`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -36,48 +42,50 @@ impl Info {
     }
 }
 
-pub async fn subscription_count(req: &ApiRequest<'_>, channel: &str) -> u64 {
+fn busy(_: NoReply) -> Response {
+    Response::error(503, "Server busy: a core did not answer in time")
+}
+
+pub async fn subscription_count(req: &ApiRequest<'_>, channel: &str) -> Result<u64, Response> {
     let q = Query::Channel {
         app: req.app.idx,
         name: Arc::from(channel),
     };
-    req.core
-        .query(q)
-        .await
+    let answers = req.core.query(q).await.map_err(busy)?;
+    Ok(answers
         .into_iter()
         .map(|a| if let Answer::Count(n) = a { n } else { 0 })
-        .sum()
+        .sum())
 }
 
 /// Distinct users of a presence channel, from its home core.
-pub async fn presence_users(req: &ApiRequest<'_>, channel: &str) -> Vec<Box<str>> {
-    let q = Query::PresenceUsers {
-        app: req.app.idx,
-        name: Arc::from(channel),
-    };
-    match req.core.ask_home(req.app.idx, channel, q).await {
-        Some(Answer::Users(u)) => u,
-        _ => Vec::new(),
-    }
+pub async fn presence_users(
+    req: &ApiRequest<'_>,
+    channel: &str,
+) -> Result<Vec<Box<str>>, Response> {
+    req.core
+        .presence_users(req.app.idx, channel)
+        .await
+        .map_err(busy)
 }
 
-/// The `{...}` object of requested attributes for one channel (publish responses, spec §10.2).
-pub async fn info_object(req: &ApiRequest<'_>, channel: &str, info: Info) -> String {
+/// The `{...}` object of requested attributes for one channel (publish responses, docs/protocol.md#publish).
+pub async fn info_object(
+    req: &ApiRequest<'_>,
+    channel: &str,
+    info: Info,
+) -> Result<String, Response> {
     let presence = ChannelType::of(channel).kind == ChannelKind::Presence;
     let mut fields = Vec::new();
     if info.user_count && presence {
-        fields.push(format!(
-            r#""user_count":{}"#,
-            presence_users(req, channel).await.len()
-        ));
+        let n = presence_users(req, channel).await?.len();
+        fields.push(format!(r#""user_count":{n}"#));
     }
     if info.subscription_count {
-        fields.push(format!(
-            r#""subscription_count":{}"#,
-            subscription_count(req, channel).await
-        ));
+        let n = subscription_count(req, channel).await?;
+        fields.push(format!(r#""subscription_count":{n}"#));
     }
-    format!("{{{}}}", fields.join(","))
+    Ok(format!("{{{}}}", fields.join(",")))
 }
 
 fn decode_name(raw: &str) -> Result<String, Response> {
@@ -110,7 +118,11 @@ pub async fn list(req: &ApiRequest<'_>) -> Response {
         prefix: Arc::from(prefix),
     };
     let mut counts: BTreeMap<Box<str>, u64> = BTreeMap::new();
-    for a in req.core.query(q).await {
+    let answers = match req.core.query(q).await {
+        Ok(a) => a,
+        Err(e) => return busy(e),
+    };
+    for a in answers {
         if let Answer::Counts(list) = a {
             for (name, n) in list {
                 *counts.entry(name).or_default() += n;
@@ -129,28 +141,29 @@ pub async fn list(req: &ApiRequest<'_>) -> Response {
         first = false;
         let mut fields = Vec::new();
         if info.user_count {
-            fields.push(format!(
-                r#""user_count":{}"#,
-                presence_users(req, name).await.len()
-            ));
+            match presence_users(req, name).await {
+                Ok(users) => fields.push(format!(r#""user_count":{}"#, users.len())),
+                Err(r) => return r,
+            }
         }
         if info.subscription_count {
             fields.push(format!(r#""subscription_count":{n}"#));
         }
-        out.push_str(&format!("\"{name}\":{{{}}}", fields.join(",")));
+        push_json_string_into(&mut out, name);
+        out.push_str(&format!(":{{{}}}", fields.join(",")));
     }
     out.push_str("}}");
     Response::json(200, out.into_bytes())
 }
 
-/// `GET /apps/{id}/channels/{name}?info=`: always 200 with `occupied` (spec §10.5).
+/// `GET /apps/{id}/channels/{name}?info=`: always 200 with `occupied` (docs/protocol.md#channel-info).
 pub async fn one(req: &ApiRequest<'_>, raw_name: &str) -> Response {
     let channel = match decode_name(raw_name) {
         Ok(c) => c,
         Err(r) => return r,
     };
     let max = req.app.config.max_channel_name_length;
-    let ty = match name::validate(&channel, max) {
+    let ty = match channel_name::validate(&channel, max) {
         Ok(t) => t,
         Err(e) => return Response::error(400, &e.message(&channel, max)),
     };
@@ -170,55 +183,63 @@ pub async fn one(req: &ApiRequest<'_>, raw_name: &str) -> Response {
             "Cache information is only available for cache channels",
         );
     }
-    let count = subscription_count(req, &channel).await;
+    let count = match subscription_count(req, &channel).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
     let mut out = format!(r#"{{"occupied":{}"#, count > 0);
     if info.user_count {
-        out.push_str(&format!(
-            r#","user_count":{}"#,
-            presence_users(req, &channel).await.len()
-        ));
+        match presence_users(req, &channel).await {
+            Ok(users) => out.push_str(&format!(r#","user_count":{}"#, users.len())),
+            Err(r) => return r,
+        }
     }
     if info.subscription_count {
         out.push_str(&format!(r#","subscription_count":{count}"#));
     }
     if info.cache {
-        let q = Query::Cache {
-            app: req.app.idx,
-            name: Arc::from(channel.as_str()),
-        };
-        match req.core.ask_home(req.app.idx, &channel, q).await {
-            Some(Answer::Cache(Some((data, ttl)))) => {
+        match req.core.cached(req.app.idx, &channel).await {
+            Ok(Some(event)) => {
+                let ttl = event
+                    .expires
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+                    .max(1);
                 out.push_str(r#","cache":{"data":"#);
-                out.push_str(&String::from_utf8_lossy(&data));
+                out.push_str(&String::from_utf8_lossy(&event.data_token));
                 out.push_str(&format!(r#","ttl":{ttl}}}"#));
             }
-            _ => out.push_str(r#","cache":null"#),
+            Ok(None) => out.push_str(r#","cache":null"#),
+            Err(e) => return busy(e),
         }
     }
     out.push('}');
     Response::json(200, out.into_bytes())
 }
 
-/// Deprecated `GET /apps/{id}/channels/{name}/stats` (seed 004): occupied, user_count (presence),
+/// Deprecated `GET /apps/{id}/channels/{name}/stats` (docs/protocol.md#deprecated-endpoints): occupied, user_count (presence),
 /// connection_count.
 pub async fn legacy_stats(req: &ApiRequest<'_>, raw_name: &str) -> Response {
     let channel = match decode_name(raw_name) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let count = subscription_count(req, &channel).await;
+    let count = match subscription_count(req, &channel).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
     let mut out = format!(r#"{{"occupied":{}"#, count > 0);
     if ChannelType::of(&channel).kind == ChannelKind::Presence {
-        out.push_str(&format!(
-            r#","user_count":{}"#,
-            presence_users(req, &channel).await.len()
-        ));
+        match presence_users(req, &channel).await {
+            Ok(users) => out.push_str(&format!(r#","user_count":{}"#, users.len())),
+            Err(r) => return r,
+        }
     }
     out.push_str(&format!(r#","connection_count":{count}}}"#));
     Response::json(200, out.into_bytes())
 }
 
-/// `GET /apps/{id}/channels/{name}/users`: presence channels only (spec §10.6).
+/// `GET /apps/{id}/channels/{name}/users`: presence channels only (docs/protocol.md#presence-users).
 pub async fn users(req: &ApiRequest<'_>, raw_name: &str) -> Response {
     let channel = match decode_name(raw_name) {
         Ok(c) => c,
@@ -227,15 +248,17 @@ pub async fn users(req: &ApiRequest<'_>, raw_name: &str) -> Response {
     if ChannelType::of(&channel).kind != ChannelKind::Presence {
         return Response::error(400, "Users can only be retrieved for presence channels");
     }
+    let users = match presence_users(req, &channel).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
     let mut out = String::from(r#"{"users":["#);
-    for (i, id) in presence_users(req, &channel).await.iter().enumerate() {
+    for (i, id) in users.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let mut tok = Vec::new();
-        crate::json::push_json_string(&mut tok, id);
         out.push_str(r#"{"id":"#);
-        out.push_str(&String::from_utf8_lossy(&tok));
+        push_json_string_into(&mut out, id);
         out.push('}');
     }
     out.push_str("]}");

@@ -1,22 +1,22 @@
 //! Publishing: `POST /events`, `POST /batch_events` (and the seed's `/events/batch`), and the deprecated
-//! `POST /channels/{name}/events` (spec §10.2, §10.3, §10.8).
+//! `POST /channels/{name}/events` (docs/protocol.md#publish, #batch-publish, #deprecated-endpoints).
 //!
-//! Each event is validated whole before anything is published (a batch is all or nothing), then encoded once per
-//! channel by splicing the publisher's raw `name` and `data` tokens, and handed to every core.
-
-use std::borrow::Cow;
+//! Each body is checked whole before anything is published (a batch is all or nothing) by pure functions
+//! (`parse_event`, `parse_batch`), then each event becomes one `Publication`, encoded once per channel by
+//! splicing the publisher's raw `name` and `data` tokens, and enters the publish pipeline.
 
 use serde::Deserialize;
 use sonic_rs::{JsonValueTrait, LazyValue};
 
 use crate::api::ApiRequest;
 use crate::api::channels::{self, Info};
-use crate::channels::name::{self, ChannelKind, ChannelType};
+use crate::channels::publication::{Publication, Source};
+use crate::config::AppConfig;
 use crate::http::response::Response;
 use crate::json::{ArrayError, JsonError, array_items};
-use crate::protocol::outbound;
-use crate::server::inbox::{HomeMsg, Publication};
-use crate::server::socket_id::SocketId;
+use crate::protocol::channel_name::{self, ChannelKind, ChannelType};
+use crate::protocol::outbound::string_token;
+use crate::socket_id::SocketId;
 
 #[derive(Deserialize)]
 struct EventBody<'a> {
@@ -41,16 +41,19 @@ struct BatchBody<'a> {
     batch: Option<LazyValue<'a>>,
 }
 
-/// A checked event, ready to encode.
-struct Event<'a> {
-    name_token: Cow<'a, [u8]>,
-    data_token: Cow<'a, [u8]>,
-    channels: Vec<String>,
-    except: Option<SocketId>,
-    info: Info,
+/// A checked event, ready to publish.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The event name and data as complete JSON string tokens.
+    pub name_token: Vec<u8>,
+    pub data_token: Vec<u8>,
+    pub channels: Vec<String>,
+    pub except: Option<SocketId>,
+    pub info: Info,
 }
 
 /// Why an event was refused: one status each.
+#[derive(Debug)]
 enum Refusal {
     BadRequest(String),
     TooLarge(String),
@@ -69,15 +72,8 @@ fn bad(m: impl Into<String>) -> Refusal {
     Refusal::BadRequest(m.into())
 }
 
-/// A JSON string token for `s` (quotes and escapes included).
-fn string_token(s: &str) -> Vec<u8> {
-    let mut t = Vec::with_capacity(s.len() + 2);
-    crate::json::push_json_string(&mut t, s);
-    t
-}
-
-fn check_event_name(req: &ApiRequest<'_>, name: &str) -> Result<(), Refusal> {
-    let max = req.app.config.max_event_name_length;
+fn check_event_name(cfg: &AppConfig, name: &str) -> Result<(), Refusal> {
+    let max = cfg.max_event_name_length;
     if name.is_empty() {
         return Err(bad("Event name must not be empty"));
     }
@@ -93,8 +89,8 @@ fn check_event_name(req: &ApiRequest<'_>, name: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn check_data_size(req: &ApiRequest<'_>, len: usize) -> Result<(), Refusal> {
-    let max = req.app.config.max_event_payload_bytes;
+fn check_data_size(cfg: &AppConfig, len: usize) -> Result<(), Refusal> {
+    let max = cfg.max_event_payload_bytes;
     if len > max {
         return Err(Refusal::TooLarge(format!(
             "Event data too large ({len} bytes, limit {max})"
@@ -103,34 +99,31 @@ fn check_data_size(req: &ApiRequest<'_>, len: usize) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn check_channel(req: &ApiRequest<'_>, channel: &str) -> Result<ChannelType, Refusal> {
-    let max = req.app.config.max_channel_name_length;
-    name::validate(channel, max).map_err(|e| bad(e.message(channel, max)))
+fn check_channel(cfg: &AppConfig, channel: &str) -> Result<ChannelType, Refusal> {
+    let max = cfg.max_channel_name_length;
+    channel_name::validate(channel, max).map_err(|e| bad(e.message(channel, max)))
 }
 
-/// Validates one event body. `batch_item`: a batch item must name exactly one `channel` (spec §10.3).
-fn check_event<'a>(
-    req: &ApiRequest<'_>,
-    body: &'a EventBody<'a>,
-    batch_item: bool,
-) -> Result<Event<'a>, Refusal> {
+/// Validates one event body. `batch_item`: a batch item must name exactly one `channel`
+/// (docs/protocol.md#batch-publish).
+fn check_event(cfg: &AppConfig, body: &EventBody<'_>, batch_item: bool) -> Result<Event, Refusal> {
     let name = match &body.name {
         Some(n) if n.is_str() => n,
         Some(_) => return Err(bad("Parameter 'name' must be a string")),
         None => return Err(bad("Missing required parameter: name")),
     };
-    check_event_name(req, name.as_str().unwrap_or(""))?;
-    let name_token = Cow::Borrowed(name.as_raw_str().as_bytes());
+    check_event_name(cfg, name.as_str().unwrap_or(""))?;
+    let name_token = name.as_raw_str().as_bytes().to_vec();
 
-    let data_token: Cow<'a, [u8]> = match &body.data {
+    let data_token = match &body.data {
         Some(d) if d.is_str() => {
-            check_data_size(req, d.as_str().map_or(0, str::len))?;
-            Cow::Borrowed(d.as_raw_str().as_bytes())
+            check_data_size(cfg, d.as_str().map_or(0, str::len))?;
+            d.as_raw_str().as_bytes().to_vec()
         }
-        // Lenient: non-string data is sent as its JSON text (spec §10.2 REC).
+        // Lenient: non-string data is sent as its JSON text (docs/protocol.md#publish).
         Some(d) if !d.is_null() => {
-            check_data_size(req, d.as_raw_str().len())?;
-            Cow::Owned(string_token(d.as_raw_str()))
+            check_data_size(cfg, d.as_raw_str().len())?;
+            string_token(d.as_raw_str())
         }
         _ => return Err(bad("Missing required parameter: data")),
     };
@@ -144,7 +137,7 @@ fn check_event<'a>(
             None => return Err(bad("Parameter 'channel' must be a string")),
         },
         (None, Some(list)) => {
-            let max = req.app.config.max_channels_per_publish;
+            let max = cfg.max_channels_per_publish;
             let not_strings = || bad("Parameter 'channels' must be an array of strings");
             let items = match array_items(list.as_raw_str(), max) {
                 Ok(items) => items,
@@ -168,7 +161,7 @@ fn check_event<'a>(
             }));
         }
     }
-    let max = req.app.config.max_channels_per_publish;
+    let max = cfg.max_channels_per_publish;
     if channels.is_empty() {
         return Err(bad("'channels' must name at least one channel"));
     }
@@ -179,8 +172,9 @@ fn check_event<'a>(
         )));
     }
     for c in &channels {
-        let ty = check_channel(req, c)?;
-        // spec §4.1: encrypted payloads are per-channel; a multi-channel publish cannot include one.
+        let ty = check_channel(cfg, c)?;
+        // Encrypted payloads are per channel: a multi-channel publish cannot include one
+        // (docs/protocol.md#encrypted-channels).
         if ty.kind == ChannelKind::Encrypted && channels.len() > 1 {
             return Err(bad(
                 "Cannot publish to multiple channels when one of them is a private-encrypted channel",
@@ -216,38 +210,16 @@ fn check_event<'a>(
     })
 }
 
-fn publication(req: &ApiRequest<'_>, e: &Event<'_>) -> Publication {
-    let frames = e
-        .channels
-        .iter()
-        .map(|c| {
-            (
-                Box::from(c.as_str()),
-                outbound::app_event(&e.name_token, c, &e.data_token),
-            )
-        })
-        .collect();
-    Publication {
-        app: req.app.idx,
-        frames,
-        except: e.except,
-    }
-}
-
-fn publish(req: &ApiRequest<'_>, e: &Event<'_>) -> Result<(), Response> {
-    let p = publication(req, e);
-    // Cache channels keep the frame as their last event (spec §8). Stored before the fan-out starts, so a
-    // subscriber who sees this event live cannot then be handed the previous one as the cache.
-    let app = req.app.idx;
-    for (channel, frame) in p.frames.iter().filter(|(c, _)| ChannelType::of(c).cache) {
-        let msg = HomeMsg::CacheStore {
-            app,
-            channel: channel.clone(),
-            frame: frame.clone(),
-            data_token: bytes::Bytes::copy_from_slice(&e.data_token),
-        };
-        let _ = req.core.send_home(app, channel, msg);
-    }
+fn publish(req: &ApiRequest<'_>, e: &Event) -> Result<(), Response> {
+    let p = Publication::new(
+        req.app.idx,
+        Source::Rest,
+        &e.channels,
+        &e.name_token,
+        &e.data_token,
+        None,
+        e.except,
+    );
     req.core
         .publish(p)
         .map_err(|_| Response::error(503, "Server overloaded: try again"))
@@ -260,15 +232,87 @@ fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
     })
 }
 
+/// The body of `POST /events`, checked.
+pub fn parse_event(cfg: &AppConfig, body: &[u8]) -> Result<Event, Response> {
+    let body: EventBody<'_> = parse_body(body)?;
+    check_event(cfg, &body, false).map_err(|r| r.response())
+}
+
+/// The body of `POST /batch_events`, checked whole: every event, or the first refusal.
+pub fn parse_batch(cfg: &AppConfig, body: &[u8]) -> Result<Vec<Event>, Response> {
+    let body: BatchBody<'_> = parse_body(body)?;
+    let Some(list) = body.batch else {
+        return Err(Response::error(400, "Missing required parameter: batch"));
+    };
+    let max = cfg.max_batch_size;
+    let items = match array_items(list.as_raw_str(), max) {
+        Ok(items) => items,
+        Err(ArrayError::TooMany) => {
+            return Err(Response::error(
+                400,
+                &format!("Batch too large (more than {max} events)"),
+            ));
+        }
+        Err(ArrayError::Invalid) => {
+            return Err(Response::error(
+                400,
+                "Parameter 'batch' must be an array of events",
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(Response::error(400, "Batch must hold at least one event"));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for item in &items {
+        let body = crate::json::parse_str::<EventBody<'_>>(item.as_raw_str())
+            .map_err(|_| Response::error(400, "Each batch item must be a JSON object"))?;
+        events.push(check_event(cfg, &body, true).map_err(|r| r.response())?);
+    }
+    Ok(events)
+}
+
+/// The deprecated `POST /channels/{name}/events?name=..&socket_id=..` with the raw data as body, checked.
+pub fn parse_legacy(
+    cfg: &AppConfig,
+    channel: &str,
+    event_name: Option<&str>,
+    socket_id: Option<&str>,
+    body: &[u8],
+) -> Result<Event, Response> {
+    let Some(event_name) = event_name else {
+        return Err(Response::error(400, "Missing required parameter: name"));
+    };
+    let Ok(data) = std::str::from_utf8(body) else {
+        return Err(Response::error(400, "Event data must be valid UTF-8"));
+    };
+    check_event_name(cfg, event_name)
+        .and_then(|_| check_data_size(cfg, data.len()))
+        .and_then(|_| check_channel(cfg, channel).map(|_| ()))
+        .map_err(|r| r.response())?;
+    let except = match socket_id {
+        None => None,
+        Some(s) => Some(SocketId::parse(s).ok_or_else(|| {
+            Response::error(
+                400,
+                "Invalid socket_id: expected two integers joined by '.'",
+            )
+        })?),
+    };
+    Ok(Event {
+        name_token: string_token(event_name),
+        data_token: string_token(data),
+        channels: vec![channel.to_owned()],
+        except,
+        info: Info::default(),
+    })
+}
+
 /// `POST /apps/{id}/events`
 pub async fn trigger(req: &ApiRequest<'_>) -> Response {
-    let body: EventBody<'_> = match parse_body(req.body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let event = match check_event(req, &body, false) {
+    let event = match parse_event(&req.app.config, req.body) {
         Ok(e) => e,
-        Err(r) => return r.response(),
+        Err(r) => return r,
     };
     if let Err(r) = publish(req, &event) {
         return r;
@@ -281,8 +325,12 @@ pub async fn trigger(req: &ApiRequest<'_>) -> Response {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&format!("\"{c}\":"));
-        out.push_str(&channels::info_object(req, c, event.info).await);
+        crate::json::push_json_string_into(&mut out, c);
+        out.push(':');
+        match channels::info_object(req, c, event.info).await {
+            Ok(info) => out.push_str(&info),
+            Err(r) => return r,
+        }
     }
     out.push_str("}}");
     Response::json(200, out.into_bytes())
@@ -290,40 +338,10 @@ pub async fn trigger(req: &ApiRequest<'_>) -> Response {
 
 /// `POST /apps/{id}/batch_events` and `POST /apps/{id}/events/batch`
 pub async fn batch(req: &ApiRequest<'_>) -> Response {
-    let body: BatchBody<'_> = match parse_body(req.body) {
-        Ok(b) => b,
+    let events = match parse_batch(&req.app.config, req.body) {
+        Ok(e) => e,
         Err(r) => return r,
     };
-    let Some(list) = body.batch else {
-        return Response::error(400, "Missing required parameter: batch");
-    };
-    let max = req.app.config.max_batch_size;
-    let items = match array_items(list.as_raw_str(), max) {
-        Ok(items) => items,
-        Err(ArrayError::TooMany) => {
-            return Response::error(400, &format!("Batch too large (more than {max} events)"));
-        }
-        Err(ArrayError::Invalid) => {
-            return Response::error(400, "Parameter 'batch' must be an array of events");
-        }
-    };
-    if items.is_empty() {
-        return Response::error(400, "Batch must hold at least one event");
-    }
-    let mut bodies = Vec::with_capacity(items.len());
-    for item in &items {
-        match crate::json::parse_str::<EventBody<'_>>(item.as_raw_str()) {
-            Ok(b) => bodies.push(b),
-            Err(_) => return Response::error(400, "Each batch item must be a JSON object"),
-        }
-    }
-    let mut events = Vec::with_capacity(bodies.len());
-    for item in &bodies {
-        match check_event(req, item, true) {
-            Ok(e) => events.push(e),
-            Err(r) => return r.response(),
-        }
-    }
     for e in &events {
         if let Err(r) = publish(req, e) {
             return r;
@@ -337,7 +355,10 @@ pub async fn batch(req: &ApiRequest<'_>) -> Response {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&channels::info_object(req, &e.channels[0], e.info).await);
+        match channels::info_object(req, &e.channels[0], e.info).await {
+            Ok(info) => out.push_str(&info),
+            Err(r) => return r,
+        }
     }
     out.push_str("]}");
     Response::json(200, out.into_bytes())
@@ -346,38 +367,14 @@ pub async fn batch(req: &ApiRequest<'_>) -> Response {
 /// Deprecated `POST /apps/{id}/channels/{name}/events?name=..&socket_id=..` with the raw data as body; 202
 /// (seed 004).
 pub fn legacy_trigger(req: &ApiRequest<'_>, channel: &str) -> Response {
-    let Some(event_name) = req.query.get("name") else {
-        return Response::error(400, "Missing required parameter: name");
-    };
-    let Ok(data) = std::str::from_utf8(req.body) else {
-        return Response::error(400, "Event data must be valid UTF-8");
-    };
-    let checks = check_event_name(req, event_name)
-        .and_then(|_| check_data_size(req, data.len()))
-        .and_then(|_| check_channel(req, channel).map(|_| ()));
-    if let Err(r) = checks {
-        return r.response();
-    }
-    let except = match req.query.get("socket_id") {
-        None => None,
-        Some(s) => match SocketId::parse(s) {
-            Some(id) => Some(id),
-            None => {
-                return Response::error(
-                    400,
-                    "Invalid socket_id: expected two integers joined by '.'",
-                );
-            }
-        },
-    };
-    let event = Event {
-        name_token: Cow::Owned(string_token(event_name)),
-        data_token: Cow::Owned(string_token(data)),
-        channels: vec![channel.to_owned()],
-        except,
-        info: Info::default(),
-    };
-    match publish(req, &event) {
+    let event = parse_legacy(
+        &req.app.config,
+        channel,
+        req.query.get("name"),
+        req.query.get("socket_id"),
+        req.body,
+    );
+    match event.and_then(|e| publish(req, &e)) {
         Ok(()) => Response::json(202, Vec::new()),
         Err(r) => r,
     }

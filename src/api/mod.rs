@@ -1,15 +1,15 @@
 //! The REST API: routing, app lookup and request signing, then one file per resource.
 //!
-//! Every error is one status with a JSON `{"error": ...}` body (spec §10.1).
+//! Every error is one status with a JSON `{"error": ...}` body (docs/protocol.md#http-rules).
 
 use std::rc::Rc;
 
 use crate::app::App;
-use crate::auth;
 use crate::http::query::Query;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::Response;
-use crate::server::core::Core;
+use crate::protocol::auth;
+use crate::runtime::core::Core;
 
 pub mod app_auth;
 pub mod channels;
@@ -53,7 +53,7 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         }
         "/stats" => {
             return if get {
-                stats::stats(core).await
+                stats::stats(core)
             } else {
                 Response::method_not_allowed("GET, HEAD")
             };
@@ -131,7 +131,7 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         Route::ChannelStats(name) => channels::legacy_stats(&req, name).await,
         Route::Users(name) => channels::users(&req, name).await,
         Route::Terminate(user) => users::terminate_connections(&req, user),
-        Route::Auth => app_auth::authorize(&req),
+        Route::Auth => app_auth::authorize(&req.app.config, req.body),
     }
 }
 

@@ -1,11 +1,9 @@
-//! `POST /apps/{id}/users/{user_id}/terminate_connections` (spec §7.4, §10.7): every core closes its
+//! `POST /apps/{id}/users/{user_id}/terminate_connections` (docs/protocol.md#terminate, #terminate-endpoint): every core closes its
 //! connections signed in as the user with 4009.
-
-use std::sync::Arc;
 
 use crate::api::ApiRequest;
 use crate::http::response::Response;
-use crate::server::inbox::CoreMsg;
+use crate::runtime::users;
 
 pub fn terminate_connections(req: &ApiRequest<'_>, raw_user: &str) -> Response {
     let Ok(user_id) = crate::http::query::percent_decode(raw_user) else {
@@ -14,16 +12,6 @@ pub fn terminate_connections(req: &ApiRequest<'_>, raw_user: &str) -> Response {
     if user_id.is_empty() {
         return Response::error(400, "Missing user id");
     }
-    let user_id: Arc<str> = Arc::from(user_id);
-    let app = req.app.idx;
-    for core in 0..req.core.shared.inboxes.len() {
-        let _ = req.core.send_to(
-            core,
-            CoreMsg::TerminateUser {
-                app,
-                user_id: user_id.clone(),
-            },
-        );
-    }
+    users::terminate(req.core, req.app.idx, &user_id);
     Response::ok_empty_object()
 }

@@ -1,6 +1,8 @@
-//! Channels: names and types, and the per-core subscriber index with its fan-out loop.
+//! Pub/sub, with no sockets: the per-core subscriber index and its fan-out loop, publications, presence rosters,
+//! the facts a home core keeps, and the lifecycle events those facts produce.
 
 pub mod facts;
 pub mod index;
-pub mod name;
+pub mod lifecycle;
 pub mod presence;
+pub mod publication;

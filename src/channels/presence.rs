@@ -1,4 +1,4 @@
-//! A presence channel's roster (spec §5), kept by the channel's home core only.
+//! A presence channel's roster (docs/protocol.md#presence), kept by the channel's home core only.
 //!
 //! Members are users, not connections: a user on several connections counts once, joins on the first and
 //! leaves with the last. The roster is the one place that decides `member_added` / `member_removed`.
@@ -55,6 +55,7 @@ impl PresenceRoster {
         let Some(m) = self.members.get_mut(user_id) else {
             return false;
         };
+        debug_assert!(m.connections > 0, "a member with no connections");
         m.connections -= 1;
         if m.connections > 0 {
             return false;
@@ -76,10 +77,6 @@ impl PresenceRoster {
 
     pub fn user_ids(&self) -> impl Iterator<Item = &str> {
         self.order.iter().map(|u| &**u)
-    }
-
-    pub fn info_of(&self, user_id: &str) -> Option<&str> {
-        self.members.get(user_id).map(|m| &*m.info)
     }
 
     /// `{"presence":{"ids":[..],"hash":{..},"count":n}}` for `subscription_succeeded` (spec §5).

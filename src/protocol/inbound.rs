@@ -1,7 +1,9 @@
-//! Client -> server messages (spec §0, §1.3), read lazily with sonic-rs.
+//! Client -> server messages (docs/protocol.md#framing), read lazily with sonic-rs: the envelope, subscribe data,
+//! presence members and sign-in data.
 //!
 //! Tolerant by design: `data` may be an object, a JSON string holding an object, or absent; unknown keys are
-//! ignored. Nothing here allocates for the common ping/pong path.
+//! ignored. Nothing here allocates for the common ping/pong path. Every parse goes through `json::parse`, so
+//! nesting is bounded before sonic-rs sees the bytes.
 
 use std::borrow::Cow;
 
@@ -90,6 +92,96 @@ pub fn subscribe_data(data: &Option<LazyValue<'_>>) -> Result<SubscribeData, Jso
     })
 }
 
+#[derive(Deserialize)]
+struct MemberData<'a> {
+    #[serde(borrow, default)]
+    user_id: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    id: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    user_info: Option<LazyValue<'a>>,
+}
+
+/// Which field names the user in a member object: presence `channel_data` says `user_id`, sign-in `user_data`
+/// says `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdField {
+    UserId,
+    Id,
+}
+
+/// A user as presence and sign-in see it: the id as a string (numbers are stringified,
+/// docs/protocol.md#presence) and `user_info` as raw JSON (`null` when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: String,
+    pub user_info: String,
+}
+
+pub fn parse_member(text: &str, id_field: IdField) -> Result<Member, JsonError> {
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
+        return Err(JsonError::Invalid);
+    }
+    let m: MemberData<'_> = json::parse_str(text)?;
+    let id = match id_field {
+        IdField::Id => &m.id,
+        IdField::UserId => &m.user_id,
+    };
+    let user_id = match id {
+        Some(v) if v.is_str() => v.as_str().unwrap_or("").to_string(),
+        Some(v) if v.is_number() => v.as_raw_str().to_string(),
+        _ => return Err(JsonError::Invalid),
+    };
+    let user_info = match &m.user_info {
+        Some(v) => v.as_raw_str().to_string(),
+        None => "null".to_string(),
+    };
+    Ok(Member { user_id, user_info })
+}
+
+/// `pusher:signin` data: `auth` and `user_data` (a JSON string holding the user object).
+#[derive(Deserialize)]
+pub struct SigninData<'a> {
+    #[serde(borrow, default)]
+    pub auth: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    pub user_data: Option<LazyValue<'a>>,
+}
+
+pub fn signin_data<'a>(text: &'a str) -> Result<SigninData<'a>, JsonError> {
+    json::parse_str(text)
+}
+
+#[derive(Deserialize)]
+struct UserDataFields<'a> {
+    #[serde(borrow, default)]
+    watchlist: Option<LazyValue<'a>>,
+}
+
+/// The `watchlist` in sign-in `user_data`: its first `max` ids, and whether there were more. Anything that is
+/// not an array of strings counts as no watchlist.
+pub fn watchlist(user_data: &str, max: usize) -> (Vec<Box<str>>, bool) {
+    let Some(list) = json::parse_str::<UserDataFields<'_>>(user_data)
+        .ok()
+        .and_then(|f| f.watchlist)
+    else {
+        return (Vec::new(), false);
+    };
+    // The message size limit bounds the list; only its first `max` ids are kept.
+    let Ok(items) = json::array_items(list.as_raw_str(), usize::MAX) else {
+        return (Vec::new(), false);
+    };
+    let ids: Option<Vec<Box<str>>> = items.iter().map(|i| i.as_str().map(Box::from)).collect();
+    match ids {
+        Some(mut ids) => {
+            let over = ids.len() > max;
+            ids.truncate(max);
+            (ids, over)
+        }
+        None => (Vec::new(), false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +211,37 @@ mod tests {
         let msg = format!(r#"{{"event":"pusher:subscribe","data":"{inner}"}}"#);
         let m = parse(msg.as_bytes()).unwrap();
         assert_eq!(subscribe_data(&m.data).err(), Some(JsonError::TooDeep));
+    }
+
+    #[test]
+    fn members_take_string_or_number_ids_and_raw_info() {
+        let m = parse_member(r#"{"user_id":42,"user_info":{"n":"Ada"}}"#, IdField::UserId).unwrap();
+        assert_eq!(
+            (m.user_id.as_str(), m.user_info.as_str()),
+            ("42", r#"{"n":"Ada"}"#)
+        );
+        let m = parse_member(r#"{"id":"7"}"#, IdField::Id).unwrap();
+        assert_eq!((m.user_id.as_str(), m.user_info.as_str()), ("7", "null"));
+        assert!(parse_member(r#"{"id":"7"}"#, IdField::UserId).is_err());
+        assert!(parse_member("[1]", IdField::Id).is_err());
+        assert!(parse_member(r#"{"id":true}"#, IdField::Id).is_err());
+    }
+
+    #[test]
+    fn watchlists_are_cut_at_the_limit() {
+        assert_eq!(
+            watchlist(r#"{"id":"1","watchlist":["a","b"]}"#, 5),
+            (vec![Box::from("a"), Box::from("b")], false)
+        );
+        assert_eq!(
+            watchlist(r#"{"id":"1","watchlist":["a","b","c"]}"#, 2),
+            (vec![Box::from("a"), Box::from("b")], true)
+        );
+        assert_eq!(
+            watchlist(r#"{"id":"1","watchlist":[1]}"#, 5),
+            (vec![], false)
+        );
+        assert_eq!(watchlist(r#"{"id":"1"}"#, 5), (vec![], false));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Server -> client frames, built by splicing bytes (spec §0, §1.2).
+//! Server -> client frames, built by splicing bytes (docs/protocol.md#framing).
 //!
 //! Every server event carries `data` as a JSON *string*, except `pusher:error` whose `data` is an object
 //! (spec §1.2: Swift and .NET clients depend on exactly this split). App events splice the publisher's raw `data`
@@ -73,11 +73,19 @@ pub fn subscription_succeeded(channel: &str) -> Bytes {
     channel_event_json("pusher_internal:subscription_succeeded", channel, "{}")
 }
 
-/// An app event: `name_token` and `data_token` are complete JSON string tokens (quotes included), spliced as
-/// received from the publisher so the data reaches subscribers byte-for-byte.
-pub fn app_event(name_token: &[u8], channel: &str, data_token: &[u8]) -> Bytes {
+/// A channel event, the one shape every publication takes (app events, client events, member and count events):
+/// `name_token` and `data_token` are complete JSON string tokens (quotes included), spliced as received so the
+/// data reaches subscribers byte for byte; client events on presence channels add the sender's `user_id`
+/// (docs/protocol.md#client-events).
+pub fn channel_event(
+    name_token: &[u8],
+    channel: &str,
+    data_token: &[u8],
+    user_id: Option<&str>,
+) -> Bytes {
+    let user_len = user_id.map_or(0, |u| u.len() + 12);
     frame::encode_text_with(
-        32 + name_token.len() + channel.len() + data_token.len(),
+        32 + name_token.len() + channel.len() + data_token.len() + user_len,
         |o| {
             o.extend_from_slice(br#"{"event":"#);
             o.extend_from_slice(name_token);
@@ -85,9 +93,20 @@ pub fn app_event(name_token: &[u8], channel: &str, data_token: &[u8]) -> Bytes {
             push_json_string(o, channel);
             o.extend_from_slice(br#","data":"#);
             o.extend_from_slice(data_token);
+            if let Some(u) = user_id {
+                o.extend_from_slice(br#","user_id":"#);
+                push_json_string(o, u);
+            }
             o.push(b'}');
         },
     )
+}
+
+/// `s` as a complete JSON string token.
+pub fn string_token(s: &str) -> Vec<u8> {
+    let mut t = Vec::with_capacity(s.len() + 2);
+    push_json_string(&mut t, s);
+    t
 }
 
 /// `{"event":"pusher:signin_success","data":{"user_data":"<as sent>"}}` (spec §7.1: object data).
@@ -130,24 +149,6 @@ pub fn watchlist_events(online: &[&str], offline: &[&str]) -> Bytes {
 /// `{"event":"pusher:cache_miss","channel":"cache-x","data":"{}"}` (spec §8).
 pub fn cache_miss(channel: &str) -> Bytes {
     channel_event_json("pusher:cache_miss", channel, "{}")
-}
-
-/// A client event relayed to the channel's other members (spec §6): `data_token` is a complete JSON string
-/// token; presence channels add the sender's `user_id`.
-pub fn client_event(event: &str, channel: &str, data_token: &[u8], user_id: Option<&str>) -> Bytes {
-    frame::encode_text_with(48 + event.len() + channel.len() + data_token.len(), |o| {
-        o.extend_from_slice(br#"{"event":"#);
-        push_json_string(o, event);
-        o.extend_from_slice(br#","channel":"#);
-        push_json_string(o, channel);
-        o.extend_from_slice(br#","data":"#);
-        o.extend_from_slice(data_token);
-        if let Some(u) = user_id {
-            o.extend_from_slice(br#","user_id":"#);
-            push_json_string(o, u);
-        }
-        o.push(b'}');
-    })
 }
 
 #[cfg(test)]
@@ -206,8 +207,8 @@ mod tests {
             r#"{"event":"pusher:signin_success","data":{"user_data":"{\"id\":\"42\"}"}}"#
         );
         assert_eq!(
-            payload(&client_event(
-                "client-x",
+            payload(&channel_event(
+                br#""client-x""#,
                 "presence-r",
                 br#""{\"a\":1}""#,
                 Some("42")
@@ -218,7 +219,12 @@ mod tests {
 
     #[test]
     fn app_events_splice_tokens_untouched() {
-        let f = payload(&app_event(br#""my-event""#, "c", br#""{\"a\":1}""#));
+        let f = payload(&channel_event(
+            br#""my-event""#,
+            "c",
+            br#""{\"a\":1}""#,
+            None,
+        ));
         assert_eq!(
             f,
             r#"{"event":"my-event","channel":"c","data":"{\"a\":1}"}"#

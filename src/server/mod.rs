@@ -1,11 +1,10 @@
 //! Starting and stopping the server: N pinned core threads, each with one monoio runtime, its own
-//! SO_REUSEPORT listener on the shared port, its inbox, its liveness scan; plus graceful drain.
+//! SO_REUSEPORT listener on the shared port, its inbox and its periodic scan; the accept loop hands each
+//! connection to `http_conn` (which upgrades WebSockets to `ws_conn`); plus graceful drain.
 
-pub mod core;
-pub mod home;
-pub mod inbox;
-pub mod shared;
-pub mod socket_id;
+pub mod http_conn;
+pub mod listener;
+pub mod ws_conn;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -15,20 +14,19 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use monoio::net::{ListenerOpts, TcpListener};
+use monoio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{CORE_STACK_BYTES, Config};
 use crate::protocol::codes::close;
-use crate::server::core::Core;
-use crate::server::inbox::{CoreMsg, InboxReceiver, inbox};
-use crate::server::shared::Shared;
+use crate::runtime::core::Core;
+use crate::runtime::inbox::{InboxReceiver, inbox};
+use crate::runtime::liveness::SCAN_INTERVAL;
+use crate::runtime::message::CoreMsg;
+use crate::runtime::shared::Shared;
+use crate::server::listener::{bind_reuseport, claim_port};
 
-/// Listen backlog per core.
-const BACKLOG: i32 = 4096;
 /// How long a drain waits for clients to finish their close handshakes.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Interval of each core's liveness scan.
-const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -72,46 +70,6 @@ pub fn driver_name() -> &'static str {
     }
 }
 
-/// SO_REUSEPORT would let a second server bind the same port silently and steal half the connections; a plain
-/// bind first makes that a clear error. Port 0 picks a free port for all cores.
-fn claim_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
-    match StdListener::bind(addr) {
-        Ok(probe) => probe.local_addr().map_err(|e| StartError::Bind(addr, e)),
-        // Connections of a server that just exited can still hold the port, and an io_uring server's listener
-        // outlives its process for a moment (the ring is torn down asynchronously): only a listener that stays
-        // is a conflict.
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse && !listens_for_a_while(addr) => Ok(addr),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(StartError::AddressInUse(addr)),
-        Err(e) => Err(StartError::Bind(addr, e)),
-    }
-}
-
-/// How long a listener must persist on our port before it counts as another server.
-const PORT_CONFLICT_WAIT: Duration = Duration::from_secs(2);
-
-fn listens_for_a_while(addr: SocketAddr) -> bool {
-    let deadline = Instant::now() + PORT_CONFLICT_WAIT;
-    while someone_listens(addr) {
-        if Instant::now() >= deadline {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-fn someone_listens(addr: SocketAddr) -> bool {
-    let mut target = addr;
-    if target.ip().is_unspecified() {
-        target.set_ip(if addr.is_ipv4() {
-            [127, 0, 0, 1].into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)).is_ok()
-}
-
 impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
         crate::log::set_debug(config.debug);
@@ -132,12 +90,8 @@ impl Server {
         // Bind every listener before serving, so a failure is reported at start and not half-way.
         let mut listeners = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let opts = ListenerOpts::new()
-                .reuse_port(true)
-                .reuse_addr(true)
-                .backlog(BACKLOG);
             // monoio needs a runtime only to register the socket; we bind as std and convert on the core thread.
-            let std = bind_reuseport(addr, &opts).map_err(|e| StartError::Bind(addr, e))?;
+            let std = bind_reuseport(addr).map_err(|e| StartError::Bind(addr, e))?;
             listeners.push(std);
         }
 
@@ -148,7 +102,7 @@ impl Server {
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("relay-core-{id}"))
-                .stack_size(crate::config::CORE_STACK_BYTES)
+                .stack_size(CORE_STACK_BYTES)
                 .spawn(move || run_core(id, id % cpus, shared, rx, listener, ready))
                 .map_err(StartError::Thread)?;
             threads.push(t);
@@ -178,10 +132,6 @@ impl Server {
         })
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// Graceful drain: stop accepting, close every WebSocket with 4200 (clients reconnect elsewhere), wait for
     /// the cores to finish.
     pub fn shutdown(self) {
@@ -197,90 +147,11 @@ impl Server {
     }
 }
 
-fn bind_reuseport(addr: SocketAddr, opts: &ListenerOpts) -> io::Result<StdListener> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket syscalls on a descriptor we create and own; on error it is closed by OwnedFd.
-    unsafe {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        // Non-blocking: the epoll driver accepts on it directly (io_uring does not care).
-        let fd = libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let owned = OwnedFd::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-            if libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&one as *const libc::c_int).cast(),
-                len,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        let (storage, slen) = sockaddr(addr);
-        if libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), slen) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::listen(fd, opts.backlog) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(StdListener::from(owned))
-    }
-}
-
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: as above.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
 fn run_core(
     id: usize,
     cpu: usize,
     shared: Arc<Shared>,
-    rx: InboxReceiver,
+    rx: InboxReceiver<CoreMsg>,
     listener: StdListener,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
@@ -334,7 +205,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
-                monoio::spawn(crate::http::conn::serve(core.clone(), stream));
+                monoio::spawn(http_conn::serve(core.clone(), stream));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -349,7 +220,7 @@ async fn scan_loop(core: Rc<Core>) {
     let mut tick = monoio::time::interval(SCAN_INTERVAL);
     loop {
         tick.tick().await;
-        core.scan_liveness(Instant::now());
+        core.scan(Instant::now());
     }
 }
 
@@ -358,7 +229,7 @@ async fn drain(core: &Rc<Core>) {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while core.session_count() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
-        core.scan_liveness(Instant::now());
+        core.scan(Instant::now());
     }
     // The kernel spreads new connections over every core's listener: one that closed early would reset the
     // connections hashed to it while other cores still drain. So every listener stays until all cores are done.

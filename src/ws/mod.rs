@@ -1,8 +1,7 @@
-//! WebSocket: handshake, frame codec, per-connection session, output queue and the connection's tasks.
+//! WebSocket transport (RFC 6455), no Pusher rules: the opening handshake, the frame codec, the per-connection
+//! output queue and the writer task that drains it.
 
-pub mod connection;
 pub mod frame;
 pub mod handshake;
 pub mod outbox;
-pub mod session;
 pub mod writer;

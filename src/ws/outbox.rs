@@ -14,7 +14,10 @@ use bytes::Bytes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
+    /// Queued while the writer is idle: it goes out on this loop turn.
     Queued,
+    /// Queued behind a write still in flight: the reader is not keeping up right now.
+    Backpressured,
     /// The connection is closing or gone; the frame was dropped.
     Closed,
     /// The cap was reached; the caller must cut the connection off.
@@ -81,7 +84,11 @@ impl Outbox {
         self.queued_bytes.set(bytes);
         self.queue.borrow_mut().push_back(frame);
         self.wake_writer();
-        Push::Queued
+        if self.writing.get() {
+            Push::Backpressured
+        } else {
+            Push::Queued
+        }
     }
 
     /// Queues a pong in the one pong slot, replacing an unsent older one (RFC 6455 §5.5.3: answering the latest
@@ -144,12 +151,13 @@ impl Outbox {
         self.writing.set(on);
     }
 
-    pub fn is_open(&self) -> bool {
-        self.state.get() == State::Open
+    /// The writer is gone (or the connection was cut): nothing queued will ever be written.
+    pub fn is_killed(&self) -> bool {
+        self.state.get() == State::Dead
     }
 
-    pub fn is_dead(&self) -> bool {
-        self.state.get() == State::Dead
+    pub fn is_open(&self) -> bool {
+        self.state.get() == State::Open
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -220,7 +228,7 @@ mod tests {
         );
         let o = Outbox::new(cap_for(1, 6));
         o.set_writing(true);
-        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Queued);
+        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Backpressured);
         assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Overflow);
     }
 
@@ -229,7 +237,7 @@ mod tests {
         let o = Outbox::new(cap_for(100, 0));
         o.set_writing(true);
         for _ in 0..100 {
-            assert_eq!(o.push(Bytes::new()), Push::Queued);
+            assert_eq!(o.push(Bytes::new()), Push::Backpressured);
         }
         assert_eq!(o.push(Bytes::new()), Push::Overflow);
     }
@@ -245,7 +253,7 @@ mod tests {
             );
         }
         assert_eq!(o.queued_bytes(), 4 + QUEUED_FRAME_OVERHEAD);
-        assert_eq!(o.push(Bytes::from_static(b"data")), Push::Queued);
+        assert_eq!(o.push(Bytes::from_static(b"data")), Push::Backpressured);
         let mut cx = Context::from_waker(Waker::noop());
         let mut batch = Vec::new();
         assert_eq!(o.poll_take(&mut cx, &mut batch, 64), Poll::Ready(true));
@@ -263,7 +271,7 @@ mod tests {
     fn cap_is_enforced_and_finish_bypasses_it() {
         let o = Outbox::new(cap_for(1, 6));
         o.set_writing(true);
-        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Queued);
+        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Backpressured);
         assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Overflow);
         assert_eq!(o.queued_bytes(), cap_for(1, 6));
         assert!(o.finish(&[Bytes::from_static(b"closeframe")]));

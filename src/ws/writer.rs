@@ -6,14 +6,13 @@
 //! The iovec array is owned by the in-flight operation (monoio's `write_vectored_all` is not cancel-safe).
 
 use std::future::poll_fn;
-use std::rc::Rc;
 
 use bytes::{Buf, Bytes};
 use monoio::buf::IoVecBuf;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedWriteHalf};
 use monoio::net::TcpStream;
 
-use crate::ws::session::Session;
+use crate::ws::outbox::Outbox;
 
 /// iovecs per writev (Linux IOV_MAX is 1024).
 pub const MAX_IOVECS: usize = 1024;
@@ -73,29 +72,29 @@ impl Default for FrameBatch {
     }
 }
 
-pub async fn run(session: Rc<Session>, mut wr: OwnedWriteHalf<TcpStream>) {
+/// Writes everything `outbox` is given until it closes (true: all written) or the socket fails (false: the outbox
+/// is dead). The caller drops the write half afterwards, which sends FIN after the last frame (usually a Close).
+pub async fn run(outbox: &Outbox, wr: &mut OwnedWriteHalf<TcpStream>) -> bool {
     let mut batch = FrameBatch::new();
     loop {
-        let more = poll_fn(|cx| session.outbox.poll_take(cx, &mut batch.frames, MAX_IOVECS)).await;
+        let more = poll_fn(|cx| outbox.poll_take(cx, &mut batch.frames, MAX_IOVECS)).await;
         if !more {
-            break;
+            return !outbox.is_killed();
         }
-        session.outbox.set_writing(true);
-        let ok = if batch.frames.len() == 1 {
-            let frame = batch.frames.pop().expect("one frame");
-            wr.write_all(frame).await.0.is_ok()
-        } else {
-            write_batch(&mut wr, &mut batch).await
+        outbox.set_writing(true);
+        let ok = match batch.frames.len() {
+            1 => {
+                let frame = batch.frames.pop().expect("one frame");
+                wr.write_all(frame).await.0.is_ok()
+            }
+            _ => write_batch(wr, &mut batch).await,
         };
-        session.outbox.set_writing(false);
+        outbox.set_writing(false);
         if !ok {
-            session.outbox.kill();
-            session.shutdown_socket();
-            break;
+            outbox.kill();
+            return false;
         }
     }
-    // Dropping the write half sends FIN after the last frame (usually the Close frame).
-    session.writer_alive.set(false);
 }
 
 async fn write_batch(wr: &mut OwnedWriteHalf<TcpStream>, batch: &mut FrameBatch) -> bool {

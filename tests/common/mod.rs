@@ -181,7 +181,15 @@ pub fn rest_signed(
     secret: &str,
     ts: i64,
 ) -> (u16, String) {
-    let query = relay::auth::sign_rest_query(method, path, extra, body.as_bytes(), key, secret, ts);
+    let query = relay::protocol::auth::sign_rest_query(
+        method,
+        path,
+        extra,
+        body.as_bytes(),
+        key,
+        secret,
+        ts,
+    );
     http(port, method, &format!("{path}?{query}"), body)
 }
 

@@ -1,4 +1,4 @@
-//! Socket ids: `"<random>.<unique>"`, two unsigned decimal integers (spec §2.3 requires `^\d+\.\d+$`).
+//! Socket ids: `"<random>.<unique>"`, two unsigned decimal integers (docs/protocol.md#socket-ids requires `^\d+\.\d+$`).
 //!
 //! The second half is unique across the process: a per-core counter with the core number in its low bits, so cores
 //! never coordinate. The first half is random so ids are not guessable. Both halves stay below 2^53 so a client
@@ -36,8 +36,10 @@ impl fmt::Display for SocketId {
     }
 }
 
-/// Bits of the unique half reserved for the core number (up to 1024 cores, see config validation).
+/// Bits of the unique half reserved for the core number.
 const CORE_BITS: u32 = 10;
+/// Most cores a process may run: every core needs its own number in the ids it hands out.
+pub const MAX_CORES: usize = 1 << CORE_BITS;
 const MAX_HALF: u64 = (1 << 53) - 1;
 
 /// One per core; not shared.
@@ -49,6 +51,7 @@ pub struct SocketIdGen {
 
 impl SocketIdGen {
     pub fn new(core: usize) -> Self {
+        assert!(core < MAX_CORES, "core {core} has no room in socket ids");
         let mut seed = [0u8; 8];
         // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
         let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };

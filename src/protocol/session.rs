@@ -1,30 +1,34 @@
-//! One WebSocket connection's state, shared on its core by the reader task, the writer task, the channel index
-//! (which fans frames into its outbox) and the core's liveness scan. `!Send` by design: a session never leaves
-//! the core that accepted it.
+//! One Pusher connection's state on its core: identity, output queue, subscriptions, presence memberships,
+//! sign-in, and the timestamps the liveness rules read. Shared on its core by the reader task, the writer task,
+//! the channel index (which fans frames into its outbox) and the liveness scan. `!Send` by design: a session never
+//! leaves the core that accepted it.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::app::AppIdx;
 use crate::protocol::codes::close::OVER_CAPACITY;
-use crate::server::socket_id::SocketId;
+use crate::protocol::outbound;
+use crate::socket_id::SocketId;
 use crate::ws::frame;
 use crate::ws::outbox::{Outbox, Push};
 
 /// A channel this session is subscribed to, and where it sits in that channel's subscriber list (so leaving is
-/// O(1) however big the channel is).
+/// O(1) however big the channel is). Kept here, written by the channel index.
 pub struct Subscription {
     pub channel: Rc<str>,
     pub slot: Cell<u32>,
 }
 
-/// The user this connection signed in as (spec §7.1).
+/// The user this connection signed in as (docs/protocol.md#sign-in).
 pub struct SignedInUser {
     pub id: Rc<str>,
+    /// `user_info` as raw JSON, for presence joins without channel_data.
+    pub info: Box<str>,
     pub watchlist: Vec<Box<str>>,
 }
 
@@ -32,6 +36,19 @@ pub struct SignedInUser {
 pub struct Membership {
     pub channel: Rc<str>,
     pub user_id: Rc<str>,
+}
+
+/// What became of a frame handed to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Queued; the writer was idle, so it goes out on this loop turn.
+    Queued,
+    /// Queued behind a write still in flight.
+    Backpressured,
+    /// The queue went over its cap: the backlog was dropped and the connection is being closed (4100).
+    CutOff,
+    /// The connection is already closing; the frame was dropped.
+    Dropped,
 }
 
 pub struct Session {
@@ -43,7 +60,7 @@ pub struct Session {
     pub slot: Cell<usize>,
     fd: RawFd,
     pub outbox: Outbox,
-    /// Last time any frame arrived from the client (spec §2.4: any frame proves liveness).
+    /// Last time any frame arrived from the client (docs/protocol.md#heartbeats: any frame proves liveness).
     pub last_seen: Cell<Instant>,
     /// When the server sent its liveness ping, if one is outstanding.
     pub ping_sent: Cell<Option<Instant>>,
@@ -53,20 +70,18 @@ pub struct Session {
     /// Presence channels joined (or being joined) and as whom.
     pub memberships: RefCell<Vec<Membership>>,
     pub user: RefCell<Option<SignedInUser>>,
-    /// The signed-in user's `user_info` as raw JSON, for presence joins without channel_data.
-    pub user_info: RefCell<Option<String>>,
     pub connected_at: Instant,
-    /// The watchlist snapshot is being gathered: online/offline events that arrive meanwhile are newer than
-    /// it, so they are held and sent after it.
+    /// The watchlist snapshot is being gathered: online/offline changes that arrive meanwhile are newer than it,
+    /// so they wait here (one entry per watched user, the latest state) and are sent after it.
     pub watch_snapshot_pending: Cell<bool>,
-    pub deferred_watch_events: RefCell<Vec<Bytes>>,
+    pub deferred_watch_events: RefCell<Vec<(Box<str>, bool)>>,
     /// The writer task still holds the socket's write half.
     pub writer_alive: Cell<bool>,
     /// The reader task still holds the read half. While either half lives, `fd` is this connection's.
     pub reader_alive: Cell<bool>,
-    /// Signed in or subscribed to an authorized channel (authorized-connections mode, spec §7.2).
+    /// Signed in or subscribed to an authorized channel (docs/protocol.md#authorized-connections).
     pub authorized: Cell<bool>,
-    /// Client events in the current one-second window: (window start, count) (spec §6: 10/s).
+    /// Client events in the current one-second window: (window start, count) (docs/protocol.md#client-events).
     client_event_window: Cell<(Instant, u32)>,
 }
 
@@ -86,7 +101,6 @@ impl Session {
             subscriptions: RefCell::new(Vec::new()),
             memberships: RefCell::new(Vec::new()),
             user: RefCell::new(None),
-            user_info: RefCell::new(None),
             connected_at: now,
             watch_snapshot_pending: Cell::new(false),
             deferred_watch_events: RefCell::new(Vec::new()),
@@ -101,7 +115,7 @@ impl Session {
     pub fn allow_client_event(&self, per_second: u32) -> bool {
         let now = Instant::now();
         let (start, n) = self.client_event_window.get();
-        if now.duration_since(start) >= std::time::Duration::from_secs(1) {
+        if now.duration_since(start) >= Duration::from_secs(1) {
             self.client_event_window.set((now, 1));
             return per_second > 0;
         }
@@ -116,6 +130,14 @@ impl Session {
         self.user.borrow().as_ref().map(|u| u.id.clone())
     }
 
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.subscriptions
+            .borrow()
+            .iter()
+            .any(|s| &*s.channel == channel)
+    }
+
+    /// The user id this connection joined presence `channel` as (also while the join is in flight).
     pub fn membership(&self, channel: &str) -> Option<Rc<str>> {
         self.memberships
             .borrow()
@@ -124,11 +146,34 @@ impl Session {
             .map(|m| m.user_id.clone())
     }
 
+    /// Forgets the membership of `channel`, returning whom it was for.
+    pub fn take_membership(&self, channel: &str) -> Option<Membership> {
+        let mut ms = self.memberships.borrow_mut();
+        let i = ms.iter().position(|m| &*m.channel == channel)?;
+        Some(ms.swap_remove(i))
+    }
+
     /// Queues a frame; a reader that fell too far behind is cut off here.
     #[inline]
-    pub fn send(&self, frame: Bytes) {
-        if self.outbox.push(frame) == Push::Overflow {
-            self.cut_off();
+    pub fn send(&self, frame: Bytes) -> SendOutcome {
+        match self.outbox.push(frame) {
+            Push::Queued => SendOutcome::Queued,
+            Push::Backpressured => SendOutcome::Backpressured,
+            Push::Closed => SendOutcome::Dropped,
+            Push::Overflow => {
+                self.cut_off();
+                SendOutcome::CutOff
+            }
+        }
+    }
+
+    /// Holds a watchlist change while the snapshot is gathered; one entry per user, the latest state wins, so
+    /// this never holds more than the watchlist.
+    pub fn defer_watch_event(&self, user_id: &str, online: bool) {
+        let mut held = self.deferred_watch_events.borrow_mut();
+        match held.iter_mut().find(|(u, _)| &**u == user_id) {
+            Some(entry) => entry.1 = online,
+            None => held.push((Box::from(user_id), online)),
         }
     }
 
@@ -141,9 +186,8 @@ impl Session {
             self.socket_id,
             self.outbox.queued_bytes()
         );
-        crate::log::count_slow_reader();
         let reason = "Connection too slow: output buffer full";
-        let error = crate::protocol::outbound::error(Some(OVER_CAPACITY), reason);
+        let error = outbound::error(Some(OVER_CAPACITY), reason);
         if self
             .outbox
             .replace_and_finish(&[error, frame::encode_close(OVER_CAPACITY, reason)])
@@ -175,6 +219,11 @@ impl Session {
         };
     }
 
+    /// `pusher:error` with `code` and `message`, then Close with the same code (refusals, terminations).
+    pub fn close_with_error(&self, code: u16, message: &str) {
+        self.close(code, message, Some(outbound::error(Some(code), message)));
+    }
+
     /// Cuts the connection at once: both directions shut, queued frames dropped. Wakes the reader (EOF) and the
     /// writer (dead outbox or EPIPE), which then tear the session down. Never touches the channel index, so it is
     /// safe in the middle of a fan-out loop.
@@ -197,5 +246,41 @@ impl Session {
         unsafe {
             libc::shutdown(self.fd, libc::SHUT_RDWR);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session::new(
+            SocketId {
+                random: 1,
+                unique: 1,
+            },
+            0,
+            -1,
+            64 * 1024,
+        )
+    }
+
+    #[test]
+    fn deferred_watch_events_keep_one_entry_per_user() {
+        let s = session();
+        for i in 0..1000 {
+            s.defer_watch_event("a", i % 2 == 0);
+            s.defer_watch_event("b", true);
+        }
+        let held = s.deferred_watch_events.borrow();
+        assert_eq!(*held, [(Box::from("a"), false), (Box::from("b"), true)]);
+    }
+
+    #[test]
+    fn the_client_event_rate_is_per_second() {
+        let s = session();
+        assert!((0..10).all(|_| s.allow_client_event(10)));
+        assert!(!s.allow_client_event(10));
+        assert!(!session().allow_client_event(0));
     }
 }

@@ -14,8 +14,8 @@ use monoio::net::TcpStream;
 
 use crate::api;
 use crate::http::request::{HttpError, Method, parse_head};
-use crate::server::core::Core;
-use crate::ws;
+use crate::runtime::core::Core;
+use crate::server::ws_conn;
 
 const READ_CHUNK: usize = 4096;
 
@@ -154,7 +154,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
             }
             let leftover = buf.split_off(start + head.head_len);
             // A task of its own: this HTTP task's buffers and state are freed for the connection's lifetime.
-            let fut = ws::connection::serve(core, stream, head, leftover);
+            let fut = ws_conn::serve(core, stream, head, leftover);
             monoio::spawn(fut);
             return;
         }

@@ -1,29 +1,33 @@
-//! A WebSocket connection from upgrade to teardown (spec §2.2).
+//! A WebSocket connection from upgrade to teardown (docs/protocol.md#handshake).
 //!
-//! After the 101, refusals (unknown key 4001, disabled 4003, protocol 4007, app quota 4004, server capacity 4100)
-//! are a `pusher:error` then a Close with the same code. An accepted connection becomes a `Session`: a writer
-//! task drains its outbox, and this task reads. Reading waits for readability first and only then borrows a
-//! per-core buffer, so an idle connection pins no read buffer.
+//! After the 101, refusals (`protocol::handshake::admit`: 4001, 4003, 4007, 4200, 4004, 4100) are a `pusher:error`
+//! then a Close with the same code. An accepted connection becomes a `Session`: a writer task drains its outbox,
+//! and this task reads. Reading waits for readability first and only then borrows a per-core buffer, so an idle
+//! connection pins no read buffer.
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
 use monoio::net::TcpStream;
 
 use crate::http::request::RequestHead;
 use crate::http::response::Response;
 use crate::protocol::codes::close;
-use crate::protocol::{handler, outbound};
-use crate::server::core::Core;
+use crate::protocol::liveness::CLOSE_GRACE;
+use crate::protocol::session::Session;
+use crate::protocol::{handshake as pusher_handshake, outbound};
+use crate::runtime::core::Core;
+use crate::runtime::handler;
 use crate::ws::frame::{self, FrameDecoder, Message};
-use crate::ws::session::Session;
 use crate::ws::{handshake, writer};
 
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, leftover: Vec<u8>) {
-    let checked = handshake::app_key_from_path(&head.path)
+    let checked = pusher_handshake::app_key_from_path(&head.path)
         .ok_or_else(|| Response::error(404, "Not found: WebSocket connections go to /app/{key}"))
         .and_then(|key| handshake::validate(&head).map(|ws_key| (key, ws_key)));
     let (app_key, ws_key) = match checked {
@@ -44,38 +48,16 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
         return;
     }
     let shared = core.shared.clone();
-    let Some(app) = shared.apps.by_key(app_key) else {
-        let msg = format!(
-            "App key {app_key} not in this cluster. Did you forget to specify the cluster?"
-        );
-        return refuse(stream, close::UNKNOWN_APP, &msg).await;
+    let app = match pusher_handshake::admit(
+        &shared.apps,
+        &shared.connections,
+        app_key,
+        &head.query,
+        shared.is_shutting_down(),
+    ) {
+        Ok(app) => app,
+        Err(r) => return refuse(stream, r.code, &r.message).await,
     };
-    if !app.config.enabled {
-        return refuse(stream, close::APP_DISABLED, "Application is disabled").await;
-    }
-    if !handshake::protocol_supported(&head.query) {
-        return refuse(
-            stream,
-            close::UNSUPPORTED_PROTOCOL,
-            "Unsupported protocol version: use 7",
-        )
-        .await;
-    }
-    if shared.is_shutting_down() {
-        return refuse(stream, close::RECONNECT, "Server is shutting down").await;
-    }
-    if !app.connections.try_add() {
-        return refuse(
-            stream,
-            close::APP_OVER_QUOTA,
-            "Application is over connection quota",
-        )
-        .await;
-    }
-    if !shared.connections.try_add() {
-        app.connections.remove();
-        return refuse(stream, close::OVER_CAPACITY, "Server is over capacity").await;
-    }
     let _ = stream.set_nodelay(true);
     drop(head);
 
@@ -93,8 +75,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
         app.config.id
     );
     let (rd, wr) = stream.into_split();
-    let wfut = writer::run(session.clone(), wr);
-    monoio::spawn(wfut);
+    monoio::spawn(write(session.clone(), wr));
     session.send(outbound::connection_established(
         &session.socket_id_text,
         shared.config.activity_timeout_secs,
@@ -103,6 +84,16 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
     // The connection's long-lived task holds only the read loop's state; the handshake's is freed here.
     let rfut = run(core, session, rd, leftover);
     monoio::spawn(rfut);
+}
+
+/// The writer task: drains the outbox; on a socket error the whole connection is cut.
+async fn write(session: Rc<Session>, mut wr: OwnedWriteHalf<TcpStream>) {
+    if !writer::run(&session.outbox, &mut wr).await {
+        session.shutdown_socket();
+    }
+    // Dropping the write half sends FIN after the last frame (usually the Close frame).
+    drop(wr);
+    session.writer_alive.set(false);
 }
 
 async fn run(
@@ -118,21 +109,20 @@ async fn run(
         // The client went away without a close handshake: nothing more can be written.
         session.outbox.kill();
     }
-    core.app(session.app).connections.remove();
-    core.shared.connections.remove();
+    pusher_handshake::release(core.app(session.app), &core.shared.connections);
     if session.writer_alive.get() {
         // The session has left the table, so the liveness scan no longer sees it: a peer that stops reading
         // after its Close must not keep the writer (and socket) forever.
         let s = session.clone();
         monoio::spawn(async move {
-            monoio::time::sleep(crate::server::core::CLOSE_GRACE).await;
+            monoio::time::sleep(CLOSE_GRACE).await;
             s.abort();
         });
     }
     crate::debug!("socket {} disconnected", session.socket_id);
 }
 
-/// Handshake-time refusal (spec §2.2 step 3): error event, Close with the same code, then wait briefly for the
+/// Handshake-time refusal (docs/protocol.md#handshake): error event, Close with the same code, then wait briefly for the
 /// client's Close so our frames are not lost to a reset.
 async fn refuse(mut stream: TcpStream, code: u16, message: &str) {
     crate::debug!("websocket refused with {code}: {message}");
@@ -237,7 +227,7 @@ async fn on_message(core: &Core, session: &Rc<Session>, msg: Message) -> bool {
                 Box::pin(handler::handle_text(core, session, &text)).await;
             }
         }
-        // spec §1.1: binary frames are not part of the protocol; ignore them.
+        // Binary frames are not part of the protocol: ignored (docs/protocol.md#framing).
         Message::Binary(_) => {}
         Message::Ping(payload) => {
             session.outbox.push_pong(frame::encode_pong(&payload));

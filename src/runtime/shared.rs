@@ -1,4 +1,5 @@
-//! What every core can see: configuration, apps, every core's inbox, and a few process-wide counters.
+//! What every core can see: configuration, apps, every core's inbox, the metrics blocks, and a few process-wide
+//! flags and quotas.
 //!
 //! Read-only after start except the atomics. Nothing here is on the per-delivery path.
 
@@ -7,12 +8,15 @@ use std::time::Instant;
 
 use crate::app::{AppRegistry, ConnectionQuota};
 use crate::config::Config;
-use crate::server::inbox::InboxSender;
+use crate::metrics::Metrics;
+use crate::runtime::inbox::InboxSender;
+use crate::runtime::message::CoreMsg;
 
 pub struct Shared {
     pub config: Config,
     pub apps: AppRegistry,
-    pub inboxes: Vec<InboxSender>,
+    pub inboxes: Vec<InboxSender<CoreMsg>>,
+    pub metrics: Metrics,
     pub started: Instant,
     /// Open WebSocket connections, all apps, all cores (server capacity 4100, /stats).
     pub connections: ConnectionQuota,
@@ -22,7 +26,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, inboxes: Vec<InboxSender>) -> Self {
+    pub fn new(config: Config, inboxes: Vec<InboxSender<CoreMsg>>) -> Self {
         let apps = AppRegistry::new(&config.apps);
         let cores = inboxes.len();
         let connections = ConnectionQuota::new(config.limits.max_connections);
@@ -30,6 +34,7 @@ impl Shared {
             config,
             apps,
             inboxes,
+            metrics: Metrics::new(cores),
             started: Instant::now(),
             connections,
             shutting_down: AtomicBool::new(false),
@@ -39,5 +44,9 @@ impl Shared {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn cores(&self) -> usize {
+        self.inboxes.len()
     }
 }

@@ -1,0 +1,119 @@
+//! A publication: one event for one or more channels of an app, encoded once per channel into the WebSocket frame
+//! every subscriber on every core gets. Every kind of event is built by [`Publication::new`]: REST publishes and
+//! batches, client events, and the events the server makes (member added and removed, subscription counts).
+
+use bytes::Bytes;
+
+use crate::app::AppIdx;
+use crate::protocol::outbound;
+use crate::socket_id::SocketId;
+
+/// Where a publication came from: decides which pipeline stages apply (only REST events are cached,
+/// docs/protocol.md#cache-channels) and how it is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `POST events`, `batch_events`, the deprecated publish; also `#server-to-user-{id}` sends.
+    Rest,
+    /// A `client-*` event from a connection (never echoed to it).
+    Client,
+    /// An event the server makes: `pusher_internal:member_added`, `member_removed`, `subscription_count`.
+    Server,
+}
+
+/// One channel's copy of the event, encoded once.
+pub struct ChannelFrame {
+    pub channel: Box<str>,
+    pub frame: Bytes,
+}
+
+pub struct Publication {
+    pub app: AppIdx,
+    pub source: Source,
+    /// The event name and data as JSON string tokens, as spliced into every frame.
+    pub name_token: Bytes,
+    pub data_token: Bytes,
+    /// The sender of a client event on a presence channel.
+    pub user_id: Option<Box<str>>,
+    /// Not delivered to this socket (the REST `socket_id` parameter; the sender of a client event).
+    pub except: Option<SocketId>,
+    pub frames: Vec<ChannelFrame>,
+}
+
+impl Publication {
+    /// Encodes the event once per channel. `name_token` and `data_token` are complete JSON string tokens, spliced
+    /// into each frame byte for byte.
+    pub fn new<C: AsRef<str>>(
+        app: AppIdx,
+        source: Source,
+        channels: &[C],
+        name_token: &[u8],
+        data_token: &[u8],
+        user_id: Option<&str>,
+        except: Option<SocketId>,
+    ) -> Self {
+        let frames = channels
+            .iter()
+            .map(|c| ChannelFrame {
+                channel: Box::from(c.as_ref()),
+                frame: outbound::channel_event(name_token, c.as_ref(), data_token, user_id),
+            })
+            .collect();
+        Publication {
+            app,
+            source,
+            name_token: Bytes::copy_from_slice(name_token),
+            data_token: Bytes::copy_from_slice(data_token),
+            user_id: user_id.map(Box::from),
+            except,
+            frames,
+        }
+    }
+
+    /// A server event on `channel` whose data is the JSON text `data_json` (sent as a string, like every
+    /// server event's data, docs/protocol.md#framing).
+    pub fn server_event(app: AppIdx, channel: &str, event: &str, data_json: &str) -> Self {
+        Self::new(
+            app,
+            Source::Server,
+            &[channel],
+            &outbound::string_token(event),
+            &outbound::string_token(data_json),
+            None,
+            None,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_frame_per_channel_with_the_tokens_spliced() {
+        let p = Publication::new(
+            0,
+            Source::Rest,
+            &["a", "b"],
+            br#""e""#,
+            br#""{\"x\":1}""#,
+            None,
+            None,
+        );
+        assert_eq!(p.frames.len(), 2);
+        assert!(
+            p.frames[1]
+                .frame
+                .ends_with(br#"{"event":"e","channel":"b","data":"{\"x\":1}"}"#)
+        );
+        let s = Publication::server_event(
+            0,
+            "presence-r",
+            "pusher_internal:member_removed",
+            r#"{"user_id":"7"}"#,
+        );
+        assert_eq!(s.source, Source::Server);
+        assert!(s.frames[0].frame.ends_with(
+            br#"{"event":"pusher_internal:member_removed","channel":"presence-r","data":"{\"user_id\":\"7\"}"}"#
+        ));
+    }
+}

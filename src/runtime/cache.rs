@@ -1,0 +1,112 @@
+//! Cache channels across cores (docs/protocol.md#cache-channels): the last event published over HTTP on a
+//! `cache-` channel is kept by the channel's home core, replayed to each new subscriber (or `pusher:cache_miss`),
+//! and shown by `GET /channels/{name}?info=cache`. Client events are never cached.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+
+use crate::app::AppIdx;
+use crate::channels::facts::CachedEvent;
+use crate::channels::publication::{Publication, Source};
+use crate::protocol::channel_name::ChannelType;
+use crate::protocol::outbound;
+use crate::protocol::session::Session;
+use crate::runtime::core::Core;
+use crate::runtime::facts::Facts;
+use crate::runtime::inbox::Lane;
+use crate::runtime::message::{self, CoreMsg, NoReply};
+
+pub enum CacheMsg {
+    /// Publisher's core -> home: keep this as the channel's last event.
+    Store {
+        app: AppIdx,
+        channel: Box<str>,
+        event: CachedEvent,
+    },
+    /// Anyone -> home: the channel's last event, if any.
+    Get {
+        app: AppIdx,
+        channel: Box<str>,
+        reply: oneshot::Sender<Option<CachedEvent>>,
+    },
+}
+
+impl CacheMsg {
+    pub fn lane(&self) -> Lane {
+        Lane::Control
+    }
+}
+
+/// Publish stage: a REST event on a cache channel becomes the channel's last event. It runs before the fan-out, so
+/// a subscriber that sees this event live cannot then be handed the previous one as the cache.
+pub fn keep_last_event(core: &Core, p: &Publication) {
+    if p.source != Source::Rest {
+        return;
+    }
+    for cf in p
+        .frames
+        .iter()
+        .filter(|cf| ChannelType::of(&cf.channel).cache)
+    {
+        let ttl = Duration::from_secs(core.app(p.app).config.cache_ttl_secs);
+        let event = CachedEvent {
+            frame: cf.frame.clone(),
+            data_token: p.data_token.clone(),
+            expires: Instant::now() + ttl,
+        };
+        core.store_cached(p.app, &cf.channel, event);
+    }
+}
+
+/// After `subscription_succeeded` on a cache channel: the last event, or `pusher:cache_miss`, to this subscriber
+/// only.
+pub async fn replay(core: &Core, session: &Rc<Session>, channel: &str) {
+    match core.cached(session.app, channel).await {
+        Ok(Some(event)) => session.send(event.frame),
+        _ => session.send(outbound::cache_miss(channel)),
+    };
+}
+
+pub fn store(core: &Core, app: AppIdx, channel: &str, event: CachedEvent) {
+    let msg = CacheMsg::Store {
+        app,
+        channel: Box::from(channel),
+        event,
+    };
+    let _ = core.send_to(core.home_of(app, channel), CoreMsg::Cache(msg));
+}
+
+pub async fn get(core: &Core, app: AppIdx, channel: &str) -> Result<Option<CachedEvent>, NoReply> {
+    let (tx, rx) = oneshot::channel();
+    let msg = CacheMsg::Get {
+        app,
+        channel: Box::from(channel),
+        reply: tx,
+    };
+    core.send_to(core.home_of(app, channel), CoreMsg::Cache(msg))
+        .map_err(|_| NoReply)?;
+    message::reply(rx).await
+}
+
+pub fn on_message(core: &Core, msg: CacheMsg) {
+    match msg {
+        CacheMsg::Store {
+            app,
+            channel,
+            event,
+        } => core.facts.borrow_mut().store_cache(app, &channel, event),
+        CacheMsg::Get {
+            app,
+            channel,
+            reply,
+        } => {
+            let cached = core
+                .facts
+                .borrow_mut()
+                .cached(app, &channel, Instant::now());
+            let _ = reply.send(cached);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! One core: its sessions, its channel index, the facts it is home to, and the dispatch of the work other cores
+//! send it.
+//!
+//! A `Core` lives on one thread inside one monoio runtime and is shared by that core's tasks through `Rc`. Its
+//! state is `RefCell`s, never locks; other cores reach it only through its inbox. Features that span cores
+//! (presence, users, cache, counts, occupancy) keep their logic in their own modules; this file ties them to the
+//! session's lifetime and routes their messages.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::app::{App, AppIdx};
+use crate::channels::facts::FactsTable;
+use crate::channels::index::ChannelIndex;
+use crate::metrics::{CoreMetrics, Counter};
+use crate::protocol::session::Session;
+use crate::runtime::liveness::FloodSummary;
+use crate::runtime::message::CoreMsg;
+use crate::runtime::shared::Shared;
+use crate::runtime::{cache, counts, occupancy, presence, users};
+use crate::socket_id::{SocketId, SocketIdGen};
+
+pub struct Core {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub channels: RefCell<ChannelIndex>,
+    /// Facts of the channels and users this core is home to.
+    pub facts: RefCell<FactsTable>,
+    sessions: RefCell<SessionTable>,
+    ids: SocketIdGen,
+    read_buffers: RefCell<Vec<Vec<u8>>>,
+    pub(crate) floods: FloodSummary,
+}
+
+/// Read buffers kept for reuse per core; more are allocated on demand and freed on return.
+const READ_BUFFER_POOL: usize = 64;
+
+/// Sessions by slot, with a free list so slots are reused.
+#[derive(Default)]
+struct SessionTable {
+    slots: Vec<Option<Rc<Session>>>,
+    by_socket: HashMap<SocketId, usize>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl Core {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Self {
+        let apps = shared.apps.len();
+        Core {
+            id,
+            shared,
+            channels: RefCell::new(ChannelIndex::new(apps)),
+            facts: RefCell::new(FactsTable::default()),
+            sessions: RefCell::new(SessionTable::default()),
+            ids: SocketIdGen::new(id),
+            read_buffers: RefCell::new(Vec::new()),
+            floods: FloodSummary::default(),
+        }
+    }
+
+    pub fn app(&self, idx: AppIdx) -> &App {
+        self.shared.apps.get(idx)
+    }
+
+    /// This core's counters (written only from this thread).
+    #[inline]
+    pub fn metrics(&self) -> &CoreMetrics {
+        self.shared.metrics.core(self.id)
+    }
+
+    pub fn next_socket_id(&self) -> SocketId {
+        self.ids.next()
+    }
+
+    /// Borrows an empty buffer of `size` capacity for one read.
+    pub fn take_read_buffer(&self, size: usize) -> Vec<u8> {
+        self.read_buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(size))
+    }
+
+    pub fn return_read_buffer(&self, mut buf: Vec<u8>) {
+        let mut pool = self.read_buffers.borrow_mut();
+        if pool.len() < READ_BUFFER_POOL {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().len
+    }
+
+    pub fn register(&self, session: &Rc<Session>) {
+        let mut t = self.sessions.borrow_mut();
+        let slot = match t.free.pop() {
+            Some(s) => s,
+            None => {
+                t.slots.push(None);
+                t.slots.len() - 1
+            }
+        };
+        t.slots[slot] = Some(session.clone());
+        t.by_socket.insert(session.socket_id, slot);
+        t.len += 1;
+        session.slot.set(slot);
+        self.metrics().inc(Counter::ConnectionsOpened);
+    }
+
+    /// Removes a session and everything it took part in: subscriptions, presence memberships, counts, sign-in
+    /// and watchlist. Idempotent.
+    pub fn unregister(&self, session: &Rc<Session>) {
+        let left = self.channels.borrow_mut().unsubscribe_all(&**session);
+        for (channel, remaining) in &left {
+            self.left_locally(session.app, channel, *remaining);
+        }
+        presence::leave_all(self, session);
+        users::sign_out(self, session);
+        let mut t = self.sessions.borrow_mut();
+        let slot = session.slot.replace(usize::MAX);
+        if slot != usize::MAX && t.slots.get(slot).is_some_and(|s| s.is_some()) {
+            t.slots[slot] = None;
+            t.by_socket.remove(&session.socket_id);
+            t.free.push(slot);
+            t.len -= 1;
+            drop(t);
+            self.metrics().inc(Counter::ConnectionsClosed);
+        }
+    }
+
+    /// Adds the session to the channel's local subscribers; false if it already was one.
+    pub fn subscribe_locally(&self, session: &Rc<Session>, channel: &str) -> bool {
+        let added = self.channels.borrow_mut().subscribe(session, channel);
+        if added == Some(1) {
+            occupancy::changed(self, session.app, channel, 1);
+        }
+        added.is_some()
+    }
+
+    /// Leaves one channel: local index, subscription count, presence roster.
+    pub fn leave_channel(&self, session: &Rc<Session>, channel: &str) {
+        let remaining = self.channels.borrow_mut().unsubscribe(&**session, channel);
+        if let Some(remaining) = remaining {
+            self.left_locally(session.app, channel, remaining);
+        }
+        if let Some(m) = session.take_membership(channel) {
+            presence::leave(self, session.app, channel, &m.user_id);
+        }
+    }
+
+    /// A subscription left this core's index: the count goes down, and the channel's home learns when this core
+    /// has no subscriber left.
+    fn left_locally(&self, app: AppIdx, channel: &str, remaining: usize) {
+        counts::changed(self, app, channel, -1);
+        if remaining == 0 {
+            occupancy::changed(self, app, channel, -1);
+        }
+    }
+
+    pub fn session_by_socket(&self, socket: SocketId) -> Option<Rc<Session>> {
+        let t = self.sessions.borrow();
+        let slot = *t.by_socket.get(&socket)?;
+        t.slots.get(slot)?.clone()
+    }
+
+    /// Every live session, for the per-core scan (walked in place: the visitor must not touch the session
+    /// table).
+    pub fn for_each_session(&self, mut visit: impl FnMut(&Rc<Session>)) {
+        for s in self.sessions.borrow().slots.iter().flatten() {
+            visit(s);
+        }
+    }
+
+    /// A copy of the live sessions, for work that may change the table.
+    pub fn all_sessions(&self) -> Vec<Rc<Session>> {
+        self.sessions
+            .borrow()
+            .slots
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Handles one inbox message (or one this core sends itself). Returns false on Shutdown.
+    pub fn handle(&self, msg: CoreMsg) -> bool {
+        match msg {
+            CoreMsg::Publish(p) => self.deliver(&p),
+            CoreMsg::Query(q, reply) => {
+                let _ = reply.send(self.answer(&q));
+            }
+            CoreMsg::Presence(m) => presence::on_message(self, m),
+            CoreMsg::Users(m) => users::on_message(self, m),
+            CoreMsg::Cache(m) => cache::on_message(self, m),
+            CoreMsg::Counts(m) => counts::on_message(self, m),
+            CoreMsg::Occupancy(m) => occupancy::on_message(self, m),
+            CoreMsg::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Graceful drain: every session gets Close `code` (4200 lets pusher-js reconnect at once).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for s in self.all_sessions() {
+            s.close(code, reason, None);
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Subscription counts across cores (docs/protocol.md#subscription-count), for apps that turn them on: every
+//! subscribe and unsubscribe tells the channel's home core, which broadcasts `pusher_internal:subscription_count`
+//! (throttled for big channels). Presence channels have no subscription count.
+
+use std::time::Instant;
+
+use crate::app::AppIdx;
+use crate::channels::lifecycle::LifecycleEvent;
+use crate::channels::publication::Publication;
+use crate::protocol::channel_name::{ChannelKind, ChannelType};
+use crate::runtime::core::Core;
+use crate::runtime::inbox::Lane;
+use crate::runtime::message::CoreMsg;
+
+pub enum CountMsg {
+    /// A subscription was added (+1) or removed (-1) on some core.
+    Delta {
+        app: AppIdx,
+        channel: Box<str>,
+        delta: i64,
+    },
+}
+
+impl CountMsg {
+    /// Never refused: each delta is owed by a subscription already made or undone, and a lost one would skew
+    /// the count for good.
+    pub fn lane(&self) -> Lane {
+        Lane::Cleanup
+    }
+}
+
+/// Tells the channel's home a subscription came or went, for apps that count subscriptions.
+pub fn changed(core: &Core, app: AppIdx, channel: &str, delta: i64) {
+    if !core.app(app).config.subscription_count
+        || ChannelType::of(channel).kind == ChannelKind::Presence
+    {
+        return;
+    }
+    let msg = CountMsg::Delta {
+        app,
+        channel: Box::from(channel),
+        delta,
+    };
+    let _ = core.send_to(core.home_of(app, channel), CoreMsg::Counts(msg));
+}
+
+pub fn on_message(core: &Core, msg: CountMsg) {
+    let CountMsg::Delta {
+        app,
+        channel,
+        delta,
+    } = msg;
+    let due = core
+        .facts
+        .borrow_mut()
+        .count_delta(app, &channel, delta, Instant::now());
+    if let Some(n) = due {
+        broadcast(core, app, &channel, n);
+    }
+}
+
+/// Throttled channels whose count changed since the last broadcast get it now (run from the periodic scan).
+pub fn flush_throttled(core: &Core, now: Instant) {
+    let due = core.facts.borrow_mut().throttled_due(now);
+    for (app, channel, n) in due {
+        broadcast(core, app, &channel, n);
+    }
+}
+
+fn broadcast(core: &Core, app: AppIdx, channel: &str, n: u64) {
+    let data = format!(r#"{{"subscription_count":{n}}}"#);
+    let p = Publication::server_event(app, channel, "pusher_internal:subscription_count", &data);
+    core.broadcast(p);
+    core.lifecycle(LifecycleEvent::SubscriptionCount {
+        app,
+        channel: Box::from(channel),
+        count: n,
+    });
+}

@@ -1,0 +1,138 @@
+//! Carries out a connection's messages (docs/protocol.md#framing): ping, subscribe, unsubscribe, sign-in and
+//! client events. The rules are `protocol`'s; this is where a message that passed them reaches the channel index,
+//! the facts and the publish pipeline.
+//!
+//! Errors are per message: the client gets `pusher:error` and the connection stays open. Handling is awaited in
+//! the connection's read loop, so a client's messages take effect in the order sent (a subscribe completes
+//! before the client event that follows it).
+
+use std::rc::Rc;
+
+use crate::channels::publication::{Publication, Source};
+use crate::json::JsonError;
+use crate::protocol::inbound::{self, ClientMessage, SubscribeData};
+use crate::protocol::rejection::Rejection;
+use crate::protocol::session::Session;
+use crate::protocol::{client_event, outbound, signin, subscribe};
+use crate::runtime::core::Core;
+use crate::runtime::facts::Facts;
+use crate::runtime::presence::JoinReply;
+use crate::runtime::{cache, users};
+
+/// Handles one text message from the client.
+pub async fn handle_text(core: &Core, session: &Rc<Session>, text: &[u8]) {
+    let msg = match inbound::parse(text) {
+        Ok(m) => m,
+        Err(e) => {
+            // Malformed JSON gets an error, never a close (docs/protocol.md#framing).
+            let what = "Invalid message format: expected a JSON object with an \"event\" field";
+            return reject(session, Rejection::from_json(e, what));
+        }
+    };
+    match &*msg.event {
+        "pusher:ping" => {
+            session.send(outbound::pong());
+        }
+        "pusher:pong" => {}
+        "pusher:subscribe" => match inbound::subscribe_data(&msg.data) {
+            Ok(d) => subscribe(core, session, d).await,
+            Err(e) => reject(
+                session,
+                Rejection::from_json(e, "Invalid subscribe message: data must hold a channel"),
+            ),
+        },
+        "pusher:unsubscribe" => match inbound::subscribe_data(&msg.data) {
+            // No acknowledgement; unknown channels are ignored (docs/protocol.md#unsubscribe).
+            Ok(SubscribeData {
+                channel: Some(channel),
+                ..
+            }) => core.leave_channel(session, &channel),
+            Err(JsonError::TooDeep) => reject(session, Rejection::too_deep()),
+            _ => {}
+        },
+        "pusher:signin" => {
+            let cfg = &core.app(session.app).config;
+            match signin::check(cfg, session, &msg) {
+                Ok(s) => users::sign_in(core, session, s).await,
+                Err(r) => reject(session, r),
+            }
+        }
+        event if event.starts_with("client-") => client_event(core, session, &msg),
+        // Unknown events are ignored (docs/protocol.md#framing).
+        _ => {}
+    }
+}
+
+fn reject(session: &Session, r: Rejection) {
+    session.send(r.frame());
+}
+
+async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
+    let app = core.app(session.app);
+    let req = match subscribe::check(&app.config, session, d) {
+        Ok(r) => r,
+        Err(r) => return reject(session, r),
+    };
+    if req.ty.needs_auth() {
+        session.authorized.set(true);
+    }
+    let channel = req.channel.as_str();
+    match req.member {
+        // The home core's answer subscribes the socket and sends the success itself (ordering, see presence).
+        Some(member) => match core.join_presence(session, channel, member).await {
+            JoinReply::Joined => {}
+            JoinReply::Gone => return,
+            JoinReply::Full => {
+                let max = app.config.max_presence_members;
+                return reject(
+                    session,
+                    Rejection::new(format!("Cannot join {channel}: over {max} members")),
+                );
+            }
+            JoinReply::Busy => {
+                return reject(
+                    session,
+                    Rejection::new("Server busy: try subscribing again"),
+                );
+            }
+        },
+        None => {
+            if session.is_closing() {
+                return;
+            }
+            core.subscribe_locally(session, channel);
+            session.send(outbound::subscription_succeeded(channel));
+        }
+    }
+    if session.is_closing() {
+        return;
+    }
+    if req.ty.cache {
+        cache::replay(core, session, channel).await;
+    }
+    core.subscription_changed(session.app, channel, 1);
+}
+
+fn client_event(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
+    let cfg = &core.app(session.app).config;
+    let e = match client_event::check(cfg, session, msg) {
+        Ok(e) => e,
+        Err(r) => return reject(session, r),
+    };
+    // Never echoed to the sender (docs/protocol.md#client-events).
+    let p = Publication::new(
+        session.app,
+        Source::Client,
+        &[e.channel],
+        &e.name_token,
+        &e.data_token,
+        e.user_id.as_deref(),
+        Some(session.socket_id),
+    );
+    if core.publish(p).is_err() {
+        reject(
+            session,
+            Rejection::new("Server busy: client event not delivered everywhere"),
+        );
+    }
+}

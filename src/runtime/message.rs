@@ -1,0 +1,61 @@
+//! What cores send each other: one enum wrapping each feature's own messages, the lane each takes, and how a
+//! core waits for another's reply (never forever).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+
+use crate::channels::publication::Publication;
+use crate::runtime::cache::CacheMsg;
+use crate::runtime::counts::CountMsg;
+use crate::runtime::inbox::{Lane, Routed};
+use crate::runtime::occupancy::OccupancyMsg;
+use crate::runtime::presence::PresenceMsg;
+use crate::runtime::query::{Answer, Query};
+use crate::runtime::users::UserMsg;
+
+pub enum CoreMsg {
+    /// Deliver to local subscribers (every core gets the same `Arc`).
+    Publish(Arc<Publication>),
+    /// A REST request on another core asks about this core's local state.
+    Query(Query, oneshot::Sender<Answer>),
+    Presence(PresenceMsg),
+    Users(UserMsg),
+    Cache(CacheMsg),
+    Counts(CountMsg),
+    Occupancy(OccupancyMsg),
+    /// Stop accepting, close every connection with 4200, exit.
+    Shutdown,
+}
+
+impl Routed for CoreMsg {
+    fn lane(&self) -> Lane {
+        match self {
+            CoreMsg::Publish(_) => Lane::Publish,
+            CoreMsg::Query(..) => Lane::Control,
+            CoreMsg::Presence(m) => m.lane(),
+            CoreMsg::Users(m) => m.lane(),
+            CoreMsg::Cache(m) => m.lane(),
+            CoreMsg::Counts(m) => m.lane(),
+            CoreMsg::Occupancy(m) => m.lane(),
+            CoreMsg::Shutdown => Lane::Cleanup,
+        }
+    }
+}
+
+/// How long a core waits for another core's answer before giving up on it: a stalled core makes a REST request
+/// answer 503, never hang.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The other core did not answer (its inbox refused the question, or the answer did not come in time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoReply;
+
+/// Waits for a reply, at most [`REPLY_TIMEOUT`].
+pub async fn reply<T>(rx: oneshot::Receiver<T>) -> Result<T, NoReply> {
+    match monoio::time::timeout(REPLY_TIMEOUT, rx).await {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(NoReply),
+    }
+}
