@@ -4,7 +4,8 @@
 //! * `frame_encode`          server -> client frame encoding (`encode_text`, `outbound::app_event`);
 //! * `unmask`                the client-frame XOR loop, plus `FrameDecoder::decode` of one masked text frame;
 //! * `client_message_parse`  `inbound::parse` (+ `subscribe_data`) of typical client messages;
-//! * `rest_signature`        REST auth (spec §11.4 V1), query/head parsing, channel auth (spec A1);
+//! * `rest_signature`        REST auth (docs/protocol.md#test-vectors V1), query/head parsing, channel auth (spec
+//!   A1);
 //! * `fanout`                `ChannelIndex::deliver` of one pre-encoded 200-byte frame to N local subscribers.
 //!
 //! Quick check: `cargo bench --bench hot_paths -- --quick`.
@@ -26,7 +27,7 @@ use relay::protocol::{inbound, outbound};
 use relay::socket_id::SocketId;
 use relay::ws::frame::{self, FrameDecoder, Message};
 
-// Spec §11.4 credentials and vectors.
+// docs/protocol.md#test-vectors credentials and vectors.
 const APP_KEY: &str = "a1b2c3d4e5f6a7b8c9d0";
 const APP_SECRET: &str = "0f9e8d7c6b5a4f3e2d1c";
 const V1_PATH: &str = "/apps/424242/events";
@@ -246,7 +247,7 @@ fn bench_rest_signature(c: &mut Criterion) {
     );
     assert_eq!(
         spec, V1_SPEC_QUERY,
-        "sign_rest_query disagrees with spec §11.4 V1"
+        "sign_rest_query disagrees with docs/protocol.md#test-vectors V1"
     );
     // ...and the bench signs with the current time, so the check passes like a live request would.
     let now = unix_now();

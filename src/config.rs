@@ -53,37 +53,39 @@ pub struct AppConfig {
     pub enabled: bool,
     /// Simultaneous connections for this app; 0 = unlimited. Over it: close 4004.
     pub max_connections: u64,
-    /// Bytes of `data` per published event (spec §10.9: 10 KB). Over it: 413.
+    /// Bytes of `data` per published event (docs/protocol.md#limits: 10 KB). Over it: 413.
     pub max_event_payload_bytes: usize,
-    /// Channels in one publish (spec §10.2: 100).
+    /// Channels in one publish (docs/protocol.md#publish: 100).
     pub max_channels_per_publish: usize,
-    /// Events in one batch publish (spec §10.3: 10).
+    /// Events in one batch publish (docs/protocol.md#batch-publish: 10).
     pub max_batch_size: usize,
-    /// Characters in a channel name (spec §3.1: 200, strict Pusher 164).
+    /// Characters in a channel name (docs/protocol.md#channel-names: 200, strict Pusher 164).
     pub max_channel_name_length: usize,
-    /// Characters in an event name (spec §10.2: 200).
+    /// Characters in an event name (docs/protocol.md#publish: 200).
     pub max_event_name_length: usize,
-    /// Whether `client-*` events are relayed (spec §6).
+    /// Whether `client-*` events are relayed (docs/protocol.md#client-events).
     pub client_events: bool,
-    /// Distinct users in one presence channel (spec §5: 100).
+    /// Distinct users in one presence channel (docs/protocol.md#presence: 100).
     pub max_presence_members: usize,
-    /// Characters in a presence user id (spec §5: 128).
+    /// Characters in a presence user id (docs/protocol.md#presence: 128).
     pub max_presence_user_id_length: usize,
-    /// Bytes of a presence member's user_info (spec §5: 1 KB).
+    /// Bytes of a presence member's user_info (docs/protocol.md#presence: 1 KB).
     pub max_presence_user_info_bytes: usize,
-    /// Client events per second per connection (spec §6: 10).
+    /// Client events per second per connection (docs/protocol.md#client-events: 10).
     pub max_client_events_per_second: u32,
-    /// Send `pusher_internal:subscription_count` (spec §9).
+    /// Send `pusher_internal:subscription_count` (docs/protocol.md#subscription-count).
     pub subscription_count: bool,
-    /// Seconds a cache channel keeps its last event (spec §8: up to 30 min).
+    /// Seconds a cache channel keeps its last event (docs/protocol.md#cache-channels: up to 30 min).
     pub cache_ttl_secs: u64,
-    /// Connections must sign in or subscribe to an authorized channel in time (spec §7.2).
+    /// Connections must sign in or subscribe to an authorized channel in time
+    /// (docs/protocol.md#authorized-connections).
     pub authorized_connections: bool,
-    /// Watched users per signed-in connection (spec §7.5: 100).
+    /// Watched users per signed-in connection (docs/protocol.md#watchlist: 100).
     pub max_watchlist_size: usize,
     /// Channels one connection may be subscribed to at once (subscribe beyond it: `pusher:error`).
     pub max_channels_per_connection: usize,
-    /// Base64 of 32 bytes: lets `POST /apps/{id}/auth` return `shared_secret` for encrypted channels (spec §4.1).
+    /// Base64 of 32 bytes: lets `POST /apps/{id}/auth` return `shared_secret` for encrypted channels
+    /// (docs/protocol.md#encrypted-channels).
     pub encryption_master_key_base64: Option<String>,
 }
 
@@ -156,7 +158,7 @@ pub struct Limits {
     pub http_write_timeout: Duration,
     /// Messages queued in one core's inbox before publishers are told the server is overloaded.
     pub core_inbox_capacity: usize,
-    /// REST timestamp window (spec §11.1: 600 s).
+    /// REST timestamp window (docs/protocol.md#auth-parameters: 600 s).
     pub auth_timestamp_window_secs: u64,
 }
 
@@ -190,7 +192,8 @@ pub struct Config {
     pub activity_timeout_secs: u64,
     /// Seconds to wait for any reply to that check before closing with 4201.
     pub pong_timeout_secs: u64,
-    /// Seconds a connection of an authorized-connections app has to sign in (spec §7.2: 30).
+    /// Seconds a connection of an authorized-connections app has to sign in (docs/protocol.md#authorized-connections:
+    /// 30).
     pub authorized_connection_timeout_secs: u64,
     pub limits: Limits,
     pub apps: Vec<AppConfig>,

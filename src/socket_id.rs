@@ -1,4 +1,5 @@
-//! Socket ids: `"<random>.<unique>"`, two unsigned decimal integers (docs/protocol.md#socket-ids requires `^\d+\.\d+$`).
+//! Socket ids: `"<random>.<unique>"`, two unsigned decimal integers (docs/protocol.md#socket-ids requires
+//! `^\d+\.\d+$`).
 //!
 //! The second half is unique across the process: a per-core counter with the core number in its low bits, so cores
 //! never coordinate. The first half is random so ids are not guessable. Both halves stay below 2^53 so a client

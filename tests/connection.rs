@@ -1,4 +1,4 @@
-//! WebSocket connection behaviour over real sockets (spec §2, §3; checklist 1–24).
+//! WebSocket connection behaviour over real sockets (docs/protocol.md#connection, #channels; checklist 1–24).
 
 mod common;
 
@@ -168,7 +168,7 @@ fn subscribe_public_channel_succeeds_with_string_data() {
         e.raw,
         r#"{"event":"pusher_internal:subscription_succeeded","channel":"my-channel","data":"{}"}"#
     );
-    // data as a JSON string (spec §1.3)
+    // data as a JSON string (docs/protocol.md#client-input)
     c.send_text(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"other\"}"}"#);
     let e = c.expect_event("pusher_internal:subscription_succeeded");
     assert_eq!(e.channel(), Some("other"));

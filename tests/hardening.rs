@@ -330,3 +330,25 @@ fn connections_that_arrive_while_draining_get_503_not_a_reset() {
     let (code, _) = ws.expect_close();
     assert_eq!(code, Some(4200));
 }
+
+#[test]
+fn the_deepest_accepted_json_parses_with_half_a_core_stack() {
+    use relay::json::{MAX_JSON_DEPTH, parse};
+    #[derive(serde::Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow, default)]
+        #[allow(dead_code)]
+        data: Option<sonic_rs::LazyValue<'a>>,
+    }
+    // sonic-rs recurses per level while skipping a lazy value: ~60 KiB a level in a debug build, ~100 bytes in
+    // release. Half of a core's stack must be enough in both.
+    let worker = std::thread::Builder::new()
+        .stack_size(relay::config::CORE_STACK_BYTES / 2)
+        .spawn(|| {
+            let depth = MAX_JSON_DEPTH - 1;
+            let doc = format!(r#"{{"data":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+            parse::<Msg<'_>>(doc.as_bytes()).is_ok()
+        })
+        .unwrap();
+    assert!(worker.join().unwrap());
+}

@@ -1,5 +1,5 @@
 //! Private, presence, cache channels, client events and user authentication over real sockets
-//! (spec §4–§9; checklist 25–64).
+//! (docs/protocol.md#channel-authorization to #subscription-count; checklist 25–64).
 
 mod common;
 

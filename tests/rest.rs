@@ -1,5 +1,5 @@
-//! REST API over real sockets (spec §10, §11; checklist 65–88): publishing reaches subscribers on every worker,
-//! signing rules, limits and queries.
+//! REST API over real sockets (docs/protocol.md#http-api, #rest-signing; checklist 65–88): publishing reaches
+//! subscribers on every worker, signing rules, limits and queries.
 
 mod common;
 

@@ -217,8 +217,8 @@ pub async fn one(req: &ApiRequest<'_>, raw_name: &str) -> Response {
     Response::json(200, out.into_bytes())
 }
 
-/// Deprecated `GET /apps/{id}/channels/{name}/stats` (docs/protocol.md#deprecated-endpoints): occupied, user_count (presence),
-/// connection_count.
+/// Deprecated `GET /apps/{id}/channels/{name}/stats` (docs/protocol.md#deprecated-endpoints): occupied, user_count
+/// (presence), connection_count.
 pub async fn legacy_stats(req: &ApiRequest<'_>, raw_name: &str) -> Response {
     let channel = match decode_name(raw_name) {
         Ok(c) => c,

@@ -80,7 +80,7 @@ fn check_event_name(cfg: &AppConfig, name: &str) -> Result<(), Refusal> {
     if name.chars().count() > max {
         return Err(bad(format!("Event name too long (over {max} characters)")));
     }
-    // Only the server may use these prefixes (spec §10.2).
+    // Only the server may use these prefixes (docs/protocol.md#publish).
     if name.starts_with("pusher:") || name.starts_with("pusher_internal:") {
         return Err(bad(format!(
             "Event name '{name}' is reserved: 'pusher:' and 'pusher_internal:' are for the server"

@@ -1,5 +1,5 @@
-//! `POST /apps/{id}/users/{user_id}/terminate_connections` (docs/protocol.md#terminate, #terminate-endpoint): every core closes its
-//! connections signed in as the user with 4009.
+//! `POST /apps/{id}/users/{user_id}/terminate_connections` (docs/protocol.md#terminate, #terminate-endpoint): every
+//! core closes its connections signed in as the user with 4009.
 
 use crate::api::ApiRequest;
 use crate::http::response::Response;

@@ -352,7 +352,10 @@ mod tests {
         );
         assert_eq!(d.delivered(), 2);
         assert!(subs[1].got.borrow().is_empty());
-        assert_eq!(subs[0].got.borrow().as_slice(), std::slice::from_ref(&frame));
+        assert_eq!(
+            subs[0].got.borrow().as_slice(),
+            std::slice::from_ref(&frame)
+        );
         assert_eq!(idx.deliver(0, "nope", &frame, None), Deliveries::default());
     }
 }

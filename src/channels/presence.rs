@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use crate::json::push_json_string;
 
 struct Member {
-    /// `user_info` as raw JSON text (`null` when absent); the first connection's info wins (spec §5).
+    /// `user_info` as raw JSON text (`null` when absent); the first connection's info wins
+    /// (docs/protocol.md#presence).
     info: Box<str>,
     connections: u32,
 }
@@ -79,7 +80,7 @@ impl PresenceRoster {
         self.order.iter().map(|u| &**u)
     }
 
-    /// `{"presence":{"ids":[..],"hash":{..},"count":n}}` for `subscription_succeeded` (spec §5).
+    /// `{"presence":{"ids":[..],"hash":{..},"count":n}}` for `subscription_succeeded` (docs/protocol.md#presence).
     pub fn snapshot_json(&self) -> String {
         let mut o = Vec::with_capacity(64 + self.members.len() * 48);
         o.extend_from_slice(br#"{"presence":{"ids":["#);

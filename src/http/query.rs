@@ -1,8 +1,8 @@
 //! URL query-string decoding for the HTTP API.
 //!
-//! The REST signature (spec §11) is computed over the *decoded* query parameters, so the decoder has to agree
-//! byte-for-byte with what every Pusher SDK signs: split on `&` only, split each pair at the first `=`, and
-//! percent-decode with form semantics. Anything lenient here (duplicate keys, `;` separators, tolerated bad
+//! The REST signature (docs/protocol.md#rest-signing) is computed over the *decoded* query parameters, so the decoder
+//! has to agree byte-for-byte with what every Pusher SDK signs: split on `&` only, split each pair at the first `=`,
+//! and percent-decode with form semantics. Anything lenient here (duplicate keys, `;` separators, tolerated bad
 //! escapes) would make two different parameter sets verify against one signature.
 
 use std::collections::HashSet;

@@ -1,6 +1,7 @@
-//! Signatures for the Pusher protocol: REST request authentication (spec §11), channel authorization tokens
-//! (spec §4), user sign-in tokens (spec §7.1), webhook signatures (spec §12) and the encrypted-channel shared
-//! secret (spec §4.1).
+//! Signatures for the Pusher protocol: REST request authentication (docs/protocol.md#rest-signing), channel
+//! authorization tokens (docs/protocol.md#channel-authorization), user sign-in tokens (docs/protocol.md#sign-in),
+//! webhook signatures (docs/protocol.md#webhooks) and the encrypted-channel shared secret
+//! (docs/protocol.md#encrypted-channels).
 //!
 //! Every comparison against a client-supplied signature goes through `Mac::verify_slice`, so timing does not
 //! reveal how many leading bytes of a forged signature were right.
@@ -92,7 +93,8 @@ impl fmt::Display for RestAuthError {
 
 impl std::error::Error for RestAuthError {}
 
-/// Spec §11.3 exactly. `path` is the request path exactly as received (no query). `query` is the decoded query.
+/// REST request verification, exactly as docs/protocol.md#verification describes it. `path` is the request path
+/// exactly as received (no query). `query` is the decoded query.
 ///
 /// Checks, in order: the four `auth_*` params are present; key == `app_key`; version == "1.0";
 /// |now - ts| <= `window_secs`; a non-empty body requires `body_md5` == md5(body) (case-insensitive). With an empty
@@ -214,7 +216,7 @@ pub fn sign_rest_query(
 /// Why a channel or user authorization token was rejected.
 ///
 /// `Display` gives channel-independent wording (suitable for `pusher:signin` errors);
-/// [`ChannelAuthError::message`] gives the subscription wording of spec §2.6.
+/// [`ChannelAuthError::message`] gives the subscription wording of docs/protocol.md#pusher-error.
 #[derive(Debug, PartialEq)]
 pub enum ChannelAuthError {
     Missing,
@@ -227,7 +229,7 @@ pub enum ChannelAuthError {
 }
 
 impl ChannelAuthError {
-    /// The `pusher:error` message for a failed subscription to `channel` (spec §2.6).
+    /// The `pusher:error` message for a failed subscription to `channel` (docs/protocol.md#pusher-error).
     pub fn message(&self, channel: &str) -> String {
         match self {
             ChannelAuthError::Missing => format!("Auth info required to subscribe to {channel}"),
@@ -263,8 +265,8 @@ impl fmt::Display for ChannelAuthError {
 
 impl std::error::Error for ChannelAuthError {}
 
-/// Channel authorization (spec §4). Token "key:hexsig"; string to sign "socket_id:channel" or, iff channel_data
-/// is Some, "socket_id:channel:channel_data" (byte-for-byte as received).
+/// Channel authorization (docs/protocol.md#channel-authorization). Token "key:hexsig"; string to sign
+/// "socket_id:channel" or, iff channel_data is Some, "socket_id:channel:channel_data" (byte-for-byte as received).
 pub fn sign_channel(
     app_key: &str,
     app_secret: &str,
@@ -297,7 +299,7 @@ pub fn verify_channel_auth(
     )
 }
 
-/// User sign-in (spec §7.1): string to sign "socket_id::user::user_data".
+/// User sign-in (docs/protocol.md#sign-in): string to sign "socket_id::user::user_data".
 pub fn sign_user(app_key: &str, app_secret: &str, socket_id: &str, user_data: &str) -> String {
     token(
         app_key,
@@ -343,7 +345,7 @@ fn mac(secret: &str, message: &[u8]) -> HmacSha256 {
     mac
 }
 
-/// Keys lower-cased, sorted by key in byte order, values left unescaped (spec §11.2).
+/// Keys lower-cased, sorted by key in byte order, values left unescaped (docs/protocol.md#string-to-sign).
 fn canonical_query<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     let mut params: Vec<(String, &str)> = params.map(|(k, v)| (k.to_lowercase(), v)).collect();
     // Value is a tie-breaker only so the result is deterministic if keys differ just by case.
@@ -523,7 +525,7 @@ mod tests {
         s
     }
 
-    // ---- §11.4 REST vectors ----
+    // ---- docs/protocol.md#test-vectors REST vectors ----
 
     #[test]
     fn docs_example() {
@@ -974,7 +976,7 @@ mod tests {
         assert!(!verify_hmac_hex(SECRET, b"m", &format!("{}é", &good[..62])));
     }
 
-    // ---- §11.4 socket / user / webhook vectors ----
+    // ---- docs/protocol.md#test-vectors socket / user / webhook vectors ----
 
     #[test]
     fn a1_private() {

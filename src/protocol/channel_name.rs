@@ -1,21 +1,22 @@
-//! Channel names: validation (spec §3.1) and the channel type implied by the prefix (spec §3.2).
+//! Channel names: validation (docs/protocol.md#channel-names) and the channel type implied by the prefix
+//! (docs/protocol.md#channel-types).
 
-/// What a channel's prefix makes it. Prefixes are anchored at the start of the name (spec §3.1: `notprivate-x` is
-/// public, `my-cache-x` is not a cache channel).
+/// What a channel's prefix makes it. Prefixes are anchored at the start of the name (docs/protocol.md#channel-names:
+/// `notprivate-x` is public, `my-cache-x` is not a cache channel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelKind {
     Public,
     Private,
     Encrypted,
     Presence,
-    /// `#server-to-user-{id}` (spec §7.3).
+    /// `#server-to-user-{id}` (docs/protocol.md#server-to-user).
     ServerToUser,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelType {
     pub kind: ChannelKind,
-    /// One of the four cache prefixes (spec §8).
+    /// One of the four cache prefixes (docs/protocol.md#cache-channels).
     pub cache: bool,
 }
 
@@ -23,7 +24,7 @@ pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
 
 impl ChannelType {
     pub fn of(name: &str) -> ChannelType {
-        // spec §3.2: first match wins.
+        // docs/protocol.md#channel-types: first match wins.
         const TABLE: &[(&str, ChannelKind, bool)] = &[
             ("private-encrypted-cache-", ChannelKind::Encrypted, true),
             ("private-encrypted-", ChannelKind::Encrypted, false),
@@ -91,7 +92,7 @@ fn allowed(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'=' | b'@' | b',' | b'.' | b';')
 }
 
-/// spec §3.1: `^[-a-zA-Z0-9_=@,.;]+$`, at most `max_len`; `#` only as `#server-to-user-{id}`.
+/// docs/protocol.md#channel-names: `^[-a-zA-Z0-9_=@,.;]+$`, at most `max_len`; `#` only as `#server-to-user-{id}`.
 pub fn validate(name: &str, max_len: usize) -> Result<ChannelType, NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);

@@ -1,4 +1,4 @@
-//! Pusher close and error codes (spec §2.5, §2.6), in one place.
+//! Pusher close and error codes (docs/protocol.md#close-codes, #pusher-error), in one place.
 
 /// Close codes the server sends.
 pub mod close {

@@ -35,7 +35,7 @@ pub fn parse(text: &[u8]) -> Result<ClientMessage<'_>, JsonError> {
 pub struct SubscribeData {
     pub channel: Option<String>,
     pub auth: Option<String>,
-    /// Exactly as received (it is signed byte-for-byte, spec §4).
+    /// Exactly as received (it is signed byte-for-byte, docs/protocol.md#channel-authorization).
     pub channel_data: Option<String>,
 }
 

@@ -1,8 +1,8 @@
 //! Server -> client frames, built by splicing bytes (docs/protocol.md#framing).
 //!
 //! Every server event carries `data` as a JSON *string*, except `pusher:error` whose `data` is an object
-//! (spec §1.2: Swift and .NET clients depend on exactly this split). App events splice the publisher's raw `data`
-//! token byte-for-byte; nothing is re-serialized per socket.
+//! (docs/protocol.md#data-typing: Swift and .NET clients depend on exactly this split). App events splice the
+//! publisher's raw `data` token byte-for-byte; nothing is re-serialized per socket.
 
 use std::sync::OnceLock;
 
@@ -24,7 +24,8 @@ pub fn connection_established(socket_id: &str, activity_timeout_secs: u64) -> By
     })
 }
 
-/// `pusher:error` with object data (spec §1.2); `code` null for per-message protocol errors (spec §2.6).
+/// `pusher:error` with object data (docs/protocol.md#data-typing); `code` null for per-message protocol errors
+/// (docs/protocol.md#pusher-error).
 pub fn error(code: Option<u16>, message: &str) -> Bytes {
     frame::encode_text_with(64 + message.len(), |o| {
         o.extend_from_slice(br#"{"event":"pusher:error","data":{"code":"#);
@@ -109,7 +110,7 @@ pub fn string_token(s: &str) -> Vec<u8> {
     t
 }
 
-/// `{"event":"pusher:signin_success","data":{"user_data":"<as sent>"}}` (spec §7.1: object data).
+/// `{"event":"pusher:signin_success","data":{"user_data":"<as sent>"}}` (docs/protocol.md#sign-in: object data).
 pub fn signin_success(user_data: &str) -> Bytes {
     frame::encode_text_with(64 + user_data.len() * 2, |o| {
         o.extend_from_slice(br#"{"event":"pusher:signin_success","data":{"user_data":"#);
@@ -118,7 +119,8 @@ pub fn signin_success(user_data: &str) -> Bytes {
     })
 }
 
-/// `pusher_internal:watchlist_events` with an `online` and/or `offline` list; empty lists are omitted (spec §7.5).
+/// `pusher_internal:watchlist_events` with an `online` and/or `offline` list; empty lists are omitted
+/// (docs/protocol.md#watchlist).
 pub fn watchlist_events(online: &[&str], offline: &[&str]) -> Bytes {
     frame::encode_text_with(96, |o| {
         o.extend_from_slice(br#"{"event":"pusher_internal:watchlist_events","data":{"events":["#);
@@ -146,7 +148,7 @@ pub fn watchlist_events(online: &[&str], offline: &[&str]) -> Bytes {
     })
 }
 
-/// `{"event":"pusher:cache_miss","channel":"cache-x","data":"{}"}` (spec §8).
+/// `{"event":"pusher:cache_miss","channel":"cache-x","data":"{}"}` (docs/protocol.md#cache-channels).
 pub fn cache_miss(channel: &str) -> Bytes {
     channel_event_json("pusher:cache_miss", channel, "{}")
 }

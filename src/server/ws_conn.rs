@@ -122,8 +122,8 @@ async fn run(
     crate::debug!("socket {} disconnected", session.socket_id);
 }
 
-/// Handshake-time refusal (docs/protocol.md#handshake): error event, Close with the same code, then wait briefly for the
-/// client's Close so our frames are not lost to a reset.
+/// Handshake-time refusal (docs/protocol.md#handshake): error event, Close with the same code, then wait briefly for
+/// the client's Close so our frames are not lost to a reset.
 async fn refuse(mut stream: TcpStream, code: u16, message: &str) {
     crate::debug!("websocket refused with {code}: {message}");
     let mut out = outbound::error(Some(code), message).to_vec();

@@ -1,7 +1,7 @@
 'use strict';
 // Cache channels with pusher-js: the last REST event is replayed to a late subscriber right after
 // subscription_succeeded, an empty cache gives pusher:cache_miss, REST info=cache, TTL expiry, and client events
-// are never cached. Spec §8, items 50, 61–64.
+// are never cached. docs/protocol.md#cache-channels, items 50, 61–64.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');

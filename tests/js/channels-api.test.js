@@ -1,6 +1,6 @@
 'use strict';
 // Channel queries through the official SDK: GET /channels, /channels/{name}, /channels/{name}/stats, /stats,
-// and how counts follow subscribe / unsubscribe / disconnect across both workers. Spec §10.4, §10.5, items 70, 74, 88.
+// and how counts follow subscribe / unsubscribe / disconnect across both workers. docs/protocol.md#list-channels, #channel-info, items 70, 74, 88.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');

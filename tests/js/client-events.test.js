@@ -1,7 +1,7 @@
 'use strict';
 // Client events with pusher-js (`channel.trigger('client-…')`): fan-out without echo, metadata.user_id on presence,
 // the 10/s rate limit (4301), refusals at the frame level, and an app with client events disabled.
-// Spec §6, items 42–49, 51.
+// docs/protocol.md#client-events, items 42–49, 51.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -189,7 +189,7 @@ describe('client events with pusher-js', () => {
     h.disconnect(relay, a);
   });
 
-  it('client events on private-encrypted- channels are relayed as-is (§4.1 REC; pusher-js refuses to send them, raw frames here)', async () => {
+  it('client events on private-encrypted- channels are relayed as-is (docs/protocol.md#encrypted-channels REC; pusher-js refuses to send them, raw frames here)', async () => {
     const ch = 'private-encrypted-client';
     const a = await h.rawConnect(relay);
     const b = await h.rawConnect(relay);

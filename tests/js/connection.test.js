@@ -1,6 +1,6 @@
 'use strict';
 // Connection lifecycle: handshake, socket ids, handshake refusals (4001/4003/4007), pings, odd frames.
-// Spec §2, checklist items 1–4, 5, 7–11, 14, 15.
+// docs/protocol.md#connection, checklist items 1–4, 5, 7–11, 14, 15.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -144,7 +144,7 @@ describe('connection', () => {
     if (raw.isOpen) {
       await raw.ping();
     } else {
-      // Spec §1.1 allows closing with 1003; anything else is a failure.
+      // docs/protocol.md#framing allows closing with 1003; anything else is a failure.
       const close = await raw.waitClose();
       assert.equal(close.code, 1003);
     }
@@ -166,7 +166,7 @@ describe('connection', () => {
     raw.close(1000);
   });
 
-  it('unknown pusher:* events and non-client custom events are ignored, connection stays open (§1.3)', async () => {
+  it('unknown pusher:* events and non-client custom events are ignored, connection stays open (docs/protocol.md#client-input)', async () => {
     const { raw } = await h.rawConnect(relay);
     raw.send({ event: 'pusher:nonsense', data: {} });
     raw.send({ event: 'my-event', channel: 'x', data: {} });

@@ -1,7 +1,7 @@
 'use strict';
 // End-to-end encrypted channels with the encryption-capable pusher-js and the SDK's encryptionMasterKeyBase64, and
 // the seed's signed `POST /apps/{id}/auth` (via the SDK's pusher.post) as the auth endpoint pusher-js uses.
-// Spec §4, §4.1, items 25, 28, 31.
+// docs/protocol.md#channel-authorization, #encrypted-channels, items 25, 28, 31.
 //
 // pusher-js build: `require('pusher-js/with-encryption')` resolves to the *web* bundle and throws
 // "self is not defined" under Node; the Node build (`require('pusher-js')`, dist/node/pusher.js, which the harness

@@ -390,7 +390,7 @@ function parseJson(text) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Raw signed HTTP (spec §11), for requests the SDK refuses to make or deliberately broken signatures
+// Raw signed HTTP (docs/protocol.md#rest-signing), for requests the SDK refuses to make or deliberately broken signatures
 
 function hmacHex(secret, message) {
   return crypto.createHmac('sha256', secret).update(message, 'utf8').digest('hex');

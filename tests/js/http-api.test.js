@@ -1,6 +1,6 @@
 'use strict';
-// REST API conformance: request signing (§11) and every error status of checklist items 65–88.
-// Runs the relay with the spec's test credentials (app 424242) so the §11.4 vectors apply byte for byte.
+// REST API conformance: request signing (docs/protocol.md#rest-signing) and every error status of checklist items 65–88.
+// Runs the relay with the spec's test credentials (app 424242) so the docs/protocol.md#test-vectors vectors apply byte for byte.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -56,7 +56,7 @@ describe('REST API', () => {
   }
 
   describe('signing', () => {
-    it('the test signer reproduces the spec §11.4 vectors V1, V2 and V3', () => {
+    it('the test signer reproduces the docs/protocol.md#test-vectors vectors V1, V2 and V3', () => {
       assert.equal(h.md5Hex(V1_BODY), 'f848cacb117dadecedef966b423c274f');
       const base = { auth_key: APP.key, auth_timestamp: '1700000000', auth_version: '1.0' };
       assert.equal(
@@ -214,7 +214,7 @@ describe('REST API', () => {
       sub.raw.close(1000);
     });
 
-    it('empty data "" is valid (§10.2)', async () => {
+    it('empty data "" is valid (docs/protocol.md#publish)', async () => {
       const r = await sdkPost('/events', { name: 'e', data: '', channels: ['empty-data'] });
       assert.equal(r.status, 200, r.body);
     });

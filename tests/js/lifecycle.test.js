@@ -1,5 +1,5 @@
 'use strict';
-// Liveness checks (4201) and graceful shutdown (4200). Spec §2.4, §2.5, items 12, 13, 16.
+// Liveness checks (4201) and graceful shutdown (4200). docs/protocol.md#heartbeats, #close-codes, items 12, 13, 16.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');

@@ -1,5 +1,5 @@
 'use strict';
-// Connection quotas: per-app max_connections (4004) and whole-server capacity (4100). Spec §2.7, item 6.
+// Connection quotas: per-app max_connections (4004) and whole-server capacity (4100). docs/protocol.md#connection-limits, item 6.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');

@@ -1,6 +1,6 @@
 'use strict';
 // Presence channels with pusher-js (channel.members) and the SDK's authorizeChannel as the auth endpoint, the REST
-// views of a presence channel (/users, user_count), and the member limit. Spec §5, §10.5, §10.6, items 31–41, 75, 76.
+// views of a presence channel (/users, user_count), and the member limit. docs/protocol.md#presence, #channel-info, #presence-users, items 31–41, 75, 76.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -224,7 +224,7 @@ describe('presence channels with pusher-js', () => {
     h.disconnect(relay, watcher.client);
   });
 
-  it('user_id over 128 chars or user_info over 1 KB -> pusher:error, not subscribed (§5 limits)', async () => {
+  it('user_id over 128 chars or user_info over 1 KB -> pusher:error, not subscribed (docs/protocol.md#presence limits)', async () => {
     const ch = 'presence-big';
     const c = await h.rawConnect(relay);
     for (const cd of [

@@ -1,6 +1,6 @@
 'use strict';
 // Private and private-encrypted channels: pusher-js with a customHandler backed by the server SDK's
-// authorizeChannel, and frame-level auth checks. Spec §3.2, §3.3, §4, items 25–30.
+// authorizeChannel, and frame-level auth checks. docs/protocol.md#channel-types, #subscribe, #channel-authorization, items 25–30.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -65,7 +65,7 @@ describe('private channels with the official clients', () => {
     await h.eventually(() => assert.ok(errors.length > 0), { timeout: 3000, what: 'pusher:error reported by pusher-js' });
     assert.equal(errors[0].type, 'PusherError');
     assert.equal(typeof errors[0].data, 'object');
-    assert.equal(errors[0].data.code, null, 'per-message auth errors carry code null (§2.6)');
+    assert.equal(errors[0].data.code, null, 'per-message auth errors carry code null (docs/protocol.md#pusher-error)');
     await h.sleep(500);
     assert.equal(succeeded, false, 'subscription_succeeded arrived despite a bad signature');
     assert.equal(channel.subscribed, false);

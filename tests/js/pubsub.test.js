@@ -1,7 +1,7 @@
 'use strict';
 // Publishing with the official server SDK, receiving with pusher-js: fan-out across workers, multi-channel,
-// batches (both paths), socket_id exclusion, unsubscribe, the deprecated publish route. Spec §3, §10.2, §10.3,
-// §10.8; items 17, 23, 65, 77, 83.
+// batches (both paths), socket_id exclusion, unsubscribe, the deprecated publish route. docs/protocol.md#channels, #publish, #batch-publish,
+// docs/protocol.md#deprecated-endpoints; items 17, 23, 65, 77, 83.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -48,7 +48,7 @@ describe('publish / subscribe with the official clients', () => {
     for (const { client } of clients) h.disconnect(relay, client);
   });
 
-  it('the data string reaches subscribers byte-for-byte and as a JSON string (§1.2, item 65)', async () => {
+  it('the data string reaches subscribers byte-for-byte and as a JSON string (docs/protocol.md#data-typing, item 65)', async () => {
     const subs = await Promise.all(Array.from({ length: 4 }, () => h.rawConnect(relay)));
     await Promise.all(subs.map((s) => s.raw.subscribe('exact-data')));
     const data = '{"message": "hello world" , "n":1.50}';
@@ -199,7 +199,7 @@ describe('publish / subscribe with the official clients', () => {
     h.disconnect(relay, client);
   });
 
-  it('deprecated POST /channels/{name}/events -> 202 and raw body delivered as data (§10.8)', async () => {
+  it('deprecated POST /channels/{name}/events -> 202 and raw body delivered as data (docs/protocol.md#deprecated-endpoints)', async () => {
     const { raw } = await h.rawConnect(relay);
     await raw.subscribe('legacy');
     const body = '{"legacy":true}';

@@ -212,7 +212,7 @@ describe('slow reader (RELAY_MAX_OUTBOUND_QUEUE_BYTES=65536)', () => {
   });
 
   it('~2 MB as full batches (10 x 10 KB per request): fast subscribers get every event in order', async (t) => {
-    // A legal batch (§10.3: 10 events of up to 10 KB) is ~100 KB: a client that reads promptly must not be cut
+    // A legal batch (docs/protocol.md#batch-publish: 10 events of up to 10 KB) is ~100 KB: a client that reads promptly must not be cut
     // off as a "slow reader" just because one publish is larger than the per-connection queue cap.
     await firehose(t, relay, 'firehose-batch', 10, 0);
   });

@@ -1,5 +1,5 @@
 'use strict';
-// pusher:subscribe / pusher:unsubscribe at the frame level. Spec §3.1, §3.3, §3.4, items 17–24.
+// pusher:subscribe / pusher:unsubscribe at the frame level. docs/protocol.md#channel-names, #subscribe, #unsubscribe, items 17–24.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');

@@ -1,6 +1,6 @@
 'use strict';
 // subscription_count events (RELAY_SUBSCRIPTION_COUNT=true) through pusher-js's `pusher:subscription_count` and at
-// the frame level; none for presence channels, none when the feature is off. Spec §9, item 95.
+// the frame level; none for presence channels, none when the feature is off. docs/protocol.md#subscription-count, item 95.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');

@@ -1,7 +1,7 @@
 'use strict';
 // User authentication with pusher-js (`pusher.signin()`, userAuthentication.customHandler backed by the SDK's
 // authenticateUser): server-to-user events (SDK sendToUser), watchlist online/offline, terminateUserConnections,
-// and authorized-connections mode. Spec §7, items 40, 52–60.
+// and authorized-connections mode. docs/protocol.md#users, items 40, 52–60.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -64,7 +64,7 @@ describe('pusher-js signin, server-to-user, watchlist, terminate', () => {
     await h.sleep(200);
     assert.deepEqual(gotOther, []);
     assert.deepEqual(a1.errors.errors, []);
-    // #server-to-user channels are not listed (spec §10.4 REC)
+    // #server-to-user channels are not listed (docs/protocol.md#list-channels REC)
     const list = await h.sdkResult(sdk.get({ path: '/channels' }));
     assert.equal(list.status, 200);
     assert.ok(!Object.keys(list.json.channels).some((c) => c.startsWith('#')), list.body);
@@ -222,7 +222,7 @@ describe('pusher-js signin, server-to-user, watchlist, terminate', () => {
     for (const c of [watcher, member, s]) h.disconnect(relay, c.client);
   });
 
-  it('signing in again with the same id on the same socket succeeds again (§7.1 REC)', async () => {
+  it('signing in again with the same id on the same socket succeeds again (docs/protocol.md#sign-in REC)', async () => {
     const c = await h.rawConnect(relay);
     const first = await rawSignin(relay, c, { id: 'twice' });
     assert.equal(first.event, 'pusher:signin_success');
