@@ -138,6 +138,11 @@ pub const CORE_STACK_BYTES: usize = 16 * 1024 * 1024;
 pub struct Limits {
     /// Whole-server connection capacity; 0 = unlimited. Over it: close 4100 (clients back off).
     pub max_connections: u64,
+    /// Distinct occupied channels, all apps, all cores: a subscribe that would open one more gets `pusher:error`
+    /// 4100. Any client can create channels, and each costs an index entry on its core and facts on its home.
+    /// At the limit a core takes new subscribers only for channels it already has (whether another core has a
+    /// channel is known only to the channel's home).
+    pub max_channels: usize,
     /// Largest WebSocket message (after reassembly) a client may send. Checked right after a frame header.
     pub max_ws_message_bytes: usize,
     /// A WebSocket message sent in fragments must be complete within this (close 1008 otherwise).
@@ -166,6 +171,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 0,
+            max_channels: 1_000_000,
             max_ws_message_bytes: 64 * 1024,
             ws_fragment_timeout: Duration::from_secs(10),
             max_outbound_queue_bytes: 1024 * 1024,
@@ -261,6 +267,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "RELAY_SERVER_MAX_CONNECTIONS",
         "--server-max-connections",
         "connections for the whole server (0 = unlimited)",
+    ),
+    (
+        "RELAY_MAX_CHANNELS",
+        "--max-channels",
+        "distinct occupied channels for the whole server",
     ),
     ("RELAY_DEBUG", "--debug", "debug logging (true/false)"),
     (
@@ -434,6 +445,9 @@ pub fn load_from(
     if let Some((field, v)) = get("RELAY_SERVER_MAX_CONNECTIONS") {
         config.limits.max_connections = parse_num(&field, &v)?;
     }
+    if let Some((field, v)) = get("RELAY_MAX_CHANNELS") {
+        config.limits.max_channels = parse_num(&field, &v)?;
+    }
     if let Some((field, v)) = get("RELAY_MAX_WS_MESSAGE_BYTES") {
         config.limits.max_ws_message_bytes = parse_num(&field, &v)?;
     }
@@ -590,6 +604,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "http_read_timeout",
             "HTTP timeouts must be at least 1 second",
         ));
+    }
+    if l.max_channels == 0 {
+        return Err(ConfigError::new("max_channels", "must be at least 1"));
     }
     if l.ws_fragment_timeout.is_zero() {
         return Err(ConfigError::new(

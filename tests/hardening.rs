@@ -352,3 +352,61 @@ fn the_deepest_accepted_json_parses_with_half_a_core_stack() {
         .unwrap();
     assert!(worker.join().unwrap());
 }
+
+#[test]
+fn stats_counts_occupied_channels_as_they_change_without_asking_the_cores() {
+    let server = Server::start();
+    let channels = || json(&http(server.port, "GET", "/stats", "").1)["channels"].as_u64();
+    assert_eq!(channels(), Some(0));
+    // The same channel on both cores (connections spread over them) counts once; each change shows at once.
+    let mut clients: Vec<_> = (0..6).map(|_| server.client()).collect();
+    for c in &mut clients {
+        c.subscribe("shared");
+    }
+    let soon = |want: u64| {
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while channels() != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "/stats says {:?}, not {want}",
+                channels()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    soon(1);
+    clients[0].subscribe("second");
+    soon(2);
+    clients[0].send_text(r#"{"event":"pusher:unsubscribe","data":{"channel":"second"}}"#);
+    soon(1);
+    drop(clients);
+    soon(0);
+}
+
+#[test]
+fn the_server_wide_channel_limit_refuses_one_channel_more() {
+    // One core: at the limit a core takes subscribers only for channels it has (see Limits::max_channels).
+    let server = Server::start_with(&["--max-channels", "3", "--workers", "1"], &[]);
+    let mut a = server.client();
+    for ch in ["c1", "c2", "c3"] {
+        a.subscribe(ch);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut b = server.client();
+    b.send_text(r#"{"event":"pusher:subscribe","data":{"channel":"c4"}}"#);
+    let e = b.expect_event("pusher:error");
+    assert_eq!(e.value["data"]["code"].as_u64(), Some(4100), "{}", e.raw);
+    assert!(
+        e.value["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("channel limit"),
+        "{}",
+        e.raw
+    );
+    // Existing channels still take subscribers, and a freed slot can be used again.
+    b.subscribe("c2");
+    a.send_text(r#"{"event":"pusher:unsubscribe","data":{"channel":"c1"}}"#);
+    std::thread::sleep(Duration::from_millis(100));
+    b.subscribe("c4");
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::app::{App, AppIdx};
 use crate::channels::facts::FactsTable;
 use crate::channels::index::ChannelIndex;
-use crate::metrics::{CoreMetrics, Counter};
+use crate::metrics::{CoreMetrics, Counter, Gauge};
 use crate::protocol::session::Session;
 use crate::runtime::liveness::FloodSummary;
 use crate::runtime::message::CoreMsg;
@@ -130,6 +130,19 @@ impl Core {
             drop(t);
             self.metrics().inc(Counter::ConnectionsClosed);
         }
+    }
+
+    /// Whether a subscription to `channel` keeps the server within `max_channels`: a channel this core already
+    /// has costs nothing new; another one must fit under the limit both on this core and server-wide (the
+    /// server-wide count trails by the messages in flight, the per-core one does not).
+    pub fn has_room_for(&self, app: AppIdx, channel: &str) -> bool {
+        let channels = self.channels.borrow();
+        if channels.local_count(app, channel) > 0 {
+            return true;
+        }
+        let max = self.shared.config.limits.max_channels;
+        channels.channel_count() < max
+            && self.shared.metrics.gauge(Gauge::OccupiedChannels) < max as i64
     }
 
     /// Adds the session to the channel's local subscribers; false if it already was one.

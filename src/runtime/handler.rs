@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use crate::channels::publication::{Publication, Source};
 use crate::json::JsonError;
+use crate::protocol::codes::close;
 use crate::protocol::inbound::{self, ClientMessage, SubscribeData};
 use crate::protocol::rejection::Rejection;
 use crate::protocol::session::Session;
@@ -73,10 +74,22 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
         Ok(r) => r,
         Err(r) => return reject(session, r),
     };
+    let channel = req.channel.as_str();
+    if !core.has_room_for(session.app, channel) {
+        let max = core.shared.config.limits.max_channels;
+        return reject(
+            session,
+            Rejection::with_code(
+                close::OVER_CAPACITY,
+                format!(
+                    "Server channel limit reached ({max} channels): cannot subscribe to {channel}"
+                ),
+            ),
+        );
+    }
     if req.ty.needs_auth() {
         session.authorized.set(true);
     }
-    let channel = req.channel.as_str();
     match req.member {
         // The home core's answer subscribes the socket and sends the success itself (ordering, see presence).
         Some(member) => match core.join_presence(session, channel, member).await {

@@ -38,7 +38,9 @@ impl Cores {
         };
         let (senders, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| inbox(1024)).unzip();
         let shared = Arc::new(Shared::new(config, senders));
-        let cores = (0..n).map(|i| Rc::new(Core::new(i, shared.clone()))).collect();
+        let cores = (0..n)
+            .map(|i| Rc::new(Core::new(i, shared.clone())))
+            .collect();
         Cores { cores, inboxes }
     }
 
@@ -114,7 +116,12 @@ impl Cores {
     fn assert_no_facts_left(&self) {
         for c in &self.cores {
             assert!(c.facts.borrow().is_empty(), "core {} keeps facts", c.id);
-            assert_eq!(c.channels.borrow().channel_count(), 0, "core {} keeps channels", c.id);
+            assert_eq!(
+                c.channels.borrow().channel_count(),
+                0,
+                "core {} keeps channels",
+                c.id
+            );
         }
         assert_eq!(self.occupied(), 0);
     }
@@ -140,17 +147,30 @@ fn events(s: &Session) -> Vec<Value> {
 }
 
 fn names(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["event"].as_str().unwrap_or("").to_string()).collect()
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 fn subscribe(cores: &Cores, core: usize, s: &Rc<Session>, channel: &str) {
-    cores.say(core, s, &format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#));
+    cores.say(
+        core,
+        s,
+        &format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#),
+    );
 }
 
 fn join_presence(cores: &Cores, core: usize, s: &Rc<Session>, channel: &str, user: &str) {
     let cfg = AppConfig::default();
     let data = format!(r#"{{"user_id":"{user}"}}"#);
-    let token = auth::sign_channel(&cfg.key, &cfg.secret, &s.socket_id_text, channel, Some(&data));
+    let token = auth::sign_channel(
+        &cfg.key,
+        &cfg.secret,
+        &s.socket_id_text,
+        channel,
+        Some(&data),
+    );
     let msg = sonic_rs::json!({
         "event": "pusher:subscribe",
         "data": {"channel": channel, "auth": token, "channel_data": data}
@@ -181,11 +201,25 @@ fn the_handler_answers_pings_errors_and_subscribes() {
     let got = events(&s);
     assert_eq!(
         names(&got),
-        ["pusher:pong", "pusher:error", "pusher_internal:subscription_succeeded", "pusher:error"]
+        [
+            "pusher:pong",
+            "pusher:error",
+            "pusher_internal:subscription_succeeded",
+            "pusher:error"
+        ]
     );
-    assert!(got[3]["data"]["message"].as_str().unwrap().starts_with("Existing subscription"));
+    assert!(
+        got[3]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Existing subscription")
+    );
     assert_eq!(cores.occupied(), 1);
-    cores.say(0, &s, r#"{"event":"pusher:unsubscribe","data":{"channel":"news"}}"#);
+    cores.say(
+        0,
+        &s,
+        r#"{"event":"pusher:unsubscribe","data":{"channel":"news"}}"#,
+    );
     cores.assert_no_facts_left();
 }
 
@@ -197,7 +231,11 @@ fn a_publication_reaches_every_core_except_the_excluded_socket() {
         subscribe(&cores, i % 3, s, "c");
         events(s);
     }
-    assert_eq!(cores.occupied(), 1, "one channel however many cores have it");
+    assert_eq!(
+        cores.occupied(),
+        1,
+        "one channel however many cores have it"
+    );
     let mut p = rest_event(&["c"], "e", "d");
     p.except = Some(subs[4].socket_id);
     cores.core(1).publish(p).unwrap();
@@ -222,12 +260,22 @@ fn client_events_go_to_the_others_on_a_private_channel() {
     let cfg = AppConfig::default();
     let (a, b) = (cores.connect(0), cores.connect(1));
     for (core, s) in [(0, &a), (1, &b)] {
-        let token = auth::sign_channel(&cfg.key, &cfg.secret, &s.socket_id_text, "private-room", None);
+        let token = auth::sign_channel(
+            &cfg.key,
+            &cfg.secret,
+            &s.socket_id_text,
+            "private-room",
+            None,
+        );
         let msg = sonic_rs::json!({"event": "pusher:subscribe", "data": {"channel": "private-room", "auth": token}});
         cores.say(core, s, &msg.to_string());
         events(s);
     }
-    cores.say(0, &a, r#"{"event":"client-typing","channel":"private-room","data":{"x":1}}"#);
+    cores.say(
+        0,
+        &a,
+        r#"{"event":"client-typing","channel":"private-room","data":{"x":1}}"#,
+    );
     assert!(events(&a).is_empty(), "never echoed");
     let got = events(&b);
     assert_eq!(names(&got), ["client-typing"]);
@@ -240,7 +288,10 @@ fn presence_counts_users_once_across_cores_and_connections() {
     let cores = Cores::new(3, AppConfig::default());
     let watcher = cores.connect(2);
     join_presence(&cores, 2, &watcher, "presence-room", "w");
-    assert_eq!(names(&events(&watcher)), ["pusher_internal:subscription_succeeded"]);
+    assert_eq!(
+        names(&events(&watcher)),
+        ["pusher_internal:subscription_succeeded"]
+    );
     // User 7 on two connections, two cores.
     let (a, b) = (cores.connect(0), cores.connect(1));
     join_presence(&cores, 0, &a, "presence-room", "7");
@@ -249,13 +300,26 @@ fn presence_counts_users_once_across_cores_and_connections() {
     assert_eq!(roster["presence"]["count"].as_u64(), Some(2));
     join_presence(&cores, 1, &b, "presence-room", "7");
     events(&b);
-    assert_eq!(names(&events(&watcher)), ["pusher_internal:member_added"], "one member_added per user");
-    let users = cores.run(cores.core(1).presence_users(0, "presence-room")).unwrap();
+    assert_eq!(
+        names(&events(&watcher)),
+        ["pusher_internal:member_added"],
+        "one member_added per user"
+    );
+    let users = cores
+        .run(cores.core(1).presence_users(0, "presence-room"))
+        .unwrap();
     assert_eq!(users, [Box::from("w"), Box::from("7")]);
     cores.core(0).unregister(&a);
     cores.pump();
-    assert!(events(&watcher).is_empty(), "the user is still there on another connection");
-    cores.say(1, &b, r#"{"event":"pusher:unsubscribe","data":{"channel":"presence-room"}}"#);
+    assert!(
+        events(&watcher).is_empty(),
+        "the user is still there on another connection"
+    );
+    cores.say(
+        1,
+        &b,
+        r#"{"event":"pusher:unsubscribe","data":{"channel":"presence-room"}}"#,
+    );
     let got = events(&watcher);
     assert_eq!(names(&got), ["pusher_internal:member_removed"]);
     cores.core(2).unregister(&watcher);
@@ -276,7 +340,10 @@ fn a_full_presence_channel_refuses_a_new_user() {
     join_presence(&cores, 1, &b, "presence-x", "2");
     let got = events(&b);
     assert_eq!(names(&got), ["pusher:error"]);
-    assert!(b.memberships.borrow().is_empty(), "a refused join leaves nothing behind");
+    assert!(
+        b.memberships.borrow().is_empty(),
+        "a refused join leaves nothing behind"
+    );
     cores.core(0).unregister(&a);
     cores.core(1).unregister(&b);
     cores.pump();
@@ -290,16 +357,28 @@ fn cache_channels_replay_the_last_rest_event_and_miss_otherwise() {
     subscribe(&cores, 0, &early, "cache-x");
     assert_eq!(
         names(&events(&early)),
-        ["pusher_internal:subscription_succeeded", "pusher:cache_miss"]
+        [
+            "pusher_internal:subscription_succeeded",
+            "pusher:cache_miss"
+        ]
     );
-    cores.core(0).publish(rest_event(&["cache-x"], "price", "42")).unwrap();
+    cores
+        .core(0)
+        .publish(rest_event(&["cache-x"], "price", "42"))
+        .unwrap();
     cores.pump();
     let late = cores.connect(1);
     subscribe(&cores, 1, &late, "cache-x");
     let got = events(&late);
-    assert_eq!(names(&got), ["pusher_internal:subscription_succeeded", "price"]);
+    assert_eq!(
+        names(&got),
+        ["pusher_internal:subscription_succeeded", "price"]
+    );
     assert_eq!(got[1]["data"].as_str(), Some("42"));
-    let cached = cores.run(cores.core(1).cached(0, "cache-x")).unwrap().unwrap();
+    let cached = cores
+        .run(cores.core(1).cached(0, "cache-x"))
+        .unwrap()
+        .unwrap();
     assert_eq!(&cached.data_token[..], br#""42""#);
 }
 
@@ -341,8 +420,14 @@ fn watchers_learn_when_users_come_and_go_and_terminate_closes_them() {
     let watcher = cores.connect(0);
     signin(0, &watcher, r#"{"id":"w","watchlist":["7","8"]}"#);
     let got = events(&watcher);
-    assert_eq!(names(&got), ["pusher:signin_success", "pusher_internal:watchlist_events"]);
-    assert_eq!(got[1]["data"]["events"][0]["name"].as_str(), Some("offline"));
+    assert_eq!(
+        names(&got),
+        ["pusher:signin_success", "pusher_internal:watchlist_events"]
+    );
+    assert_eq!(
+        got[1]["data"]["events"][0]["name"].as_str(),
+        Some("offline")
+    );
     let seven = cores.connect(1);
     signin(1, &seven, r#"{"id":"7"}"#);
     let got = events(&watcher);
@@ -354,7 +439,10 @@ fn watchers_learn_when_users_come_and_go_and_terminate_closes_them() {
     cores.core(1).unregister(&seven);
     cores.pump();
     let got = events(&watcher);
-    assert_eq!(got[0]["data"]["events"][0]["name"].as_str(), Some("offline"));
+    assert_eq!(
+        got[0]["data"]["events"][0]["name"].as_str(),
+        Some("offline")
+    );
     cores.core(0).unregister(&watcher);
     cores.pump();
     cores.assert_no_facts_left();
@@ -383,5 +471,8 @@ fn a_core_that_never_answers_times_out_instead_of_hanging() {
         name: Arc::from("c"),
     };
     let answers = cores.run(cores.core(0).query(q)).unwrap();
-    assert!(matches!(answers.as_slice(), [Answer::Count(0), Answer::Count(0)]));
+    assert!(matches!(
+        answers.as_slice(),
+        [Answer::Count(0), Answer::Count(0)]
+    ));
 }
