@@ -15,7 +15,7 @@ use monoio::net::TcpStream;
 use crate::api;
 use crate::http::request::{HttpError, Method, parse_head};
 use crate::runtime::core::Core;
-use crate::server::ws_conn;
+use crate::server::{ws_conn, yield_now};
 
 const READ_CHUNK: usize = 4096;
 
@@ -78,20 +78,6 @@ async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, limit: Duration) -
         }
         Ok((Err(_), _)) | Err(_) => false,
     }
-}
-
-/// Lets the core's other tasks run before this one goes on.
-pub async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 /// Drops the consumed front of the read buffer (once per read, never per request: pipelined requests are

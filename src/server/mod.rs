@@ -147,6 +147,20 @@ impl Server {
     }
 }
 
+/// Lets the core's other tasks run before this one goes on.
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 fn run_core(
     id: usize,
     cpu: usize,
@@ -201,11 +215,21 @@ fn run_core(
     });
 }
 
+/// Connections a core accepts before it lets its other tasks run: a reconnect storm is admitted at the connect
+/// rate without starving delivery (the epoll driver would otherwise accept from a full backlog without pause).
+pub const MAX_ACCEPTS_PER_TURN: usize = 32;
+
 async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+    let mut accepted = 0;
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
                 monoio::spawn(http_conn::serve(core.clone(), stream));
+                accepted += 1;
+                if accepted == MAX_ACCEPTS_PER_TURN {
+                    accepted = 0;
+                    yield_now().await;
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
