@@ -523,15 +523,25 @@ fn apply_default_app(
     Ok(())
 }
 
+/// Parses and validates the bytes of an apps file as `--apps-file` would with no other setting: the file's values
+/// over the defaults, then [`validate`]. The same code path as loading the file (the fuzz targets call this).
+pub fn parse_apps_file(bytes: &[u8]) -> Result<Config, ConfigError> {
+    let mut config = Config::default();
+    apply_apps_bytes(&mut config, "apps file", bytes)?;
+    validate(&config)?;
+    Ok(config)
+}
+
 fn apply_apps_file(config: &mut Config, field: &str, path: &str) -> Result<(), ConfigError> {
     let text = std::fs::read(path)
         .map_err(|e| ConfigError::new(field, format!("cannot read '{path}': {e}")))?;
-    let file: AppsFile = crate::json::parse_explained(&text).map_err(|e| {
-        ConfigError::new(
-            format!("{field} '{path}'"),
-            format!("not a valid apps file: {e}"),
-        )
-    })?;
+    apply_apps_bytes(config, &format!("{field} '{path}'"), &text)
+}
+
+/// Applies the apps file `text` to `config`; `source` names the file in errors.
+fn apply_apps_bytes(config: &mut Config, source: &str, text: &[u8]) -> Result<(), ConfigError> {
+    let file: AppsFile = crate::json::parse_explained(text)
+        .map_err(|e| ConfigError::new(source, format!("not a valid apps file: {e}")))?;
     if let Some(h) = file.host {
         config.host = h.parse().map_err(|_| {
             ConfigError::new("apps file: host", format!("'{h}' is not an IP address"))
@@ -810,5 +820,41 @@ mod tests {
         let e = run(&[], &[("RELAY_APPS_FILE", unknown.to_str().unwrap())]).unwrap_err();
         assert!(e.problem.contains("colour"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn apps_file_bytes_are_parsed_and_validated() {
+        let c = parse_apps_file(
+            br#"{"port":7001,"workers":2,"apps":[{"id":"1","key":"k1","secret":"s1","max_batch_size":5}]}"#,
+        )
+        .unwrap();
+        assert_eq!((c.port, c.workers), (7001, 2));
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.apps[0].max_batch_size, 5);
+        assert_eq!(c.apps[0].max_channel_name_length, 200, "defaults fill in");
+        // No apps in the file keeps the default app.
+        assert_eq!(
+            parse_apps_file(br#"{"workers":1}"#).unwrap().apps,
+            vec![AppConfig::default()]
+        );
+        let e = parse_apps_file(
+            b"{\"apps\":[{\"id\":\"1\",\"key\":\"k\",\"secret\":\"s\",\"colour\":1}]}",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "apps file");
+        assert!(e.problem.contains("colour"), "{e}");
+        let e = parse_apps_file(br#"{"workers":0}"#).unwrap_err();
+        assert_eq!(e.field, "workers", "validated");
+        let e = parse_apps_file(br#"{"workers":1,"apps":[{"id":"a b","key":"k","secret":"s"}]}"#)
+            .unwrap_err();
+        assert_eq!(e.field, "apps[0].id");
+        let mut deep = b"{\"apps\":".to_vec();
+        deep.extend(std::iter::repeat_n(b'[', 10_000));
+        assert!(
+            parse_apps_file(&deep)
+                .unwrap_err()
+                .problem
+                .contains("deeper")
+        );
     }
 }

@@ -118,6 +118,13 @@ fn disabled_app_gets_4003() {
     let server = Server::start_with(&["--apps-file", file.to_str().unwrap()], &[]);
     let mut ws = server.ws();
     assert_eq!(ws.expect_close().0, Some(4003));
+    // Its REST API answers 403 to signed requests (docs/protocol.md#http-rules).
+    let (status, body) = server.publish("c", "e", "d");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        json(&body)["error"].as_str(),
+        Some("Application is disabled")
+    );
 }
 
 #[test]

@@ -116,6 +116,9 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
     ) {
         return Response::error(401, &e.to_string());
     }
+    if !app_cfg.enabled {
+        return Response::error(403, "Application is disabled");
+    }
     let req = ApiRequest {
         core,
         app,

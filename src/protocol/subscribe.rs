@@ -51,7 +51,8 @@ pub fn check(cfg: &AppConfig, session: &Session, d: SubscribeData) -> Result<Sub
     let member = match ty.kind {
         ChannelKind::Public => None,
         ChannelKind::Private | ChannelKind::Encrypted => {
-            verify(cfg, session, &channel, None, auth)?;
+            // `channel_data` is signed whenever it is sent (docs/protocol.md#channel-authorization).
+            verify(cfg, session, &channel, channel_data, auth)?;
             None
         }
         ChannelKind::ServerToUser => {
@@ -194,6 +195,12 @@ mod tests {
             )
             .is_ok()
         );
+        // channel_data sent on a private channel is part of the signed string.
+        let extra = Some(r#"{"x":1}"#);
+        let unsigned = data("private-x", sign(&cfg, &s, "private-x", None), extra);
+        assert!(check(&cfg, &s, unsigned).is_err());
+        let signed = data("private-x", sign(&cfg, &s, "private-x", extra), extra);
+        assert!(check(&cfg, &s, signed).is_ok());
         let cd = r#"{"user_id":"7","user_info":{"a":1}}"#;
         let ok = check(
             &cfg,
