@@ -8,7 +8,7 @@ use std::str::FromStr;
 pub const USAGE: &str = "\
 relay-loadgen: load generator for Pusher-Channels-compatible servers (protocol 7)
 
-USAGE: relay-loadgen <idle|fanout|rest|ramp> [flags]
+USAGE: relay-loadgen <idle|fanout|rest|ramp|storm|soak> [flags]
 
 Common flags:
   --host 127.0.0.1   --port 6001   --app-id app-id   --key app-key   --secret app-secret
@@ -31,6 +31,13 @@ fanout --subscribers N --channels K --rate R [--duration S] [--payload BYTES]
 rest   --concurrency C [--duration S] [--payload BYTES]
 ramp   --subscribers N --channels K --start R0 --step DR --max RMAX --p99-us BOUND
        [--step-secs S] [--payload BYTES] [--publishers P] [--pipeline D] [--keep-going]
+storm  [--bystanders N] [--connections M] [--rate R] [--storms K] [--storm-secs S]
+       [--pause S] [--warmup S] [--storm-channels C] [--storm-inflight I] [--storm-rst]
+       [--p99-us BOUND] [--payload BYTES] [--publishers P]
+soak   [--minutes N] [--interval S] [--subscribers N] [--channels K] [--rate R]
+       [--churn R] [--churn-hold S] [--slow-readers N] [--slow-rate R] [--slow-payload B]
+       [--slow-rcvbuf B] [--slow-max-stall S] [--slow-grace S] [--flooders N] [--flood-burst N]
+       [--flood-every S] [--presence N] [--presence-hold S] [--payload BYTES]
 
 Progress goes to stderr about once per second; one JSON object is printed on stdout at the end.
 ";
@@ -99,14 +106,62 @@ pub struct RampOpts {
 }
 
 #[derive(Clone, Debug)]
+pub struct StormOpts {
+    pub bystanders: usize,
+    pub connections: usize,
+    pub rate: f64,
+    pub storms: usize,
+    pub storm_secs: f64,
+    pub pause: f64,
+    pub warmup: f64,
+    pub storm_channels: usize,
+    /// Reconnect handshakes in flight during a storm (0 = only the schedule paces them).
+    pub storm_inflight: usize,
+    pub storm_rst: bool,
+    pub p99_us: u64,
+    pub publish: PubOpts,
+}
+
+#[derive(Clone, Debug)]
+pub struct SoakOpts {
+    pub minutes: f64,
+    pub interval: f64,
+    pub subscribers: usize,
+    pub channels: usize,
+    pub rate: f64,
+    pub publish: PubOpts,
+    pub churn: f64,
+    pub churn_hold: f64,
+    pub slow_readers: usize,
+    pub slow_rate: f64,
+    pub slow_payload: usize,
+    pub slow_rcvbuf: Option<usize>,
+    pub slow_max_stall: f64,
+    pub slow_grace: f64,
+    pub flooders: usize,
+    pub flood_burst: usize,
+    pub flood_every: f64,
+    pub presence: usize,
+    pub presence_hold: f64,
+}
+
+#[derive(Clone, Debug)]
 pub enum Scenario {
     Idle(IdleOpts),
     Fanout(FanoutOpts),
     Rest(RestOpts),
     Ramp(RampOpts),
+    Storm(StormOpts),
+    Soak(SoakOpts),
 }
 
-const BOOL_FLAGS: &[&str] = &["quiet", "allow-non-loopback", "keep-going", "help"];
+const BOOL_FLAGS: &[&str] = &[
+    "quiet",
+    "allow-non-loopback",
+    "keep-going",
+    "storm-rst",
+    "help",
+];
 
 struct Flags {
     map: BTreeMap<String, String>,
@@ -305,6 +360,47 @@ pub fn parse(args: &[String]) -> Result<Option<(Common, Scenario)>, String> {
             }
             Scenario::Ramp(r)
         }
+        "storm" => {
+            let connections = at_least_one("connections", f.get("connections", 10_000)?)?;
+            Scenario::Storm(StormOpts {
+                bystanders: at_least_one("bystanders", f.get("bystanders", 1)?)?,
+                connections,
+                rate: positive("rate", f.get("rate", 100.0)?)?,
+                storms: at_least_one("storms", f.get("storms", 3)?)?.min(1000),
+                storm_secs: positive("storm-secs", f.get("storm-secs", 1.0)?)?.min(3600.0),
+                pause: non_negative("pause", f.get("pause", 4.0)?)?.min(3600.0),
+                warmup: non_negative("warmup", f.get("warmup", 2.0)?)?.min(3600.0),
+                storm_channels: at_least_one(
+                    "storm-channels",
+                    f.get("storm-channels", connections)?,
+                )?,
+                storm_inflight: f.get("storm-inflight", 0)?,
+                storm_rst: f.flag("storm-rst"),
+                p99_us: f.get("p99-us", 50_000)?,
+                publish: pub_opts(&f)?,
+            })
+        }
+        "soak" => Scenario::Soak(SoakOpts {
+            minutes: positive("minutes", f.get("minutes", 10.0)?)?.min(24.0 * 60.0),
+            interval: positive("interval", f.get("interval", 10.0)?)?.min(3600.0),
+            subscribers: f.get("subscribers", 200)?,
+            channels: at_least_one("channels", f.get("channels", 10)?)?,
+            rate: positive("rate", f.get("rate", 100.0)?)?,
+            publish: pub_opts(&f)?,
+            churn: non_negative("churn", f.get("churn", 20.0)?)?.min(100_000.0),
+            churn_hold: positive("churn-hold", f.get("churn-hold", 1.0)?)?.min(3600.0),
+            slow_readers: f.get("slow-readers", 2)?,
+            slow_rate: positive("slow-rate", f.get("slow-rate", 50.0)?)?,
+            slow_payload: f.get("slow-payload", 8000usize)?.min(1 << 20),
+            slow_rcvbuf: f.opt::<usize>("slow-rcvbuf")?,
+            slow_max_stall: positive("slow-max-stall", f.get("slow-max-stall", 60.0)?)?,
+            slow_grace: non_negative("slow-grace", f.get("slow-grace", 3.0)?)?.min(600.0),
+            flooders: f.get("flooders", 2)?,
+            flood_burst: at_least_one("flood-burst", f.get("flood-burst", 300)?)?.min(100_000),
+            flood_every: positive("flood-every", f.get("flood-every", 5.0)?)?,
+            presence: f.get("presence", 10)?,
+            presence_hold: positive("presence-hold", f.get("presence-hold", 2.0)?)?.min(3600.0),
+        }),
         other => return Err(format!("unknown scenario {other:?}")),
     };
     f.check_unused()?;
@@ -336,6 +432,42 @@ mod tests {
             }
             _ => panic!("wrong scenario"),
         }
+    }
+
+    #[test]
+    fn parses_storm_and_soak_defaults() {
+        let (_, s) = parse(&v("storm")).unwrap().unwrap();
+        match s {
+            Scenario::Storm(o) => {
+                assert_eq!((o.bystanders, o.connections, o.storms), (1, 10_000, 3));
+                assert_eq!((o.rate, o.storm_secs), (100.0, 1.0));
+                assert_eq!(o.storm_channels, 10_000);
+                assert_eq!(o.p99_us, 50_000);
+                assert!(!o.storm_rst);
+            }
+            _ => panic!("wrong scenario"),
+        }
+        let (_, s) = parse(&v("storm --connections 50 --storm-rst --storms 2"))
+            .unwrap()
+            .unwrap();
+        match s {
+            Scenario::Storm(o) => assert!(o.storm_rst && o.storm_channels == 50 && o.storms == 2),
+            _ => panic!("wrong scenario"),
+        }
+        let (_, s) = parse(&v("soak --minutes 0.5 --slow-readers 0"))
+            .unwrap()
+            .unwrap();
+        match s {
+            Scenario::Soak(o) => {
+                assert_eq!(o.minutes, 0.5);
+                assert_eq!(o.slow_readers, 0);
+                assert_eq!(o.interval, 10.0);
+            }
+            _ => panic!("wrong scenario"),
+        }
+        assert!(parse(&v("soak --minutes 0")).is_err());
+        assert!(parse(&v("storm --connections 0")).is_err());
+        assert!(parse(&v("storm --hold 3")).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::args::{Common, FanoutOpts, PubOpts, RampOpts};
 use crate::idle::{connect_deadline, errors_obj, target};
 use crate::pool::{Pool, PoolCfg, PoolResult};
-use crate::publish::{self, PubCfg};
+use crate::publish::{self, PubCfg, PubResult};
 use crate::util::{CpuMark, Obj, Progress, hist_obj, own_cpu_obj, p99, server_cpu_obj};
 
 /// One publish step's measurements.
@@ -172,38 +172,9 @@ fn run_step(
     let expected = pr.expected;
     let lost = expected.saturating_sub(received);
     let extra = received.saturating_sub(expected);
-    let non2xx: u64 = pr
-        .status
-        .iter()
-        .filter(|(k, _)| !(200..300).contains(*k))
-        .map(|(_, v)| *v)
-        .sum();
+    let non2xx = non_2xx(&pr);
     let generator_kept_up = pr.sent as f64 >= pr.scheduled as f64 * 0.99;
-    let status = pr
-        .status
-        .iter()
-        .fold(Obj::new(), |o, (k, v)| o.u(&k.to_string(), *v));
-    let publish = Obj::new()
-        .u("scheduled", pr.scheduled)
-        .u("sent", pr.sent)
-        .u("answered", pr.answered)
-        .u("acked", pr.acked)
-        .u("non_2xx", non2xx)
-        .u("unanswered", pr.unanswered)
-        .o("status", status)
-        .o("conn_errors", errors_obj(&pr.conn_errors))
-        .f(
-            "rate_achieved",
-            if pr.send_secs > 0.0 {
-                pr.sent as f64 / pr.send_secs
-            } else {
-                0.0
-            },
-        )
-        .b("generator_kept_up", generator_kept_up)
-        .u("lag_max_us", pr.lag_max_us)
-        .u("late", pr.late)
-        .o("latency_us", hist_obj(&pr.latency, false, false));
+    let publish = pub_summary(&pr);
     let obj = Obj::new()
         .f("rate", rate)
         .f("duration_secs", duration.as_secs_f64())
@@ -238,6 +209,47 @@ fn run_step(
         passed_basic: lost == 0 && non2xx == 0 && pr.unanswered == 0 && generator_kept_up,
         obj,
     })
+}
+
+/// Publishes answered with a status outside 2xx.
+pub fn non_2xx(pr: &PubResult) -> u64 {
+    pr.status
+        .iter()
+        .filter(|(k, _)| !(200..300).contains(*k))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// The `publishes` object of a publish run (fanout, ramp, storm, soak).
+pub fn pub_summary(pr: &PubResult) -> Obj {
+    let status = pr
+        .status
+        .iter()
+        .fold(Obj::new(), |o, (k, v)| o.u(&k.to_string(), *v));
+    Obj::new()
+        .u("scheduled", pr.scheduled)
+        .u("sent", pr.sent)
+        .u("answered", pr.answered)
+        .u("acked", pr.acked)
+        .u("non_2xx", non_2xx(pr))
+        .u("unanswered", pr.unanswered)
+        .o("status", status)
+        .o("conn_errors", errors_obj(&pr.conn_errors))
+        .f(
+            "rate_achieved",
+            if pr.send_secs > 0.0 {
+                pr.sent as f64 / pr.send_secs
+            } else {
+                0.0
+            },
+        )
+        .b(
+            "generator_kept_up",
+            pr.sent as f64 >= pr.scheduled as f64 * 0.99,
+        )
+        .u("lag_max_us", pr.lag_max_us)
+        .u("late", pr.late)
+        .o("latency_us", hist_obj(&pr.latency, false, false))
 }
 
 fn header(c: &Common, scenario: &str) -> Obj {

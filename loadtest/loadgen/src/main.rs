@@ -9,6 +9,9 @@ mod pool;
 mod publish;
 mod rest;
 mod sign;
+mod soak;
+mod soak_clients;
+mod storm;
 mod util;
 mod ws;
 
@@ -27,6 +30,16 @@ fn run_scenario(common: &args::Common, scenario: &Scenario) -> Result<String, St
         Scenario::Fanout(f) => f.subscribers + f.publish.publishers,
         Scenario::Ramp(r) => r.subscribers + r.publish.publishers,
         Scenario::Rest(r) => r.concurrency,
+        Scenario::Storm(s) => s.bystanders + s.connections + s.publish.publishers,
+        Scenario::Soak(s) => {
+            s.subscribers
+                + s.slow_readers
+                + s.flooders
+                + s.presence
+                + (s.churn * s.churn_hold * 2.0) as usize
+                + s.publish.publishers
+                + 1
+        }
     };
     if limit > 0 && conns as u64 + 64 > limit && !common.quiet {
         eprintln!(
@@ -39,6 +52,8 @@ fn run_scenario(common: &args::Common, scenario: &Scenario) -> Result<String, St
         Scenario::Fanout(f) => fanout::run_fanout(common, f),
         Scenario::Ramp(r) => fanout::run_ramp(common, r),
         Scenario::Rest(r) => rest::run(common, r),
+        Scenario::Storm(s) => storm::run(common, s),
+        Scenario::Soak(s) => soak::run(common, s),
     }
 }
 

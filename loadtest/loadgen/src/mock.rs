@@ -4,9 +4,18 @@
 //! ping plus a pusher:ping to check that the loadgen answers them), and on
 //! signed POST /apps/{id}/events broadcasts the event to the channel's
 //! subscribers. Keep-alive and pipelined REST requests are supported.
+//!
+//! For `soak`: private and presence subscriptions are checked with relay's
+//! `verify_channel_auth` (every socket id is "1.2"), presence joins and
+//! leaves send member_added / member_removed, client events go to the other
+//! subscribers (over 10 per second per connection: `pusher:error` 4301),
+//! WebSocket pings get pongs, and with `max_queue_bytes` a connection whose
+//! queue grows past it is cut off like relay does it (queue dropped,
+//! `pusher:error` + Close 4100 queued, socket shut after `close_grace`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -31,6 +40,11 @@ pub struct MockStats {
     pub ws_pongs: AtomicU64,
     pub pusher_pongs: AtomicU64,
     pub frames_broadcast: AtomicU64,
+    pub client_pings: AtomicU64,
+    pub client_events: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub member_events: AtomicU64,
+    pub cut_offs: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -39,6 +53,12 @@ pub struct MockOpts {
     pub secret: String,
     /// After each subscribe, send a WS ping and a pusher:ping.
     pub ping_on_subscribe: bool,
+    /// Cut a connection off once this many bytes wait in its queue.
+    pub max_queue_bytes: Option<usize>,
+    /// Time from a cut-off to shutting the socket.
+    pub close_grace: Duration,
+    /// SO_SNDBUF for accepted sockets (small = slow readers fill up fast).
+    pub sndbuf: Option<usize>,
 }
 
 impl Default for MockOpts {
@@ -47,6 +67,9 @@ impl Default for MockOpts {
             key: "app-key".into(),
             secret: "app-secret".into(),
             ping_on_subscribe: true,
+            max_queue_bytes: None,
+            close_grace: Duration::from_secs(1),
+            sndbuf: None,
         }
     }
 }
@@ -120,12 +143,78 @@ struct Out {
     q: RefCell<VecDeque<Rc<Vec<u8>>>>,
     notify: Notify,
     closed: Cell<bool>,
+    queued: Cell<usize>,
+    cap: Option<usize>,
+    grace: Duration,
+    cut: Cell<bool>,
+    fd: Cell<RawFd>,
+    /// False once the session ended (its fd number may be reused).
+    alive: Rc<Cell<bool>>,
+    stats: Option<Arc<MockStats>>,
+    /// Client events in the current one-second window: (start, count).
+    events: Cell<Option<(Instant, u32)>>,
 }
 
 impl Out {
     fn push(&self, frame: Rc<Vec<u8>>) {
+        if self.cut.get() {
+            return;
+        }
+        self.queued.set(self.queued.get() + frame.len());
         self.q.borrow_mut().push_back(frame);
+        if self.cap.is_some_and(|c| self.queued.get() > c) {
+            self.cut_off();
+        }
         self.notify.notify();
+    }
+
+    /// Like relay: drop the backlog, queue pusher:error + Close 4100, and
+    /// shut the socket when the grace runs out.
+    fn cut_off(&self) {
+        self.cut.set(true);
+        if let Some(s) = &self.stats {
+            s.cut_offs.fetch_add(1, Relaxed);
+        }
+        let mut q = self.q.borrow_mut();
+        q.clear();
+        q.push_back(Rc::new(server_frame(
+            OP_TEXT,
+            br#"{"event":"pusher:error","data":{"code":4100,"message":"Connection too slow"}}"#,
+        )));
+        let mut close = 4100u16.to_be_bytes().to_vec();
+        close.extend_from_slice(b"too slow");
+        q.push_back(Rc::new(server_frame(OP_CLOSE, &close)));
+        self.queued.set(0);
+        let (fd, grace, alive) = (self.fd.get(), self.grace, self.alive.clone());
+        monoio::spawn(async move {
+            monoio::time::sleep(grace).await;
+            if alive.get() {
+                // SAFETY: shutdown on the live session's fd (the session
+                // holds it until its reader sees this EOF).
+                unsafe {
+                    libc::shutdown(fd, libc::SHUT_RDWR);
+                }
+            }
+        });
+    }
+
+    fn popped(&self, n: usize) {
+        self.queued.set(self.queued.get().saturating_sub(n));
+    }
+
+    /// Counts a client event against 10 per second; false when over.
+    fn allow_event(&self) -> bool {
+        let now = Instant::now();
+        match self.events.get() {
+            Some((start, n)) if now.duration_since(start) < Duration::from_secs(1) => {
+                self.events.set(Some((start, n + 1)));
+                n < 10
+            }
+            _ => {
+                self.events.set(Some((now, 1)));
+                true
+            }
+        }
     }
 }
 
@@ -134,6 +223,19 @@ async fn accept_loop(listener: TcpListener, st: Rc<State>) {
         match listener.accept().await {
             Ok((s, _)) => {
                 let _ = s.set_nodelay(true);
+                if let Some(n) = st.opts.sndbuf {
+                    let v = n as libc::c_int;
+                    // SAFETY: valid pointer and size for SO_SNDBUF.
+                    unsafe {
+                        libc::setsockopt(
+                            s.as_raw_fd(),
+                            libc::SOL_SOCKET,
+                            libc::SO_SNDBUF,
+                            &v as *const _ as *const libc::c_void,
+                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                        );
+                    }
+                }
                 monoio::spawn(handle_conn(s, st.clone()));
             }
             Err(_) => monoio::time::sleep(Duration::from_millis(5)).await,
@@ -295,6 +397,7 @@ fn rest_publish(st: &State, path_q: &str, body: &[u8]) -> (u16, &'static str) {
 }
 
 async fn ws_session(s: TcpStream, mut buf: Vec<u8>, st: Rc<State>, key: Option<Vec<u8>>) {
+    let fd = s.as_raw_fd();
     let (rd, mut wr) = s.into_split();
     if key.as_deref() != Some(b"dGhlIHNhbXBsZSBub25jZQ==".as_slice()) {
         let _ = wr
@@ -303,7 +406,14 @@ async fn ws_session(s: TcpStream, mut buf: Vec<u8>, st: Rc<State>, key: Option<V
         return;
     }
     st.stats.ws_conns.fetch_add(1, Relaxed);
-    let out = Rc::new(Out::default());
+    let out = Rc::new(Out {
+        cap: st.opts.max_queue_bytes,
+        grace: st.opts.close_grace,
+        fd: Cell::new(fd),
+        alive: Rc::new(Cell::new(true)),
+        stats: Some(st.stats.clone()),
+        ..Out::default()
+    });
     out.push(Rc::new(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
@@ -319,6 +429,7 @@ async fn ws_session(s: TcpStream, mut buf: Vec<u8>, st: Rc<State>, key: Option<V
             let next = out2.q.borrow_mut().pop_front();
             match next {
                 Some(f) => {
+                    out2.popped(f.len());
                     let (r, _) = wr.write_all(f).await;
                     if r.is_err() {
                         out2.closed.set(true);
@@ -336,14 +447,51 @@ async fn ws_session(s: TcpStream, mut buf: Vec<u8>, st: Rc<State>, key: Option<V
     });
     let mut subscribed: Vec<String> = Vec::new();
     ws_reader(rd, &mut buf, &st, &out, &mut subscribed).await;
+    out.alive.set(false);
     out.closed.set(true);
     out.notify.notify();
-    let mut chans = st.channels.borrow_mut();
     for ch in subscribed {
-        if let Some(v) = chans.get_mut(&ch) {
-            v.retain(|o| !Rc::ptr_eq(o, &out));
+        leave(&st, &ch, &out);
+    }
+}
+
+/// Removes `out` from `ch`; on a presence channel the others get member_removed.
+fn leave(st: &State, ch: &str, out: &Rc<Out>) {
+    let mut chans = st.channels.borrow_mut();
+    if let Some(v) = chans.get_mut(ch) {
+        v.retain(|o| !Rc::ptr_eq(o, out));
+        if ch.starts_with("presence-") {
+            let f = Rc::new(server_frame(
+                OP_TEXT,
+                format!(
+                    r#"{{"event":"pusher_internal:member_removed","channel":"{ch}","data":"{{}}"}}"#
+                )
+                .as_bytes(),
+            ));
+            for o in v.iter() {
+                o.push(f.clone());
+                st.stats.member_events.fetch_add(1, Relaxed);
+            }
         }
     }
+}
+
+/// Checks the auth of a private or presence subscribe the way relay does.
+fn auth_ok(st: &State, ch: &str, p: &[u8]) -> bool {
+    if !(ch.starts_with("private-") || ch.starts_with("presence-")) {
+        return true;
+    }
+    let unescape = |b: &[u8]| String::from_utf8_lossy(b).replace("\\\"", "\"");
+    let auth = json_str(p, "auth").map(unescape).unwrap_or_default();
+    let data = json_str(p, "channel_data").map(unescape);
+    crate::sign::verify_channel(
+        &st.opts.key,
+        &st.opts.secret,
+        "1.2",
+        ch,
+        data.as_deref(),
+        &auth,
+    )
 }
 
 async fn ws_reader(
@@ -377,6 +525,27 @@ async fn ws_reader(
                         continue;
                     };
                     let ch = String::from_utf8_lossy(ch).into_owned();
+                    if !auth_ok(st, &ch, &p) {
+                        st.stats.bad_auth.fetch_add(1, Relaxed);
+                        let e = format!(
+                            r#"{{"event":"pusher:subscription_error","channel":"{ch}","data":{{"type":"AuthError","status":401}}}}"#
+                        );
+                        out.push(Rc::new(server_frame(OP_TEXT, e.as_bytes())));
+                        continue;
+                    }
+                    if ch.starts_with("presence-")
+                        && let Some(others) = st.channels.borrow().get(&ch)
+                    {
+                        let f = Rc::new(server_frame(
+                            OP_TEXT,
+                            format!(r#"{{"event":"pusher_internal:member_added","channel":"{ch}","data":"{{}}"}}"#)
+                                .as_bytes(),
+                        ));
+                        for o in others {
+                            o.push(f.clone());
+                            st.stats.member_events.fetch_add(1, Relaxed);
+                        }
+                    }
                     st.channels
                         .borrow_mut()
                         .entry(ch.clone())
@@ -395,6 +564,37 @@ async fn ws_reader(
                         )));
                     }
                     subscribed.push(ch);
+                }
+                OP_TEXT if contains(&p, b"\"pusher:unsubscribe\"") => {
+                    if let Some(ch) = json_str(&p, "channel") {
+                        let ch = String::from_utf8_lossy(ch).into_owned();
+                        subscribed.retain(|c| *c != ch);
+                        leave(st, &ch, out);
+                    }
+                }
+                OP_TEXT if contains(&p, b"\"event\":\"client-") => {
+                    if !out.allow_event() {
+                        st.stats.rate_limited.fetch_add(1, Relaxed);
+                        out.push(Rc::new(server_frame(
+                            OP_TEXT,
+                            br#"{"event":"pusher:error","data":{"code":4301,"message":"Client event rejected due to rate limit"}}"#,
+                        )));
+                        continue;
+                    }
+                    st.stats.client_events.fetch_add(1, Relaxed);
+                    let ch = json_str(&p, "channel")
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .unwrap_or_default();
+                    if let Some(subs) = st.channels.borrow().get(&ch) {
+                        let f = Rc::new(server_frame(OP_TEXT, &p));
+                        for o in subs.iter().filter(|o| !Rc::ptr_eq(o, out)) {
+                            o.push(f.clone());
+                        }
+                    }
+                }
+                OP_PING => {
+                    st.stats.client_pings.fetch_add(1, Relaxed);
+                    out.push(Rc::new(server_frame(OP_PONG, &p)));
                 }
                 OP_TEXT if contains(&p, b"\"pusher:pong\"") => {
                     st.stats.pusher_pongs.fetch_add(1, Relaxed);

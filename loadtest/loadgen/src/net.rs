@@ -190,3 +190,12 @@ pub fn shutdown_both(fd: RawFd) {
         libc::shutdown(fd, libc::SHUT_RDWR);
     }
 }
+
+/// Shuts the read side only: a pending read completes with EOF and nothing
+/// is sent to the peer (the later `close()` decides between FIN and RST).
+pub fn shutdown_read(fd: RawFd) {
+    // SAFETY: shutdown on an fd; errors (already closed) are ignored.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RD);
+    }
+}

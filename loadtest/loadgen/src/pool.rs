@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::util::{Hist, Notify, build_runtime, merge, new_hist, ns_since, pin_thread};
-use crate::ws::{ConnError, Target, WsConn};
+use crate::ws::{ConnError, Recv, Target, WsConn};
 
 /// Per-thread counters, read by the controller. Cache-line aligned so
 /// threads never share a line.
@@ -34,16 +34,22 @@ pub struct RecvCtx {
     pub counters: Arc<Counters>,
 }
 
-impl RecvCtx {
+impl Recv for RecvCtx {
     #[inline]
-    pub fn now_ns(&self) -> u64 {
+    fn now_ns(&self) -> u64 {
         ns_since(self.start)
     }
     #[inline]
-    pub fn add_delivered(&self, n: u64) {
+    fn delivery(&self, t_ns: u64, now_ns: u64) {
+        self.hist
+            .borrow_mut()
+            .saturating_record(now_ns.saturating_sub(t_ns) / 1000);
+    }
+    #[inline]
+    fn add_delivered(&self, n: u64) {
         self.counters.delivered.fetch_add(n, Relaxed);
     }
-    pub fn add_pong(&self) {
+    fn add_pong(&self) {
         self.counters.pongs.fetch_add(1, Relaxed);
     }
 }

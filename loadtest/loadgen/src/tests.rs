@@ -153,6 +153,106 @@ fn ramp_steps() {
     assert_eq!(field(&out, "best_rate"), "null");
 }
 
+#[test]
+fn storm_reconnects_all_and_splits_latency() {
+    let m = Mock::start(MockOpts::default());
+    let pid = std::process::id();
+    let out = run(&format!(
+        "storm --port {} --bystanders 3 --connections 150 --storms 2 --storm-secs 0.3 \
+         --pause 0.4 --warmup 0.4 --rate 200 --threads 2 --quiet --drain 1 --server-pid {pid}",
+        m.port
+    ));
+    eprintln!("{out}");
+    assert_eq!(num(&out, "bystanders_ok"), 3);
+    assert_eq!(num(&out, "deliveries_lost"), 0);
+    assert_eq!(num(&out, "storms_complete"), 2);
+    assert_eq!(num(&out, "connect_failures"), 0);
+    assert_eq!(num(&out, "storm_unexpected_disconnects"), 0);
+    assert_eq!(out.matches("\"dropped\":150").count(), 2, "{out}");
+    assert_eq!(out.matches("\"reconnected\":150").count(), 2, "{out}");
+    // 0.4 s warm-up + 2 x 0.7 s at 200/s, to 3 bystanders.
+    assert_eq!(num(&out, "deliveries_expected"), 360 * 3);
+    let storm = &out[out.find("\"latency_storm_us\"").unwrap()..];
+    assert!(num(storm, "count") > 0, "{out}");
+    assert!(num(&out, "reconnect_secs_max") < 5);
+    // Initial connect + two storms, each subscribing every storm connection.
+    assert_eq!(m.stats.subscribes.load(Relaxed), 3 + 150 * 3);
+    assert_eq!(m.stats.bad_auth.load(Relaxed), 0);
+}
+
+#[test]
+fn storm_rst_mode() {
+    let m = Mock::start(MockOpts::default());
+    let out = run(&format!(
+        "storm --port {} --connections 40 --storms 1 --storm-secs 0.2 --pause 0.2 \
+         --warmup 0.2 --rate 50 --storm-rst --storm-inflight 8 --quiet --drain 1",
+        m.port
+    ));
+    assert_eq!(field(&out, "storm_close"), "\"rst\"");
+    assert_eq!(num(&out, "storms_complete"), 1);
+    assert_eq!(num(&out, "reconnected"), 40);
+    assert_eq!(num(&out, "deliveries_lost"), 0);
+    assert_eq!(field(&out, "server_cpu"), "null");
+}
+
+#[test]
+fn soak_mixed_load_rows_and_cut_offs() {
+    let m = Mock::start(MockOpts {
+        max_queue_bytes: Some(32 * 1024),
+        close_grace: std::time::Duration::from_millis(800),
+        sndbuf: Some(4096),
+        ..MockOpts::default()
+    });
+    let pid = std::process::id();
+    let out = run(&format!(
+        "soak --port {} --minutes 0.06 --interval 1 --subscribers 20 --channels 4 --rate 100 \
+         --churn 20 --churn-hold 0.3 --slow-readers 1 --slow-rate 100 --slow-payload 4000 \
+         --slow-rcvbuf 4096 --slow-grace 0.8 --flooders 2 --flood-burst 30 --flood-every 0.5 \
+         --presence 4 --presence-hold 0.4 --quiet --drain 1 --server-pid {pid}",
+        m.port
+    ));
+    eprintln!("{out}");
+    assert_eq!(num(&out, "subscribers_ok"), 20);
+    // 3.6 s in 1 s intervals: 4 rows (the last one is short).
+    assert_eq!(out.matches("\"conns_open\"").count(), 4, "{out}");
+    assert_eq!(num(&out, "deliveries_lost"), 0, "{out}");
+    assert_eq!(num(&out, "errors_total"), 0, "{out}");
+    assert!(num(&out, "plateau_kib") > 0, "{out}");
+    let churn = &out[out.find("\"churn\":{").unwrap()..];
+    assert!(num(churn, "opened") >= 40, "{out}");
+    assert_eq!(num(churn, "failed"), 0, "{out}");
+    // The stall cycle sees a reset, the resume cycle the close frame 4100.
+    assert!(num(&out, "cut_4100_seen") >= 1, "{out}");
+    assert!(num(&out, "cut_without_4100_frame") >= 1, "{out}");
+    assert!(num(&out, "rate_limited_4301") > 0, "{out}");
+    assert!(num(&out, "client_events_received") > 0, "{out}");
+    let flood = &out[out.find("\"flood\":{").unwrap()..];
+    assert!(num(flood, "pongs") > 0, "{out}");
+    assert_eq!(num(flood, "disconnects"), 0, "{out}");
+    let presence = &out[out.find("\"presence\":{").unwrap()..];
+    assert!(num(presence, "joins") >= 6, "{out}");
+    assert!(num(presence, "member_events") > 0, "{out}");
+    assert_eq!(m.stats.bad_auth.load(Relaxed), 0);
+    assert_eq!(m.stats.unmasked_frames.load(Relaxed), 0);
+    assert!(m.stats.cut_offs.load(Relaxed) >= 2);
+    assert!(m.stats.client_pings.load(Relaxed) > 0);
+}
+
+#[test]
+fn soak_rss_plateau() {
+    use crate::soak::plateau;
+    let rows: Vec<(f64, u64)> = (1..=10).map(|i| (i as f64 * 10.0, 1000 + i)).collect();
+    // First 20% of 100 s = rows at t <= 20 left out: median of 1003..1010.
+    let (median, dev, n) = plateau(&rows, 100.0, 0.2).unwrap();
+    assert_eq!((median, n), (1006, 8));
+    assert!((dev - 4.0 / 1006.0 * 100.0).abs() < 1e-9);
+    let grow = [(30.0, 1000), (60.0, 1000), (90.0, 1200)];
+    let (median, dev, _) = plateau(&grow, 90.0, 0.2).unwrap();
+    assert_eq!(median, 1000);
+    assert!((dev - 20.0).abs() < 1e-9);
+    assert!(plateau(&[(1.0, 5)], 100.0, 0.2).is_none());
+}
+
 /// Not a test: keeps a mock server up for manual CLI runs, e.g.
 /// `MOCK_SECS=60 cargo test --release mock_server_for_cli -- --ignored --nocapture`
 /// then `relay-loadgen fanout --port <printed port> ...`.

@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 // JSON output (only the final report; never on the hot path)
 
 /// Minimal JSON object writer. Keys are static identifiers, values escaped.
+#[derive(Clone)]
 pub struct Obj {
     s: String,
 }
@@ -69,6 +70,12 @@ impl Obj {
             None => self.null(k),
         }
     }
+    pub fn opt_b(self, k: &str, v: Option<bool>) -> Self {
+        match v {
+            Some(v) => self.b(k, v),
+            None => self.null(k),
+        }
+    }
     pub fn opt_f(self, k: &str, v: Option<f64>) -> Self {
         match v {
             Some(v) => self.f(k, v),
@@ -99,6 +106,18 @@ impl Obj {
                 self.s.push(',');
             }
             self.s.push_str(&o.finish());
+        }
+        self.s.push(']');
+        self
+    }
+    pub fn arr_u(mut self, k: &str, v: &[u64]) -> Self {
+        self.key(k);
+        self.s.push('[');
+        for (i, x) in v.iter().enumerate() {
+            if i > 0 {
+                self.s.push(',');
+            }
+            let _ = write!(self.s, "{x}");
         }
         self.s.push(']');
         self

@@ -4,13 +4,14 @@
 //! allocation per message and answers WS pings and `pusher:ping`.
 
 use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
 
 use crate::net;
-use crate::pool::RecvCtx;
 use crate::util::json_escape;
 
 pub const OP_TEXT: u8 = 0x1;
@@ -25,7 +26,19 @@ const MAX_FRAME: usize = 16 << 20;
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const WS_ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-const PUSHER_PONG: &[u8] = br#"{"event":"pusher:pong","data":{}}"#;
+pub const PUSHER_PONG: &[u8] = br#"{"event":"pusher:pong","data":{}}"#;
+pub const PUSHER_PING: &[u8] = br#"{"event":"pusher:ping","data":{}}"#;
+
+/// Where the receive loop ([`WsConn::hold`]) reports deliveries and pongs.
+pub trait Recv {
+    /// Nanoseconds since the shared start instant.
+    fn now_ns(&self) -> u64;
+    /// One delivery: `t_ns` is the publisher's stamp, `now_ns` the read time.
+    fn delivery(&self, t_ns: u64, now_ns: u64);
+    /// Deliveries of one read, counted once per read.
+    fn add_delivered(&self, n: u64);
+    fn add_pong(&self);
+}
 
 /// Where to connect and how.
 #[derive(Clone, Debug)]
@@ -188,6 +201,51 @@ pub fn find_t(p: &[u8]) -> Option<u64> {
     None
 }
 
+/// The `socket_id` inside a `pusher:connection_established` payload, whose
+/// data is a JSON string (so the inner quotes may be escaped).
+pub fn socket_id_of(p: &[u8]) -> Option<String> {
+    let key = b"socket_id";
+    let i = p.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = &p[i..];
+    let start = rest.iter().position(|c| c.is_ascii_digit())?;
+    let len = rest[start..]
+        .iter()
+        .position(|c| !(c.is_ascii_digit() || *c == b'.'))
+        .unwrap_or(rest.len() - start);
+    std::str::from_utf8(&rest[start..start + len])
+        .ok()
+        .map(String::from)
+}
+
+/// Status code of a Close frame payload (None when it carries none).
+pub fn close_code(p: &[u8]) -> Option<u16> {
+    (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]))
+}
+
+/// The numeric `code` of a `pusher:error` text payload (e.g. 4100, 4301),
+/// whether `data` is an object or a JSON string with escaped quotes.
+pub fn pusher_error_code(p: &[u8]) -> Option<u16> {
+    if !contains(p, b"\"pusher:error\"") {
+        return None;
+    }
+    let key = b"code";
+    let i = p.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = &p[i..];
+    let start = rest
+        .iter()
+        .position(|c| !matches!(c, b'"' | b'\\' | b':' | b' '))?;
+    let mut v: u32 = 0;
+    let mut n = 0;
+    for c in &rest[start..] {
+        if !c.is_ascii_digit() || n == 5 {
+            break;
+        }
+        v = v * 10 + (c - b'0') as u32;
+        n += 1;
+    }
+    (n > 0 && v <= u16::MAX as u32).then_some(v as u16)
+}
+
 fn mask_for(idx: usize) -> [u8; 4] {
     // splitmix64 of the connection index: a fixed pseudo-random mask per connection.
     let mut z = (idx as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -220,7 +278,21 @@ impl WsConn {
         channel: &str,
         read_buf: usize,
     ) -> Result<WsConn, ConnError> {
-        let stream = net::connect(t.addr, net::source_ip(idx, total, t.per_ip))
+        let (mut c, _socket_id) = WsConn::connect(t, idx, total, read_buf, None).await?;
+        c.subscribe(channel, "", None).await?;
+        Ok(c)
+    }
+
+    /// Connects, upgrades and waits for `pusher:connection_established`.
+    /// Returns the connection and its `socket_id`. `rcvbuf` sets `SO_RCVBUF`.
+    pub async fn connect(
+        t: &Target,
+        idx: usize,
+        total: usize,
+        read_buf: usize,
+        rcvbuf: Option<usize>,
+    ) -> Result<(WsConn, String), ConnError> {
+        let stream = net::connect_with(t.addr, net::source_ip(idx, total, t.per_ip), rcvbuf)
             .await
             .map_err(ConnError::Connect)?;
         let mut c = WsConn {
@@ -267,15 +339,137 @@ impl WsConn {
                 Err(_) => return Err(ConnError::Protocol("bad http response")),
             }
         }
-        c.await_event(b"pusher:connection_established").await?;
-        let sub = format!(
-            r#"{{"event":"pusher:subscribe","data":{{"auth":"","channel":"{}"}}}}"#,
-            json_escape(channel)
-        );
-        c.send(OP_TEXT, sub.as_bytes()).await?;
-        c.await_event(b"pusher_internal:subscription_succeeded")
+        let (s, e) = c.await_event(b"pusher:connection_established").await?;
+        let socket_id = socket_id_of(&c.buf[s..e]).unwrap_or_default();
+        Ok((c, socket_id))
+    }
+
+    /// Subscribes to `channel` (with `auth` and, for presence channels,
+    /// `channel_data`) and waits for `pusher_internal:subscription_succeeded`.
+    pub async fn subscribe(
+        &mut self,
+        channel: &str,
+        auth: &str,
+        channel_data: Option<&str>,
+    ) -> Result<(), ConnError> {
+        let sub = match channel_data {
+            None => format!(
+                r#"{{"event":"pusher:subscribe","data":{{"auth":"{}","channel":"{}"}}}}"#,
+                json_escape(auth),
+                json_escape(channel)
+            ),
+            Some(d) => format!(
+                r#"{{"event":"pusher:subscribe","data":{{"auth":"{}","channel":"{}","channel_data":"{}"}}}}"#,
+                json_escape(auth),
+                json_escape(channel),
+                json_escape(d)
+            ),
+        };
+        self.send(OP_TEXT, sub.as_bytes()).await?;
+        self.await_event(b"pusher_internal:subscription_succeeded")
             .await?;
-        Ok(c)
+        Ok(())
+    }
+
+    /// The socket's file descriptor (for `shutdown`, `SO_LINGER`, `TCP_INFO`).
+    pub fn raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// Payload bytes of a frame returned by [`WsConn::next_frame`].
+    pub fn payload(&self, s: usize, e: usize) -> &[u8] {
+        &self.buf[s..e]
+    }
+
+    /// Sends one masked frame.
+    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> Result<(), ConnError> {
+        self.send(opcode, payload).await
+    }
+
+    /// Appends one masked frame (this connection's mask) to `out`, to send
+    /// many frames with one [`WsConn::send_raw`].
+    pub fn encode_into(&self, out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+        encode_client_frame(out, opcode, payload, self.mask);
+    }
+
+    /// Writes pre-encoded frames.
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) -> (Result<(), ConnError>, Vec<u8>) {
+        let (res, b) = self.stream.write_all(bytes).await;
+        (res.map(|_| ()).map_err(ConnError::Io), b)
+    }
+
+    /// Next frame that is not a WebSocket ping (pings are answered here),
+    /// or `Ok(None)` when `deadline` passes first. Returns (opcode, payload
+    /// start, payload end); read the payload with [`WsConn::payload`]. A
+    /// timeout loses no data: the pending read is cancelled and whatever it
+    /// got is kept.
+    pub async fn next_frame(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Option<(u8, usize, usize)>, ConnError> {
+        loop {
+            let h = parse_header(&self.buf[self.head..]).map_err(ConnError::Protocol)?;
+            match h {
+                Some(h) if self.buf.len() - self.head >= h.total() => {
+                    self.need = 0;
+                    let s = self.head + h.hdr_len;
+                    let e = s + h.payload_len;
+                    if let Some(m) = h.mask {
+                        unmask(&mut self.buf[s..e], m);
+                    }
+                    self.head = e;
+                    if h.opcode == OP_PING {
+                        let mut tmp = [0u8; 125];
+                        let n = (e - s).min(125);
+                        tmp[..n].copy_from_slice(&self.buf[s..s + n]);
+                        self.send(OP_PONG, &tmp[..n]).await?;
+                        continue;
+                    }
+                    return Ok(Some((h.opcode, s, e)));
+                }
+                h => {
+                    self.need = h.map(|h| h.total()).unwrap_or(0);
+                    if !self.fill_until(deadline).await? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Like `fill`, but gives up at `deadline` (Ok(false)) without losing
+    /// bytes: the read is cancelled and its buffer taken back.
+    async fn fill_until(&mut self, deadline: Instant) -> Result<bool, ConnError> {
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        self.prepare_read()?;
+        let buf = std::mem::take(&mut self.buf);
+        let (len, cap) = (buf.len(), buf.capacity());
+        let canceller = Canceller::new();
+        let read = self
+            .stream
+            .cancelable_read(buf.slice_mut(len..cap), canceller.handle());
+        let mut read = std::pin::pin!(read);
+        let sleep = monoio::time::sleep_until(monoio::time::Instant::from_std(deadline));
+        let done = monoio::select! {
+            r = &mut read => Some(r),
+            _ = sleep => None,
+        };
+        let (res, slice) = match done {
+            Some(r) => r,
+            None => {
+                let _ = canceller.cancel();
+                read.await
+            }
+        };
+        self.buf = slice.into_inner();
+        match res {
+            Ok(0) => Err(ConnError::Closed),
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Ok(false),
+            Err(e) => Err(ConnError::Io(e)),
+        }
     }
 
     /// Wraps an already-upgraded stream (tests drive `hold` directly).
@@ -369,12 +563,12 @@ impl WsConn {
         }
     }
 
-    async fn await_event(&mut self, needle: &[u8]) -> Result<(), ConnError> {
+    async fn await_event(&mut self, needle: &[u8]) -> Result<(usize, usize), ConnError> {
         loop {
             let (s, e) = self.next_text().await?;
             let p = &self.buf[s..e];
             if contains(p, needle) {
-                return Ok(());
+                return Ok((s, e));
             }
             if contains(p, b"pusher:error") || contains(p, b"subscription_error") {
                 return Err(ConnError::PusherError);
@@ -388,14 +582,13 @@ impl WsConn {
     /// Receive loop after subscribing: counts deliveries (text frames with a
     /// `"t=` timestamp), records publish->delivery latency, answers pings.
     /// No allocation per message. Returns why the connection ended.
-    pub async fn hold(&mut self, ctx: &RecvCtx) -> ConnError {
+    pub async fn hold<R: Recv>(&mut self, ctx: &R) -> ConnError {
         let mut now_ns = ctx.now_ns();
         loop {
             let mut delivered = 0u64;
             let mut ws_ping: Option<([u8; 125], usize)> = None;
             let mut pusher_ping = false;
             {
-                let mut hist = ctx.hist.borrow_mut();
                 loop {
                     let h = match parse_header(&self.buf[self.head..]) {
                         Ok(Some(h)) => h,
@@ -420,7 +613,7 @@ impl WsConn {
                         OP_TEXT => {
                             if let Some(t) = find_t(p) {
                                 delivered += 1;
-                                hist.saturating_record(now_ns.saturating_sub(t) / 1000);
+                                ctx.delivery(t, now_ns);
                             } else if contains(p, b"\"pusher:ping\"") {
                                 pusher_ping = true;
                             }
@@ -491,6 +684,25 @@ mod tests {
             unmask(&mut p, [1, 2, 3, 4]);
             assert_eq!(p, payload);
         }
+    }
+
+    #[test]
+    fn parses_socket_id_and_codes() {
+        let ce = br#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"123.456\",\"activity_timeout\":120}"}"#;
+        assert_eq!(socket_id_of(ce).as_deref(), Some("123.456"));
+        assert_eq!(socket_id_of(b"{}"), None);
+        let e1 = br#"{"event":"pusher:error","data":{"code":4301,"message":"rate"}}"#;
+        assert_eq!(pusher_error_code(e1), Some(4301));
+        let e2 = br#"{"event":"pusher:error","data":"{\"code\":4100,\"message\":\"slow\"}"}"#;
+        assert_eq!(pusher_error_code(e2), Some(4100));
+        let e3 = br#"{"event":"pusher:error","data":{"code":null,"message":"x"}}"#;
+        assert_eq!(pusher_error_code(e3), None);
+        assert_eq!(
+            pusher_error_code(br#"{"event":"lg","data":"code:1"}"#),
+            None
+        );
+        assert_eq!(close_code(&[0x10, 0x04, b'x']), Some(4100));
+        assert_eq!(close_code(&[]), None);
     }
 
     #[test]
