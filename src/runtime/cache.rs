@@ -16,7 +16,7 @@ use crate::protocol::session::Session;
 use crate::runtime::core::Core;
 use crate::runtime::facts::Facts;
 use crate::runtime::inbox::Lane;
-use crate::runtime::message::{self, CoreMsg, NoReply};
+use crate::runtime::message::{CoreMsg, NoReply};
 
 pub enum CacheMsg {
     /// Publisher's core -> home: keep this as the channel's last event.
@@ -75,19 +75,19 @@ pub fn store(core: &Core, app: AppIdx, channel: &str, event: CachedEvent) {
         channel: Box::from(channel),
         event,
     };
-    let _ = core.send_to(core.home_of(app, channel), CoreMsg::Cache(msg));
+    let _ = core.send_home(app, channel, CoreMsg::Cache(msg));
 }
 
 pub async fn get(core: &Core, app: AppIdx, channel: &str) -> Result<Option<CachedEvent>, NoReply> {
-    let (tx, rx) = oneshot::channel();
-    let msg = CacheMsg::Get {
-        app,
-        channel: Box::from(channel),
-        reply: tx,
-    };
-    core.send_to(core.home_of(app, channel), CoreMsg::Cache(msg))
-        .map_err(|_| NoReply)?;
-    message::reply(rx).await
+    let channel_name = Box::from(channel);
+    core.ask(core.home_of(app, channel), |reply| {
+        CoreMsg::Cache(CacheMsg::Get {
+            app,
+            channel: channel_name,
+            reply,
+        })
+    })
+    .await
 }
 
 pub fn on_message(core: &Core, msg: CacheMsg) {

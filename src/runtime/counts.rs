@@ -41,7 +41,7 @@ pub fn changed(core: &Core, app: AppIdx, channel: &str, delta: i64) {
         channel: Box::from(channel),
         delta,
     };
-    let _ = core.send_to(core.home_of(app, channel), CoreMsg::Counts(msg));
+    let _ = core.send_home(app, channel, CoreMsg::Counts(msg));
 }
 
 pub fn on_message(core: &Core, msg: CountMsg) {

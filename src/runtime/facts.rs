@@ -14,7 +14,9 @@ use crate::protocol::inbound::Member;
 use crate::protocol::session::Session;
 use crate::runtime::core::Core;
 use crate::runtime::inbox::InboxFull;
-use crate::runtime::message::{CoreMsg, NoReply};
+use futures_channel::oneshot;
+
+use crate::runtime::message::{self, CoreMsg, NoReply};
 use crate::runtime::presence::JoinReply;
 use crate::runtime::{cache, counts, occupancy, presence, users};
 use crate::socket_id::SocketId;
@@ -120,6 +122,23 @@ impl Core {
             self.metrics().inc(Counter::InboxOverflows);
         }
         sent
+    }
+
+    /// [`Core::send_to`] the home core of `(app, channel)`.
+    pub fn send_home(&self, app: AppIdx, channel: &str, msg: CoreMsg) -> Result<(), InboxFull> {
+        self.send_to(self.home_of(app, channel), msg)
+    }
+
+    /// Sends core `to` the question `ask` builds around a reply channel, and waits for the answer (at most
+    /// `message::REPLY_TIMEOUT`).
+    pub async fn ask<T>(
+        &self,
+        to: usize,
+        ask: impl FnOnce(oneshot::Sender<T>) -> CoreMsg,
+    ) -> Result<T, NoReply> {
+        let (tx, rx) = oneshot::channel();
+        self.send_to(to, ask(tx)).map_err(|_| NoReply)?;
+        message::reply(rx).await
     }
 
     /// Splits user ids by their home core.

@@ -32,7 +32,7 @@ pub fn changed(core: &Core, app: AppIdx, channel: &str, delta: i32) {
         channel: Box::from(channel),
         delta,
     };
-    let _ = core.send_to(core.home_of(app, channel), CoreMsg::Occupancy(msg));
+    let _ = core.send_home(app, channel, CoreMsg::Occupancy(msg));
 }
 
 pub fn on_message(core: &Core, msg: OccupancyMsg) {

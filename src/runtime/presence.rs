@@ -99,7 +99,7 @@ pub async fn join(core: &Core, session: &Rc<Session>, channel: &str, member: Mem
         reply: tx,
     };
     if core
-        .send_to(core.home_of(app, channel), CoreMsg::Presence(msg))
+        .send_home(app, channel, CoreMsg::Presence(msg))
         .is_err()
     {
         // The home core never saw the join: nothing to undo there.
@@ -129,7 +129,7 @@ pub fn leave(core: &Core, app: AppIdx, channel: &str, user_id: &str) {
         channel: Box::from(channel),
         user_id: Box::from(user_id),
     };
-    let _ = core.send_to(core.home_of(app, channel), CoreMsg::Presence(msg));
+    let _ = core.send_home(app, channel, CoreMsg::Presence(msg));
 }
 
 /// Teardown: the session leaves every roster it joined or was joining.
@@ -142,15 +142,15 @@ pub fn leave_all(core: &Core, session: &Session) {
 
 /// The distinct users of presence `channel`, from its home core.
 pub async fn users(core: &Core, app: AppIdx, channel: &str) -> Result<Vec<Box<str>>, NoReply> {
-    let (tx, rx) = oneshot::channel();
-    let msg = PresenceMsg::Users {
-        app,
-        channel: Box::from(channel),
-        reply: tx,
-    };
-    core.send_to(core.home_of(app, channel), CoreMsg::Presence(msg))
-        .map_err(|_| NoReply)?;
-    message::reply(rx).await
+    let channel_name = Box::from(channel);
+    core.ask(core.home_of(app, channel), |reply| {
+        CoreMsg::Presence(PresenceMsg::Users {
+            app,
+            channel: channel_name,
+            reply,
+        })
+    })
+    .await
 }
 
 // -- the home side -------------------------------------------------------------------------------------------
