@@ -149,7 +149,10 @@ fn untrusted_json_is_parsed_only_through_the_depth_check() {
     rust_files(&src(), &mut files);
     let mut found = Vec::new();
     // json.rs is the door itself; tests.rs files are unit-test modules that read our own output.
-    for file in files.iter().filter(|f| !f.ends_with("json.rs") && !f.ends_with("tests.rs")) {
+    for file in files
+        .iter()
+        .filter(|f| !f.ends_with("json.rs") && !f.ends_with("tests.rs"))
+    {
         let text = std::fs::read_to_string(file).unwrap();
         for (n, line) in without_tests(&text).lines().enumerate() {
             if [

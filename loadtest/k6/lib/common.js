@@ -54,7 +54,7 @@ export function wsUrl(t) {
   return `ws://${t.host}:${t.port}/app/${encodeURIComponent(t.appKey)}?protocol=7&client=k6&version=1.0`;
 }
 
-// Signed URL for POST /apps/{id}/events (Pusher REST auth, protocol spec §11):
+// Signed URL for POST /apps/{id}/events (Pusher REST auth, protocol docs/protocol.md#rest-signing):
 // string to sign = "POST\n<path>\n<query without auth_signature, keys sorted, values unescaped>".
 export function signedEventsUrl(t, body) {
   const path = `/apps/${t.appId}/events`;
