@@ -104,11 +104,12 @@ fn bench_frame_encode(c: &mut Criterion) {
         // `data` token sized so the event's JSON payload is exactly `size` bytes.
         let name_token = br#""my-event""#;
         let channel = "my-channel";
-        let empty_payload = outbound::channel_event(name_token, channel, b"\"\"", None).len() - 2;
+        let empty_payload =
+            outbound::channel_event(name_token, channel, b"\"\"", None, None).len() - 2;
         let data_token = string_token(size - empty_payload + 2);
         let header = if size <= 125 { 2 } else { 4 };
         assert_eq!(
-            outbound::channel_event(name_token, channel, &data_token, None).len(),
+            outbound::channel_event(name_token, channel, &data_token, None, None).len(),
             header + size
         );
         g.bench_with_input(BenchmarkId::new("app_event", label), &data_token, |b, d| {
@@ -117,6 +118,7 @@ fn bench_frame_encode(c: &mut Criterion) {
                     black_box(name_token),
                     black_box(channel),
                     black_box(d),
+                    None,
                     None,
                 )
             })
@@ -359,10 +361,10 @@ fn fanout_frame() -> Bytes {
     const FRAME_LEN: usize = 200;
     let name = br#""my-event""#;
     // Payload length of the same event with empty data (small, so a 2-byte header).
-    let base = outbound::channel_event(name, FANOUT_CHANNEL, b"\"\"", None).len() - 2;
+    let base = outbound::channel_event(name, FANOUT_CHANNEL, b"\"\"", None, None).len() - 2;
     // Frames with 126..=65535 payload bytes have a 4-byte header.
     let data = string_token(FRAME_LEN - 4 - base + 2);
-    let f = outbound::channel_event(name, FANOUT_CHANNEL, &data, None);
+    let f = outbound::channel_event(name, FANOUT_CHANNEL, &data, None, None);
     assert_eq!(f.len(), FRAME_LEN);
     f
 }

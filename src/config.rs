@@ -84,6 +84,19 @@ pub struct AppConfig {
     pub max_watchlist_size: usize,
     /// Channels one connection may be subscribed to at once (subscribe beyond it: `pusher:error`).
     pub max_channels_per_connection: usize,
+    /// Keep each channel's recent events, give them ids, replay them to resubscribing clients
+    /// (docs/protocol.md#history).
+    pub history_enabled: bool,
+    /// Events kept per channel.
+    pub history_max: usize,
+    /// Seconds an event is kept.
+    pub history_ttl_secs: u64,
+    /// Bytes of history for the whole app; past it the channels written longest ago lose their history first.
+    pub history_max_bytes: usize,
+    /// Refuse REST publishes past `rate_limit_max` events per second (429).
+    pub rate_limit_enabled: bool,
+    /// Events per second the app may publish over REST (each event of a batch counts).
+    pub rate_limit_max: u32,
     /// Base64 of 32 bytes: lets `POST /apps/{id}/auth` return `shared_secret` for encrypted channels
     /// (docs/protocol.md#encrypted-channels).
     pub encryption_master_key_base64: Option<String>,
@@ -123,6 +136,12 @@ impl Default for AppConfig {
             authorized_connections: false,
             max_watchlist_size: 100,
             max_channels_per_connection: 1000,
+            history_enabled: false,
+            history_max: 100,
+            history_ttl_secs: 3600,
+            history_max_bytes: 64 * 1024 * 1024,
+            rate_limit_enabled: false,
+            rate_limit_max: 100,
             encryption_master_key_base64: None,
         }
     }
@@ -132,6 +151,9 @@ impl Default for AppConfig {
 /// and the deepest accepted document needs about 4 MiB in a debug build (under 64 KiB in release): 16 MiB leaves a
 /// wide margin in both. Only touched pages cost memory.
 pub const CORE_STACK_BYTES: usize = 16 * 1024 * 1024;
+
+/// Events one channel's history may keep, whatever an app asks for.
+pub const MAX_HISTORY_PER_CHANNEL: usize = 10_000;
 
 /// Server-wide limits. Each has a name, a default and a reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +185,8 @@ pub struct Limits {
     pub http_write_timeout: Duration,
     /// Messages queued in one core's inbox before publishers are told the server is overloaded.
     pub core_inbox_capacity: usize,
+    /// Entries each app's event log keeps (`GET /apps/{id}/events/log`); 0 turns the log off.
+    pub event_log_max: usize,
     /// REST timestamp window (docs/protocol.md#auth-parameters: 600 s).
     pub auth_timestamp_window_secs: u64,
 }
@@ -183,6 +207,7 @@ impl Default for Limits {
             http_write_timeout: Duration::from_secs(10),
             core_inbox_capacity: 64 * 1024,
             auth_timestamp_window_secs: 600,
+            event_log_max: 100,
         }
     }
 }
@@ -315,6 +340,36 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "send subscription_count events (true/false)",
     ),
     (
+        "RELAY_HISTORY_ENABLED",
+        "--history-enabled",
+        "keep recent events per channel, with ids and replay (default for every app)",
+    ),
+    (
+        "RELAY_HISTORY_MAX",
+        "--history-max",
+        "events kept per channel (default for every app)",
+    ),
+    (
+        "RELAY_HISTORY_TTL",
+        "--history-ttl",
+        "seconds an event is kept (default for every app)",
+    ),
+    (
+        "RELAY_RATE_LIMIT_ENABLED",
+        "--rate-limit-enabled",
+        "refuse REST publishes over the rate with 429 (default for every app)",
+    ),
+    (
+        "RELAY_RATE_LIMIT_MAX",
+        "--rate-limit-max",
+        "REST events per second per app (default for every app)",
+    ),
+    (
+        "RELAY_EVENT_LOG_MAX",
+        "--event-log-max",
+        "entries kept in each app's event log (0: off)",
+    ),
+    (
         "RELAY_MAX_WS_MESSAGE_BYTES",
         "--max-ws-message-bytes",
         "largest WebSocket message from a client",
@@ -407,8 +462,9 @@ pub fn load_from(
     };
 
     let mut config = Config::default();
+    let mut set_in_file = Vec::new();
     if let Some((field, path)) = get("RELAY_APPS_FILE") {
-        apply_apps_file(&mut config, &field, &path)?;
+        set_in_file = apply_apps_file(&mut config, &field, &path)?;
     }
     if let Some((field, v)) = get("RELAY_HOST") {
         config.host = v
@@ -460,10 +516,73 @@ pub fn load_from(
     if let Some((field, v)) = get("RELAY_MAX_HTTP_BODY_BYTES") {
         config.limits.max_http_body_bytes = parse_num(&field, &v)?;
     }
+    if let Some((field, v)) = get("RELAY_EVENT_LOG_MAX") {
+        config.limits.event_log_max = parse_num(&field, &v)?;
+    }
+    apply_app_defaults(&mut config, &set_in_file, &get)?;
     let from_file = get("RELAY_APPS_FILE").is_some();
     apply_default_app(&mut config, from_file, &get)?;
     validate(&config)?;
     Ok(Command::Run(Box::new(config)))
+}
+
+/// Per-app settings that `RELAY_*` environment and flags give every app a default for; an app of the apps file
+/// keeps the value it sets itself.
+#[derive(Debug, Default, Deserialize)]
+struct AppSetsItself {
+    history_enabled: Option<bool>,
+    history_max: Option<usize>,
+    history_ttl_secs: Option<u64>,
+    rate_limit_enabled: Option<bool>,
+    rate_limit_max: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AppsFileSets {
+    #[serde(default)]
+    apps: Vec<AppSetsItself>,
+}
+
+fn apply_app_defaults(
+    config: &mut Config,
+    set_in_file: &[AppSetsItself],
+    get: &impl Fn(&str) -> Option<(String, String)>,
+) -> Result<(), ConfigError> {
+    let history_enabled = get("RELAY_HISTORY_ENABLED")
+        .map(|(f, v)| parse_bool(&f, &v))
+        .transpose()?;
+    let history_max = get("RELAY_HISTORY_MAX")
+        .map(|(f, v)| parse_num::<usize>(&f, &v))
+        .transpose()?;
+    let history_ttl = get("RELAY_HISTORY_TTL")
+        .map(|(f, v)| parse_num::<u64>(&f, &v))
+        .transpose()?;
+    let rate_enabled = get("RELAY_RATE_LIMIT_ENABLED")
+        .map(|(f, v)| parse_bool(&f, &v))
+        .transpose()?;
+    let rate_max = get("RELAY_RATE_LIMIT_MAX")
+        .map(|(f, v)| parse_num::<u32>(&f, &v))
+        .transpose()?;
+    let nothing = AppSetsItself::default();
+    for (i, app) in config.apps.iter_mut().enumerate() {
+        let own = set_in_file.get(i).unwrap_or(&nothing);
+        if let (Some(v), None) = (history_enabled, own.history_enabled) {
+            app.history_enabled = v;
+        }
+        if let (Some(v), None) = (history_max, own.history_max) {
+            app.history_max = v;
+        }
+        if let (Some(v), None) = (history_ttl, own.history_ttl_secs) {
+            app.history_ttl_secs = v;
+        }
+        if let (Some(v), None) = (rate_enabled, own.rate_limit_enabled) {
+            app.rate_limit_enabled = v;
+        }
+        if let (Some(v), None) = (rate_max, own.rate_limit_max) {
+            app.rate_limit_max = v;
+        }
+    }
+    Ok(())
 }
 
 /// The `RELAY_APP_*` settings describe one app. Without an apps file it is the only app; with one, it overrides
@@ -532,10 +651,17 @@ pub fn parse_apps_file(bytes: &[u8]) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-fn apply_apps_file(config: &mut Config, field: &str, path: &str) -> Result<(), ConfigError> {
+/// Applies the apps file at `path`; returns which per-app settings each app sets itself.
+fn apply_apps_file(
+    config: &mut Config,
+    field: &str,
+    path: &str,
+) -> Result<Vec<AppSetsItself>, ConfigError> {
     let text = std::fs::read(path)
         .map_err(|e| ConfigError::new(field, format!("cannot read '{path}': {e}")))?;
-    apply_apps_bytes(config, &format!("{field} '{path}'"), &text)
+    apply_apps_bytes(config, &format!("{field} '{path}'"), &text)?;
+    let sets: AppsFileSets = crate::json::parse(&text).unwrap_or_default();
+    Ok(sets.apps)
 }
 
 /// Applies the apps file `text` to `config`; `source` names the file in errors.
@@ -683,6 +809,30 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             return Err(ConfigError::new(
                 f("max_channel_name_length"),
                 "name lengths must be at least 1",
+            ));
+        }
+        if app.history_max == 0 || app.history_max > MAX_HISTORY_PER_CHANNEL {
+            return Err(ConfigError::new(
+                f("history_max"),
+                format!("must be between 1 and {MAX_HISTORY_PER_CHANNEL}"),
+            ));
+        }
+        if app.history_ttl_secs == 0 {
+            return Err(ConfigError::new(
+                f("history_ttl_secs"),
+                "must be at least 1",
+            ));
+        }
+        if app.history_max_bytes < 1024 {
+            return Err(ConfigError::new(
+                f("history_max_bytes"),
+                "must be at least 1024",
+            ));
+        }
+        if app.rate_limit_max == 0 {
+            return Err(ConfigError::new(
+                f("rate_limit_max"),
+                "must be at least 1 (turn rate_limit_enabled off instead)",
             ));
         }
         if app.encryption_master_key_base64.is_some() && app.master_key().is_none() {

@@ -24,6 +24,8 @@ pub enum Counter {
     PublishesClient,
     /// Events the server makes itself: member added/removed, subscription counts.
     PublishesServer,
+    /// REST events refused by an app's rate limit (429).
+    RateLimited,
     /// Messages a core's inbox refused because a lane was full.
     InboxOverflows,
 }

@@ -50,24 +50,28 @@ pub struct SocketIdGen {
     rng: Cell<u64>,
 }
 
+/// 64 random bits from the kernel, for seeds (ids that must not be guessed or repeat across runs).
+pub fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n == 8 {
+        return u64::from_ne_bytes(seed);
+    }
+    // No entropy syscall: fall back to time and address bits; ids stay unique, only less random.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_nanos() as u64 ^ (&seed as *const _ as u64)
+}
+
 impl SocketIdGen {
     pub fn new(core: usize) -> Self {
         assert!(core < MAX_CORES, "core {core} has no room in socket ids");
-        let mut seed = [0u8; 8];
-        // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
-        let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
-        let mut s = u64::from_ne_bytes(seed);
-        if n != 8 {
-            // No entropy syscall: fall back to time and address bits; ids stay unique, only less random.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            s = now.as_nanos() as u64 ^ (&seed as *const _ as u64);
-        }
         SocketIdGen {
             core: core as u64,
             counter: Cell::new(0),
-            rng: Cell::new(s | 1),
+            rng: Cell::new(random_seed() | 1),
         }
     }
 

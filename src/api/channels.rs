@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::api::ApiRequest;
+use crate::channels::history::CursorError;
 use crate::http::response::Response;
-use crate::json::push_json_string_into;
+use crate::json::{push_json_string, push_json_string_into};
 use crate::protocol::channel_name::{self, ChannelKind, ChannelType, SERVER_TO_USER_PREFIX};
+use crate::runtime;
 use crate::runtime::facts::Facts;
 use crate::runtime::message::NoReply;
 use crate::runtime::query::{Answer, Query};
@@ -263,4 +265,79 @@ pub async fn users(req: &ApiRequest<'_>, raw_name: &str) -> Response {
     }
     out.push_str("]}");
     Response::json(200, out.into_bytes())
+}
+
+/// `GET /apps/{id}/channels/{name}/events?limit=&cursor=`: the channel's kept events, oldest first, a page at a
+/// time (docs/protocol.md#history). 404 when the app keeps no history.
+pub async fn history(req: &ApiRequest<'_>, raw_name: &str) -> Response {
+    let cfg = &req.app.config;
+    if !cfg.history_enabled {
+        return Response::error(
+            404,
+            "Channel history is off for this app: turn on history_enabled (RELAY_HISTORY_ENABLED)",
+        );
+    }
+    let channel = match decode_name(raw_name) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let max = cfg.max_channel_name_length;
+    if let Err(e) = channel_name::validate(&channel, max) {
+        return Response::error(400, &e.message(&channel, max));
+    }
+    let limit = match req.query.get("limit") {
+        None => cfg.history_max,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=cfg.history_max).contains(&n) => n,
+            _ => {
+                return Response::error(
+                    400,
+                    &format!(
+                        "Invalid limit: a whole number from 1 to {}",
+                        cfg.history_max
+                    ),
+                );
+            }
+        },
+    };
+    let cursor = req.query.get("cursor");
+    let page = match runtime::history::page(req.core, req.app.idx, &channel, cursor, limit).await {
+        Ok(Ok(page)) => page,
+        Ok(Err(CursorError::Malformed)) => return Response::error(400, "Invalid cursor"),
+        Ok(Err(CursorError::Stale)) => {
+            return Response::error(
+                400,
+                "Cursor no longer valid: the channel's history was reset; start again without a cursor",
+            );
+        }
+        Err(e) => return busy(e),
+    };
+    let mut out = Vec::with_capacity(64 + page.events.len() * 128);
+    out.extend_from_slice(br#"{"events":["#);
+    for (i, e) in page.events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"id":"#);
+        push_json_string(&mut out, &e.id.to_string());
+        out.extend_from_slice(br#","event":"#);
+        out.extend_from_slice(&e.name_token);
+        out.extend_from_slice(br#","channel":"#);
+        push_json_string(&mut out, &channel);
+        out.extend_from_slice(br#","data":"#);
+        out.extend_from_slice(&e.data_token);
+        out.extend_from_slice(format!(r#","published_at":{}"#, e.published_at_ms).as_bytes());
+        if let Some(u) = &e.user_id {
+            out.extend_from_slice(br#","user_id":"#);
+            push_json_string(&mut out, u);
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(br#"],"next_cursor":"#);
+    match page.next_cursor {
+        Some(c) => push_json_string(&mut out, &c.to_string()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    Response::json(200, out)
 }

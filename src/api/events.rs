@@ -14,8 +14,10 @@ use crate::channels::publication::{Publication, Source};
 use crate::config::AppConfig;
 use crate::http::response::Response;
 use crate::json::{ArrayError, JsonError, array_items};
+use crate::metrics::Counter;
 use crate::protocol::channel_name::{self, ChannelKind, ChannelType};
 use crate::protocol::outbound::string_token;
+use crate::runtime::event_log::LogEvent;
 use crate::socket_id::SocketId;
 
 #[derive(Deserialize)]
@@ -210,6 +212,38 @@ fn check_event(cfg: &AppConfig, body: &EventBody<'_>, batch_item: bool) -> Resul
     })
 }
 
+/// With rate limiting on, a request whose `events` do not fit in the app's rate this second is refused whole:
+/// 429 with `Retry-After`, nothing delivered, noted in the event log.
+fn over_rate(req: &ApiRequest<'_>, events: usize) -> Option<Response> {
+    let cfg = &req.app.config;
+    if !cfg.rate_limit_enabled {
+        return None;
+    }
+    let events = u32::try_from(events).unwrap_or(u32::MAX);
+    let second = req.core.shared.started.elapsed().as_secs() as u32;
+    if req
+        .app
+        .publish_rate
+        .try_take(events, cfg.rate_limit_max, second)
+    {
+        return None;
+    }
+    req.core
+        .metrics()
+        .add(Counter::RateLimited, u64::from(events));
+    req.core
+        .log_event(req.app.idx, LogEvent::RateLimited { events });
+    let mut r = Response::error(
+        429,
+        &format!(
+            "Rate limit exceeded: this app may publish {} events per second",
+            cfg.rate_limit_max
+        ),
+    );
+    r.header = Some(("Retry-After", "1"));
+    Some(r)
+}
+
 fn publish(req: &ApiRequest<'_>, e: &Event) -> Result<(), Response> {
     let p = Publication::new(
         req.app.idx,
@@ -314,6 +348,9 @@ pub async fn trigger(req: &ApiRequest<'_>) -> Response {
         Ok(e) => e,
         Err(r) => return r,
     };
+    if let Some(r) = over_rate(req, 1) {
+        return r;
+    }
     if let Err(r) = publish(req, &event) {
         return r;
     }
@@ -342,6 +379,9 @@ pub async fn batch(req: &ApiRequest<'_>) -> Response {
         Ok(e) => e,
         Err(r) => return r,
     };
+    if let Some(r) = over_rate(req, events.len()) {
+        return r;
+    }
     for e in &events {
         if let Err(r) = publish(req, e) {
             return r;
@@ -374,6 +414,10 @@ pub fn legacy_trigger(req: &ApiRequest<'_>, channel: &str) -> Response {
         req.query.get("socket_id"),
         req.body,
     );
+    let event = event.and_then(|e| match over_rate(req, 1) {
+        Some(r) => Err(r),
+        None => Ok(e),
+    });
     match event.and_then(|e| publish(req, &e)) {
         Ok(()) => Response::json(202, Vec::new()),
         Err(r) => r,

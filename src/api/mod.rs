@@ -13,6 +13,7 @@ use crate::runtime::core::Core;
 
 pub mod app_auth;
 pub mod channels;
+pub mod event_log;
 pub mod events;
 pub mod stats;
 pub mod users;
@@ -82,12 +83,16 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         }
         (["channels", name, "stats"], Method::Get | Method::Head) => Route::ChannelStats(name),
         (["channels", name, "events"], Method::Post) => Route::LegacyTrigger(name),
+        (["channels", name, "events"], Method::Get | Method::Head) => Route::History(name),
         (["channels", name, "users"], Method::Get | Method::Head) => Route::Users(name),
         (["users", user, "terminate_connections"], Method::Post) => Route::Terminate(user),
         (["auth"], Method::Post) => Route::Auth,
-        (["events"] | ["batch_events"] | ["events", "batch"] | ["channels", _, "events"], _) => {
+        (["events", "log"], Method::Get | Method::Head) => Route::EventLog,
+        (["events"] | ["batch_events"] | ["events", "batch"], _) => {
             return Response::method_not_allowed("POST");
         }
+        (["channels", _, "events"], _) => return Response::method_not_allowed("GET, HEAD, POST"),
+        (["events", "log"], _) => return Response::method_not_allowed("GET, HEAD"),
         (["users", _, "terminate_connections"] | ["auth"], _) => {
             return Response::method_not_allowed("POST");
         }
@@ -133,8 +138,10 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         Route::Channel(name) => channels::one(&req, name).await,
         Route::ChannelStats(name) => channels::legacy_stats(&req, name).await,
         Route::Users(name) => channels::users(&req, name).await,
+        Route::History(name) => channels::history(&req, name).await,
         Route::Terminate(user) => users::terminate_connections(&req, user),
         Route::Auth => app_auth::authorize(&req.app.config, req.body),
+        Route::EventLog => event_log::log(&req).await,
     }
 }
 
@@ -146,6 +153,8 @@ enum Route<'a> {
     Channel(&'a str),
     ChannelStats(&'a str),
     Users(&'a str),
+    History(&'a str),
     Terminate(&'a str),
     Auth,
+    EventLog,
 }

@@ -2,6 +2,7 @@
 //! the facts a home core keeps, and the lifecycle events those facts produce.
 
 pub mod facts;
+pub mod history;
 pub mod index;
 pub mod lifecycle;
 pub mod presence;

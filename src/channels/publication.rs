@@ -1,6 +1,8 @@
 //! A publication: one event for one or more channels of an app, encoded once per channel into the WebSocket frame
 //! every subscriber on every core gets. Every kind of event is built by [`Publication::new`]: REST publishes and
 //! batches, client events, and the events the server makes (member added and removed, subscription counts).
+//! Encoding is a step of its own ([`Publication::encode`]) because an app with history encodes on the channel's
+//! home core, once the event has its id.
 
 use bytes::Bytes;
 
@@ -9,7 +11,7 @@ use crate::protocol::outbound;
 use crate::socket_id::SocketId;
 
 /// Where a publication came from: decides which pipeline stages apply (only REST events are cached,
-/// docs/protocol.md#cache-channels) and how it is counted.
+/// docs/protocol.md#cache-channels; server events are not kept in history) and how it is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// `POST events`, `batch_events`, the deprecated publish; also `#server-to-user-{id}` sends.
@@ -20,7 +22,7 @@ pub enum Source {
     Server,
 }
 
-/// One channel's copy of the event, encoded once.
+/// One channel's copy of the event: its frame, empty until encoded.
 pub struct ChannelFrame {
     pub channel: Box<str>,
     pub frame: Bytes,
@@ -37,11 +39,11 @@ pub struct Publication {
     /// Not delivered to this socket (the REST `socket_id` parameter; the sender of a client event).
     pub except: Option<SocketId>,
     pub frames: Vec<ChannelFrame>,
+    encoded: bool,
 }
 
 impl Publication {
-    /// Encodes the event once per channel. `name_token` and `data_token` are complete JSON string tokens, spliced
-    /// into each frame byte for byte.
+    /// `name_token` and `data_token` are complete JSON string tokens, later spliced into each frame byte for byte.
     pub fn new<C: AsRef<str>>(
         app: AppIdx,
         source: Source,
@@ -51,13 +53,6 @@ impl Publication {
         user_id: Option<&str>,
         except: Option<SocketId>,
     ) -> Self {
-        let frames = channels
-            .iter()
-            .map(|c| ChannelFrame {
-                channel: Box::from(c.as_ref()),
-                frame: outbound::channel_event(name_token, c.as_ref(), data_token, user_id),
-            })
-            .collect();
         Publication {
             app,
             source,
@@ -65,14 +60,21 @@ impl Publication {
             data_token: Bytes::copy_from_slice(data_token),
             user_id: user_id.map(Box::from),
             except,
-            frames,
+            frames: channels
+                .iter()
+                .map(|c| ChannelFrame {
+                    channel: Box::from(c.as_ref()),
+                    frame: Bytes::new(),
+                })
+                .collect(),
+            encoded: false,
         }
     }
 
     /// A server event on `channel` whose data is the JSON text `data_json` (sent as a string, like every
-    /// server event's data, docs/protocol.md#framing).
+    /// server event's data, docs/protocol.md#framing), encoded.
     pub fn server_event(app: AppIdx, channel: &str, event: &str, data_json: &str) -> Self {
-        Self::new(
+        let mut p = Self::new(
             app,
             Source::Server,
             &[channel],
@@ -80,7 +82,54 @@ impl Publication {
             &outbound::string_token(data_json),
             None,
             None,
-        )
+        );
+        p.encode(None);
+        p
+    }
+
+    /// Encodes the event once per channel; `id` is the event's history id, for apps that keep history.
+    pub fn encode(&mut self, id: Option<&str>) {
+        for cf in &mut self.frames {
+            cf.frame = outbound::channel_event(
+                &self.name_token,
+                &cf.channel,
+                &self.data_token,
+                self.user_id.as_deref(),
+                id,
+            );
+        }
+        self.encoded = true;
+    }
+
+    pub fn is_encoded(&self) -> bool {
+        self.encoded
+    }
+
+    /// One publication per channel (history keeps and numbers each channel's events on that channel's home).
+    pub fn split_per_channel(self) -> Vec<Publication> {
+        let Publication {
+            app,
+            source,
+            name_token,
+            data_token,
+            user_id,
+            except,
+            frames,
+            encoded,
+        } = self;
+        frames
+            .into_iter()
+            .map(|cf| Publication {
+                app,
+                source,
+                name_token: name_token.clone(),
+                data_token: data_token.clone(),
+                user_id: user_id.clone(),
+                except,
+                frames: vec![cf],
+                encoded,
+            })
+            .collect()
     }
 }
 
@@ -90,7 +139,7 @@ mod tests {
 
     #[test]
     fn one_frame_per_channel_with_the_tokens_spliced() {
-        let p = Publication::new(
+        let mut p = Publication::new(
             0,
             Source::Rest,
             &["a", "b"],
@@ -99,6 +148,8 @@ mod tests {
             None,
             None,
         );
+        assert!(!p.is_encoded());
+        p.encode(None);
         assert_eq!(p.frames.len(), 2);
         assert!(
             p.frames[1]
@@ -115,5 +166,26 @@ mod tests {
         assert!(s.frames[0].frame.ends_with(
             br#"{"event":"pusher_internal:member_removed","channel":"presence-r","data":"{\"user_id\":\"7\"}"}"#
         ));
+    }
+
+    #[test]
+    fn split_publications_carry_one_channel_each_and_ids_go_into_the_frame() {
+        let p = Publication::new(
+            0,
+            Source::Client,
+            &["a", "b"],
+            br#""e""#,
+            br#""d""#,
+            Some("7"),
+            None,
+        );
+        let mut parts = p.split_per_channel();
+        assert_eq!(parts.len(), 2);
+        parts[1].encode(Some("3-1"));
+        assert!(
+            parts[1].frames[0]
+                .frame
+                .ends_with(br#"{"event":"e","channel":"b","data":"d","user_id":"7","id":"3-1"}"#)
+        );
     }
 }

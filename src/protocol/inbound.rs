@@ -37,6 +37,9 @@ pub struct SubscribeData {
     pub auth: Option<String>,
     /// Exactly as received (it is signed byte-for-byte, docs/protocol.md#channel-authorization).
     pub channel_data: Option<String>,
+    /// The id of the last event the client got on this channel, asking for a replay (docs/protocol.md#history);
+    /// any JSON value is kept as its text, so a malformed one is answered, not refused.
+    pub last_event_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +50,8 @@ struct RawSubscribe<'a> {
     auth: Option<LazyValue<'a>>,
     #[serde(borrow, default)]
     channel_data: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    last_event_id: Option<LazyValue<'a>>,
 }
 
 /// String fields must be strings; `channel_data` sent as an object is taken as its raw JSON text.
@@ -89,6 +94,7 @@ pub fn subscribe_data(data: &Option<LazyValue<'_>>) -> Result<SubscribeData, Jso
         channel,
         auth,
         channel_data: as_string(&raw.channel_data),
+        last_event_id: as_string(&raw.last_event_id),
     })
 }
 

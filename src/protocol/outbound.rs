@@ -77,16 +77,18 @@ pub fn subscription_succeeded(channel: &str) -> Bytes {
 /// A channel event, the one shape every publication takes (app events, client events, member and count events):
 /// `name_token` and `data_token` are complete JSON string tokens (quotes included), spliced as received so the
 /// data reaches subscribers byte for byte; client events on presence channels add the sender's `user_id`
-/// (docs/protocol.md#client-events).
+/// (docs/protocol.md#client-events); events of apps with history add their `id` (docs/protocol.md#history), and
+/// without it the frame is exactly Pusher's.
 pub fn channel_event(
     name_token: &[u8],
     channel: &str,
     data_token: &[u8],
     user_id: Option<&str>,
+    id: Option<&str>,
 ) -> Bytes {
-    let user_len = user_id.map_or(0, |u| u.len() + 12);
+    let extra = user_id.map_or(0, |u| u.len() + 12) + id.map_or(0, |i| i.len() + 8);
     frame::encode_text_with(
-        32 + name_token.len() + channel.len() + data_token.len() + user_len,
+        32 + name_token.len() + channel.len() + data_token.len() + extra,
         |o| {
             o.extend_from_slice(br#"{"event":"#);
             o.extend_from_slice(name_token);
@@ -97,6 +99,10 @@ pub fn channel_event(
             if let Some(u) = user_id {
                 o.extend_from_slice(br#","user_id":"#);
                 push_json_string(o, u);
+            }
+            if let Some(i) = id {
+                o.extend_from_slice(br#","id":"#);
+                push_json_string(o, i);
             }
             o.push(b'}');
         },
@@ -213,7 +219,8 @@ mod tests {
                 br#""client-x""#,
                 "presence-r",
                 br#""{\"a\":1}""#,
-                Some("42")
+                Some("42"),
+                None
             )),
             r#"{"event":"client-x","channel":"presence-r","data":"{\"a\":1}","user_id":"42"}"#
         );
@@ -226,10 +233,13 @@ mod tests {
             "c",
             br#""{\"a\":1}""#,
             None,
+            None,
         ));
         assert_eq!(
             f,
             r#"{"event":"my-event","channel":"c","data":"{\"a\":1}"}"#
         );
+        let f = payload(&channel_event(br#""e""#, "c", br#""d""#, None, Some("5-9")));
+        assert_eq!(f, r#"{"event":"e","channel":"c","data":"d","id":"5-9"}"#);
     }
 }

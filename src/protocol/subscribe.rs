@@ -17,7 +17,13 @@ pub struct Subscribe {
     pub ty: ChannelType,
     /// Presence channels: who joins.
     pub member: Option<Member>,
+    /// A replay of the events after this id was asked for (at most [`MAX_EVENT_ID_LEN`] characters are kept;
+    /// a longer one can only be unknown).
+    pub last_event_id: Option<String>,
 }
+
+/// Longest `last_event_id` looked at: ids are two decimal numbers.
+pub const MAX_EVENT_ID_LEN: usize = 64;
 
 pub fn check(cfg: &AppConfig, session: &Session, d: SubscribeData) -> Result<Subscribe, Rejection> {
     let Some(channel) = d.channel else {
@@ -69,10 +75,17 @@ pub fn check(cfg: &AppConfig, session: &Session, d: SubscribeData) -> Result<Sub
             Some(presence_member(cfg, session, channel_data)?)
         }
     };
+    let last_event_id = d.last_event_id.map(|mut id| {
+        if id.len() > MAX_EVENT_ID_LEN {
+            id.clear();
+        }
+        id
+    });
     Ok(Subscribe {
         channel,
         ty,
         member,
+        last_event_id,
     })
 }
 
@@ -159,6 +172,7 @@ mod tests {
             channel: Some(channel.to_string()),
             auth,
             channel_data: channel_data.map(str::to_string),
+            last_event_id: None,
         }
     }
 

@@ -13,14 +13,16 @@ use std::sync::Arc;
 
 use crate::app::{App, AppIdx};
 use crate::channels::facts::FactsTable;
+use crate::channels::history::HistoryStore;
 use crate::channels::index::ChannelIndex;
 use crate::metrics::{CoreMetrics, Counter, Gauge};
 use crate::protocol::session::Session;
+use crate::runtime::event_log::{EventLog, LogEvent};
 use crate::runtime::liveness::FloodSummary;
 use crate::runtime::message::CoreMsg;
 use crate::runtime::shared::Shared;
-use crate::runtime::{cache, counts, occupancy, presence, users};
-use crate::socket_id::{SocketId, SocketIdGen};
+use crate::runtime::{cache, counts, history, occupancy, presence, users};
+use crate::socket_id::{SocketId, SocketIdGen, random_seed};
 
 pub struct Core {
     pub id: usize,
@@ -28,6 +30,10 @@ pub struct Core {
     pub channels: RefCell<ChannelIndex>,
     /// Facts of the channels and users this core is home to.
     pub facts: RefCell<FactsTable>,
+    /// History windows of the channels this core is home to (apps that keep history).
+    pub history: RefCell<HistoryStore>,
+    /// This core's share of each app's event log.
+    pub event_log: RefCell<EventLog>,
     sessions: RefCell<SessionTable>,
     ids: SocketIdGen,
     read_buffers: RefCell<Vec<Vec<u8>>>,
@@ -49,11 +55,14 @@ struct SessionTable {
 impl Core {
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
         let apps = shared.apps.len();
+        let event_log = EventLog::new(apps, shared.config.limits.event_log_max);
         Core {
             id,
             shared,
             channels: RefCell::new(ChannelIndex::new(apps)),
             facts: RefCell::new(FactsTable::default()),
+            history: RefCell::new(HistoryStore::new(random_seed() ^ id as u64)),
+            event_log: RefCell::new(event_log),
             sessions: RefCell::new(SessionTable::default()),
             ids: SocketIdGen::new(id),
             read_buffers: RefCell::new(Vec::new()),
@@ -108,7 +117,10 @@ impl Core {
         t.by_socket.insert(session.socket_id, slot);
         t.len += 1;
         session.slot.set(slot);
+        drop(t);
         self.metrics().inc(Counter::ConnectionsOpened);
+        let socket = session.socket_id;
+        self.log_event(session.app, LogEvent::ConnectionOpened { socket });
     }
 
     /// Removes a session and everything it took part in: subscriptions, presence memberships, counts, sign-in
@@ -129,6 +141,8 @@ impl Core {
             t.len -= 1;
             drop(t);
             self.metrics().inc(Counter::ConnectionsClosed);
+            let socket = session.socket_id;
+            self.log_event(session.app, LogEvent::ConnectionClosed { socket });
         }
     }
 
@@ -151,6 +165,13 @@ impl Core {
         if added == Some(1) {
             occupancy::changed(self, session.app, channel, 1);
         }
+        if added.is_some() {
+            let event = LogEvent::Subscribe {
+                channel: Box::from(channel),
+                socket: session.socket_id,
+            };
+            self.log_event(session.app, event);
+        }
         added.is_some()
     }
 
@@ -159,6 +180,11 @@ impl Core {
         let remaining = self.channels.borrow_mut().unsubscribe(&**session, channel);
         if let Some(remaining) = remaining {
             self.left_locally(session.app, channel, remaining);
+            let event = LogEvent::Unsubscribe {
+                channel: Box::from(channel),
+                socket: session.socket_id,
+            };
+            self.log_event(session.app, event);
         }
         if let Some(m) = session.take_membership(channel) {
             presence::leave(self, session.app, channel, &m.user_id);
@@ -211,6 +237,7 @@ impl Core {
             CoreMsg::Cache(m) => cache::on_message(self, m),
             CoreMsg::Counts(m) => counts::on_message(self, m),
             CoreMsg::Occupancy(m) => occupancy::on_message(self, m),
+            CoreMsg::History(m) => history::on_message(self, m),
             CoreMsg::Shutdown => return false,
         }
         true

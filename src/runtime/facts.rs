@@ -26,11 +26,13 @@ use crate::socket_id::SocketId;
 pub trait Facts {
     /// Joins `session` to presence `channel` as `member`; on success it is subscribed and has its
     /// `subscription_succeeded` (with the roster) before any later member event.
+    /// With `after`, the channel's events after that id are replayed first (apps with history).
     async fn join_presence(
         &self,
         session: &Rc<Session>,
         channel: &str,
         member: Member,
+        after: Option<&str>,
     ) -> JoinReply;
     /// One connection of `user_id` left `channel`'s roster.
     fn leave_presence(&self, app: AppIdx, channel: &str, user_id: &str);
@@ -58,8 +60,9 @@ impl Facts for Core {
         session: &Rc<Session>,
         channel: &str,
         member: Member,
+        after: Option<&str>,
     ) -> JoinReply {
-        presence::join(self, session, channel, member).await
+        presence::join(self, session, channel, member, after).await
     }
     fn leave_presence(&self, app: AppIdx, channel: &str, user_id: &str) {
         presence::leave(self, app, channel, user_id)
@@ -122,6 +125,19 @@ impl Core {
             self.metrics().inc(Counter::InboxOverflows);
         }
         sent
+    }
+
+    /// [`Core::send_to`] that hands a refused message back, for senders with a fallback.
+    pub fn offer_to(&self, to: usize, msg: CoreMsg) -> Result<(), CoreMsg> {
+        if to == self.id {
+            self.handle(msg);
+            return Ok(());
+        }
+        let offered = self.shared.inboxes[to].offer(msg);
+        if offered.is_err() {
+            self.metrics().inc(Counter::InboxOverflows);
+        }
+        offered
     }
 
     /// [`Core::send_to`] the home core of `(app, channel)`.

@@ -17,6 +17,8 @@ use crate::protocol::session::Session;
 use crate::protocol::{client_event, outbound, signin, subscribe};
 use crate::runtime::core::Core;
 use crate::runtime::facts::Facts;
+use crate::runtime::history::{self, Recovery};
+use crate::runtime::message::NoReply;
 use crate::runtime::presence::JoinReply;
 use crate::runtime::{cache, users};
 
@@ -90,10 +92,17 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
     if req.ty.needs_auth() {
         session.authorized.set(true);
     }
-    match req.member {
+    // A replay is asked for with the channel's last event id; apps without history ignore it.
+    let after = req
+        .last_event_id
+        .as_deref()
+        .filter(|_| app.config.history_enabled);
+    let busy = || Rejection::new("Server busy: try subscribing again");
+    // Whether a replay brought the client up to date (then the cache channel's last event is not sent again).
+    let recovered = match (req.member, after) {
         // The home core's answer subscribes the socket and sends the success itself (ordering, see presence).
-        Some(member) => match core.join_presence(session, channel, member).await {
-            JoinReply::Joined => {}
+        (Some(member), after) => match core.join_presence(session, channel, member, after).await {
+            JoinReply::Joined { recovered } => recovered == Some(true),
             JoinReply::Gone => return,
             JoinReply::Full => {
                 let max = app.config.max_presence_members;
@@ -102,25 +111,27 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
                     Rejection::new(format!("Cannot join {channel}: over {max} members")),
                 );
             }
-            JoinReply::Busy => {
-                return reject(
-                    session,
-                    Rejection::new("Server busy: try subscribing again"),
-                );
-            }
+            JoinReply::Busy => return reject(session, busy()),
         },
-        None => {
+        // The replay comes from the channel's home, in order with its live events (see history).
+        (None, Some(after)) => match history::recover(core, session, channel, after).await {
+            Ok(Recovery::Subscribed { recovered }) => recovered,
+            Ok(Recovery::Gone) => return,
+            Err(NoReply) => return reject(session, busy()),
+        },
+        (None, None) => {
             if session.is_closing() {
                 return;
             }
             core.subscribe_locally(session, channel);
             session.send(outbound::subscription_succeeded(channel));
+            false
         }
-    }
+    };
     if session.is_closing() {
         return;
     }
-    if req.ty.cache {
+    if req.ty.cache && !recovered {
         cache::replay(core, session, channel).await;
     }
     core.subscription_changed(session.app, channel, 1);

@@ -59,17 +59,22 @@ impl<M> Clone for InboxSender<M> {
 
 impl<M: Routed> InboxSender<M> {
     pub fn send(&self, msg: M) -> Result<(), InboxFull> {
+        self.offer(msg).map_err(|_| InboxFull)
+    }
+
+    /// [`InboxSender::send`] that hands a refused message back, for senders with a fallback.
+    pub fn offer(&self, msg: M) -> Result<(), M> {
         let sent = match msg.lane() {
             Lane::Publish => match self.publishes.try_send(msg) {
                 Ok(()) => Ok(()),
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Err(InboxFull),
+                Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => Err(m),
             },
             Lane::Control if self.control_depth.load(Ordering::Relaxed) >= CONTROL_LANE_CAP => {
-                Err(InboxFull)
+                Err(msg)
             }
             Lane::Control | Lane::Cleanup => {
                 self.control_depth.fetch_add(1, Ordering::Relaxed);
-                self.control.send(msg).map_err(|_| InboxFull)
+                self.control.send(msg).map_err(|e| e.into_inner())
             }
         };
         // Wake even on failure: a consumer can only be asleep on a full lane if a wake was lost.

@@ -27,6 +27,7 @@ impl Core {
             self.summarise_floods();
         }
         self.facts.borrow_mut().purge_expired(now);
+        self.history.borrow_mut().purge_expired(now);
         counts::flush_throttled(self, now);
         let config = &self.shared.config;
         let rules = LivenessRules {

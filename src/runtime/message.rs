@@ -9,6 +9,7 @@ use futures_channel::oneshot;
 use crate::channels::publication::Publication;
 use crate::runtime::cache::CacheMsg;
 use crate::runtime::counts::CountMsg;
+use crate::runtime::history::HistoryMsg;
 use crate::runtime::inbox::{Lane, Routed};
 use crate::runtime::occupancy::OccupancyMsg;
 use crate::runtime::presence::PresenceMsg;
@@ -25,6 +26,7 @@ pub enum CoreMsg {
     Cache(CacheMsg),
     Counts(CountMsg),
     Occupancy(OccupancyMsg),
+    History(HistoryMsg),
     /// Stop accepting, close every connection with 4200, exit.
     Shutdown,
 }
@@ -39,6 +41,7 @@ impl Routed for CoreMsg {
             CoreMsg::Cache(m) => m.lane(),
             CoreMsg::Counts(m) => m.lane(),
             CoreMsg::Occupancy(m) => m.lane(),
+            CoreMsg::History(m) => m.lane(),
             CoreMsg::Shutdown => Lane::Cleanup,
         }
     }

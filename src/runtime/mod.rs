@@ -7,8 +7,10 @@
 pub mod cache;
 pub mod core;
 pub mod counts;
+pub mod event_log;
 pub mod facts;
 pub mod handler;
+pub mod history;
 pub mod inbox;
 pub mod lifecycle;
 pub mod liveness;

@@ -20,6 +20,7 @@ use crate::protocol::inbound::Member;
 use crate::protocol::outbound;
 use crate::protocol::session::{Membership, Session};
 use crate::runtime::core::Core;
+use crate::runtime::history::{self, Replay};
 use crate::runtime::inbox::Lane;
 use crate::runtime::message::{self, CoreMsg, NoReply};
 use crate::socket_id::SocketId;
@@ -27,8 +28,9 @@ use crate::socket_id::SocketId;
 /// How a presence join ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum JoinReply {
-    /// Subscribed, and `subscription_succeeded` (with the roster) sent.
-    Joined,
+    /// Subscribed, and `subscription_succeeded` (with the roster) sent; with a replay asked for, also the replay
+    /// and `relay:recovery`, and whether it recovered.
+    Joined { recovered: Option<bool> },
     /// The channel is at its member limit.
     Full,
     /// The joining session left (unsubscribed or closed) meanwhile; its leave was sent.
@@ -47,6 +49,8 @@ pub enum PresenceMsg {
         socket: SocketId,
         /// The joining socket's core.
         core: usize,
+        /// A replay of the channel's events after this id was asked for (apps with history).
+        after: Option<Box<str>>,
         reply: oneshot::Sender<JoinReply>,
     },
     /// Anyone -> home: one connection of `user_id` left.
@@ -55,11 +59,15 @@ pub enum PresenceMsg {
         channel: Box<str>,
         user_id: Box<str>,
     },
-    /// Home -> joiner's core: subscribe the socket and send `success` (None: the roster is full).
+    /// Home -> joiner's core: subscribe the socket and send `success` (None: the roster is full), then the
+    /// replay, if one was asked for. A replay travels the publish lane behind the channel's events the home sent
+    /// before (`ordered`); otherwise, and as the fallback when that lane is full, the cleanup lane.
     Joined {
         socket: SocketId,
         channel: Box<str>,
         success: Option<Bytes>,
+        replay: Option<Replay>,
+        ordered: bool,
         reply: oneshot::Sender<JoinReply>,
     },
     /// Anyone -> home: the roster's user ids.
@@ -74,6 +82,7 @@ impl PresenceMsg {
     pub fn lane(&self) -> Lane {
         match self {
             PresenceMsg::Join { .. } | PresenceMsg::Users { .. } => Lane::Control,
+            PresenceMsg::Joined { ordered: true, .. } => Lane::Publish,
             PresenceMsg::Leave { .. } | PresenceMsg::Joined { .. } => Lane::Cleanup,
         }
     }
@@ -81,7 +90,13 @@ impl PresenceMsg {
 
 // -- the joiner's side ---------------------------------------------------------------------------------------
 
-pub async fn join(core: &Core, session: &Rc<Session>, channel: &str, member: Member) -> JoinReply {
+pub async fn join(
+    core: &Core,
+    session: &Rc<Session>,
+    channel: &str,
+    member: Member,
+    after: Option<&str>,
+) -> JoinReply {
     let app = session.app;
     let user_id: Rc<str> = Rc::from(member.user_id);
     session.memberships.borrow_mut().push(Membership {
@@ -96,6 +111,7 @@ pub async fn join(core: &Core, session: &Rc<Session>, channel: &str, member: Mem
         user_info: member.user_info.into_boxed_str(),
         socket: session.socket_id,
         core: core.id,
+        after: after.map(Box::from),
         reply: tx,
     };
     if core
@@ -164,6 +180,7 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
             user_info,
             socket,
             core: joiner,
+            after,
             reply,
         } => {
             let max = core.app(app).config.max_presence_members;
@@ -178,14 +195,44 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
                     &snapshot,
                 )
             });
+            let replay = match after {
+                Some(after) if success.is_some() && core.app(app).config.history_enabled => {
+                    Some(history::replay(core, app, &channel, &after))
+                }
+                _ => None,
+            };
             // First the joiner's success, then member_added: both leave this core in that order.
             let joined = PresenceMsg::Joined {
                 socket,
                 channel: channel.clone(),
                 success,
+                ordered: replay.is_some(),
+                replay,
                 reply,
             };
-            let _ = core.send_to(joiner, CoreMsg::Presence(joined));
+            if let Err(CoreMsg::Presence(PresenceMsg::Joined {
+                socket,
+                channel,
+                success,
+                reply,
+                ..
+            })) = core.offer_to(joiner, CoreMsg::Presence(joined))
+            {
+                // The joiner's publish lane is full: join without the replay, telling the client it did not
+                // recover.
+                let fallback = PresenceMsg::Joined {
+                    socket,
+                    channel,
+                    success,
+                    replay: Some(Replay {
+                        recovered: false,
+                        frames: Vec::new(),
+                    }),
+                    ordered: false,
+                    reply,
+                };
+                let _ = core.send_to(joiner, CoreMsg::Presence(fallback));
+            }
             if result.join == Join::NewMember {
                 let data = presence::member_added_json(&user_id, &user_info);
                 let mut p =
@@ -228,14 +275,24 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
             socket,
             channel,
             success,
+            replay,
             reply,
+            ..
         } => {
             let joined = match (success, core.session_by_socket(socket)) {
                 (None, _) => JoinReply::Full,
                 (Some(frame), Some(s)) if s.membership(&channel).is_some() => {
                     core.subscribe_locally(&s, &channel);
                     s.send(frame);
-                    JoinReply::Joined
+                    let recovered = replay.map(|r| {
+                        let replayed = r.frames.len();
+                        for f in r.frames {
+                            s.send(f);
+                        }
+                        s.send(history::recovery_frame(&channel, r.recovered, replayed));
+                        r.recovered
+                    });
+                    JoinReply::Joined { recovered }
                 }
                 (Some(_), _) => JoinReply::Gone,
             };

@@ -1,29 +1,46 @@
 //! The publish pipeline: every publication (REST, batch, client event, server event) enters [`Core::publish`],
 //! passes its stages, and fans out to every core's subscribers.
 //!
-//! Stages, in order, each in its own module: cache store (`cache::keep_last_event`); then the fan-out: other
-//! cores first (they run in parallel with our local loop), then this core; deliveries are counted by outcome.
-//! History append, webhook emission and the cluster bridge plug in before the fan-out.
+//! Stages, in order, each in its own module: for apps with history, the channel's home core numbers and keeps the
+//! event (`history::route`; the rest of the pipeline then runs there); the encode; the cache store
+//! (`cache::keep_last_event`); then the fan-out: other cores first (they run in parallel with our local loop),
+//! then this core; deliveries are counted by outcome. Webhook emission and the cluster bridge plug in before the
+//! fan-out.
 
 use std::sync::Arc;
 
 use crate::channels::index::Deliveries;
 use crate::channels::publication::{Publication, Source};
 use crate::metrics::Counter;
-use crate::runtime::cache;
 use crate::runtime::core::Core;
 use crate::runtime::inbox::InboxFull;
 use crate::runtime::message::CoreMsg;
+use crate::runtime::{cache, history};
 
 impl Core {
     /// Publishes on every core. Fails if a core's inbox is full; cores that took it deliver it.
     pub fn publish(&self, p: Publication) -> Result<(), InboxFull> {
-        cache::keep_last_event(self, &p);
         self.metrics().inc(match p.source {
             Source::Rest => Counter::PublishesRest,
             Source::Client => Counter::PublishesClient,
             Source::Server => Counter::PublishesServer,
         });
+        self.log_publication(&p);
+        if history::keeps(self, &p) {
+            return history::route(self, p);
+        }
+        let mut p = p;
+        if !p.is_encoded() {
+            p.encode(None);
+        }
+        self.fan_out(p)
+    }
+
+    /// The stages that need the encoded frame (cache store), then the fan-out: other cores first (they run in
+    /// parallel with our local loop), then this one.
+    pub fn fan_out(&self, p: Publication) -> Result<(), InboxFull> {
+        debug_assert!(p.is_encoded(), "fan-out of an event with no frames");
+        cache::keep_last_event(self, &p);
         let p = Arc::new(p);
         let mut result = Ok(());
         for (i, inbox) in self.shared.inboxes.iter().enumerate() {

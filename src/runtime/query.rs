@@ -7,6 +7,7 @@ use futures_channel::oneshot;
 
 use crate::app::AppIdx;
 use crate::runtime::core::Core;
+use crate::runtime::event_log::LogEntry;
 use crate::runtime::message::{self, CoreMsg, NoReply};
 
 #[derive(Debug, Clone)]
@@ -15,12 +16,15 @@ pub enum Query {
     Channel { app: AppIdx, name: Arc<str> },
     /// Local subscriber counts of every channel whose name starts with `prefix`.
     Channels { app: AppIdx, prefix: Arc<str> },
+    /// This core's newest event-log entries of the app.
+    EventLog { app: AppIdx, limit: usize },
 }
 
 #[derive(Debug)]
 pub enum Answer {
     Count(u64),
     Counts(Vec<(Box<str>, u64)>),
+    Log(Vec<LogEntry>),
 }
 
 impl Core {
@@ -56,6 +60,9 @@ impl Core {
                     .map(|(n, c)| (Box::from(&**n), c.subscribers.len() as u64))
                     .collect(),
             ),
+            Query::EventLog { app, limit } => {
+                Answer::Log(self.event_log.borrow().newest(*app, *limit))
+            }
         }
     }
 }

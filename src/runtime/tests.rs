@@ -68,6 +68,17 @@ impl Cores {
         }
     }
 
+    /// Hands core `i` what is queued for it now (one batch, control lane first, as the runtime does).
+    fn pump_core(&self, i: usize) -> usize {
+        let mut batch = Vec::new();
+        self.inboxes[i].drain_into(&mut batch);
+        let n = batch.len();
+        for m in batch {
+            self.cores[i].handle(m);
+        }
+        n
+    }
+
     /// A registered session on `core`, with no socket behind it.
     fn connect(&self, core: usize) -> Rc<Session> {
         let c = self.core(core);
@@ -475,4 +486,229 @@ fn a_core_that_never_answers_times_out_instead_of_hanging() {
         answers.as_slice(),
         [Answer::Count(0), Answer::Count(0)]
     ));
+}
+
+fn history_app() -> AppConfig {
+    AppConfig {
+        history_enabled: true,
+        history_max: 10,
+        ..AppConfig::default()
+    }
+}
+
+/// A channel name whose home is core `home` of `cores`.
+fn channel_homed_on(home: usize, cores: usize) -> String {
+    (0..)
+        .map(|i| format!("room-{i}"))
+        .find(|c| crate::channels::facts::home_core(0, c, cores) == home)
+        .unwrap()
+}
+
+#[test]
+fn history_numbers_events_on_the_home_core_and_frames_carry_the_id() {
+    let cores = Cores::new(3, history_app());
+    let channel = channel_homed_on(1, 3);
+    let subs: Vec<_> = (0..3).map(|i| cores.connect(i)).collect();
+    for (i, s) in subs.iter().enumerate() {
+        subscribe(&cores, i, s, &channel);
+        events(s);
+    }
+    for n in 0..3 {
+        cores
+            .core(n % 3)
+            .publish(rest_event(&[channel.as_str()], "e", &n.to_string()))
+            .unwrap();
+        cores.pump();
+    }
+    let ids: Vec<Vec<String>> = subs
+        .iter()
+        .map(|s| {
+            events(s)
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(ids[0].len(), 3);
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "every subscriber sees the same ids: {ids:?}"
+    );
+    let seqs: Vec<u64> = ids[0]
+        .iter()
+        .map(|i| i.split_once('-').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    // Apps without history keep Pusher's frames byte for byte.
+    let plain = Cores::new(1, AppConfig::default());
+    let s = plain.connect(0);
+    subscribe(&plain, 0, &s, "c");
+    events(&s);
+    plain.core(0).publish(rest_event(&["c"], "e", "d")).unwrap();
+    assert!(events(&s)[0].get("id").is_none());
+}
+
+#[test]
+fn a_resubscribe_with_the_last_id_gets_exactly_the_missed_events_then_live_ones() {
+    let cores = Cores::new(3, history_app());
+    let channel = channel_homed_on(0, 3);
+    let first = cores.connect(2);
+    subscribe(&cores, 2, &first, &channel);
+    events(&first);
+    for n in 1..=3 {
+        cores
+            .core(1)
+            .publish(rest_event(&[channel.as_str()], "e", &n.to_string()))
+            .unwrap();
+    }
+    cores.pump();
+    let last = events(&first).last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cores.core(2).unregister(&first);
+    for n in 4..=5 {
+        cores
+            .core(1)
+            .publish(rest_event(&[channel.as_str()], "e", &n.to_string()))
+            .unwrap();
+    }
+    cores.pump();
+    // Event 6 races the resubscribe: the home has sent it to core 2 before the replay is asked for.
+    cores
+        .core(1)
+        .publish(rest_event(&[channel.as_str()], "e", "6"))
+        .unwrap();
+    cores.pump_core(0);
+    let again = cores.connect(2);
+    let msg = format!(
+        r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}","last_event_id":"{last}"}}}}"#
+    );
+    cores.say(2, &again, &msg);
+    cores
+        .core(1)
+        .publish(rest_event(&[channel.as_str()], "e", "7"))
+        .unwrap();
+    cores.pump();
+    let got = events(&again);
+    let shown: Vec<String> = got
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["event"].as_str().unwrap(),
+                e["data"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "pusher_internal:subscription_succeeded:{}",
+            "e:4",
+            "e:5",
+            "e:6",
+            r#"relay:recovery:{"recovered":true,"replayed":3}"#,
+            "e:7",
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_last_id_fails_closed_and_pages_cover_the_history() {
+    let cores = Cores::new(2, history_app());
+    let s = cores.connect(0);
+    for n in 1..=4 {
+        cores
+            .core(1)
+            .publish(rest_event(&["c"], "e", &n.to_string()))
+            .unwrap();
+    }
+    cores.pump();
+    for bad in ["", "not-an-id", "1-1", "99999999999999999999-1"] {
+        let msg = format!(
+            r#"{{"event":"pusher:subscribe","data":{{"channel":"c","last_event_id":"{bad}"}}}}"#
+        );
+        cores.say(0, &s, &msg);
+        let got = events(&s);
+        assert_eq!(
+            names(&got),
+            ["pusher_internal:subscription_succeeded", "relay:recovery"],
+            "{bad}"
+        );
+        assert_eq!(
+            got[1]["data"].as_str(),
+            Some(r#"{"recovered":false,"replayed":0}"#)
+        );
+        cores.say(
+            0,
+            &s,
+            r#"{"event":"pusher:unsubscribe","data":{"channel":"c"}}"#,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = cores
+            .run(crate::runtime::history::page(
+                cores.core(0),
+                0,
+                "c",
+                cursor.as_deref(),
+                3,
+            ))
+            .unwrap()
+            .unwrap();
+        seen.extend(page.events.iter().map(|e| e.id.seq));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [1, 2, 3, 4]);
+}
+
+#[test]
+fn a_presence_resubscribe_replays_too() {
+    let cores = Cores::new(2, history_app());
+    let channel = "presence-h";
+    let a = cores.connect(0);
+    join_presence(&cores, 0, &a, channel, "1");
+    events(&a);
+    let cfg = history_app();
+    cores
+        .core(1)
+        .publish(rest_event(&[channel], "e", "x"))
+        .unwrap();
+    cores.pump();
+    let first = events(&a)[0]["id"].as_str().unwrap().to_string();
+    cores
+        .core(1)
+        .publish(rest_event(&[channel], "e", "y"))
+        .unwrap();
+    cores.pump();
+    let b = cores.connect(1);
+    let data = r#"{"user_id":"2"}"#;
+    let token = auth::sign_channel(
+        &cfg.key,
+        &cfg.secret,
+        &b.socket_id_text,
+        channel,
+        Some(data),
+    );
+    let msg = sonic_rs::json!({
+        "event": "pusher:subscribe",
+        "data": {"channel": channel, "auth": token, "channel_data": data, "last_event_id": first}
+    });
+    cores.say(1, &b, &msg.to_string());
+    let got = events(&b);
+    assert_eq!(
+        names(&got),
+        [
+            "pusher_internal:subscription_succeeded",
+            "e",
+            "relay:recovery"
+        ]
+    );
+    assert_eq!(got[1]["data"].as_str(), Some("y"));
 }
