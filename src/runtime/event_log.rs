@@ -138,7 +138,7 @@ impl EventLog {
 /// Merges the cores' answers: the newest `limit` of them all, newest first.
 pub fn merge(parts: Vec<Vec<LogEntry>>, limit: usize) -> Vec<LogEntry> {
     let mut all: Vec<LogEntry> = parts.into_iter().flatten().collect();
-    all.sort_by(|a, b| b.time_ms.cmp(&a.time_ms));
+    all.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
     all.truncate(limit);
     all
 }

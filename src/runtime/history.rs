@@ -240,23 +240,21 @@ pub fn on_message(core: &Core, msg: HistoryMsg) {
                 replay: Some(replay),
                 reply,
             };
-            if let Err(refused) = core.offer_to(joiner, CoreMsg::History(msg)) {
-                // The joiner's publish lane is full: subscribe it anyway, telling the client it did not recover.
-                if let CoreMsg::History(HistoryMsg::Recovered {
+            // The joiner's publish lane is full: subscribe it anyway, telling the client it did not recover.
+            if let Err(CoreMsg::History(HistoryMsg::Recovered {
+                socket,
+                channel,
+                reply,
+                ..
+            })) = core.offer_to(joiner, CoreMsg::History(msg))
+            {
+                let fallback = HistoryMsg::Recovered {
                     socket,
                     channel,
+                    replay: None,
                     reply,
-                    ..
-                }) = refused
-                {
-                    let fallback = HistoryMsg::Recovered {
-                        socket,
-                        channel,
-                        replay: None,
-                        reply,
-                    };
-                    let _ = core.send_to(joiner, CoreMsg::History(fallback));
-                }
+                };
+                let _ = core.send_to(joiner, CoreMsg::History(fallback));
             }
         }
         HistoryMsg::Recovered {
