@@ -929,6 +929,47 @@ mod tests {
     }
 
     #[test]
+    fn history_and_rate_settings_are_defaults_apps_may_override() {
+        let dir =
+            std::env::temp_dir().join(format!("relay-config-defaults-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("apps.json");
+        std::fs::write(
+            &file,
+            r#"{"apps":[{"id":"1","key":"k1","secret":"s1"},{"id":"2","key":"k2","secret":"s2","history_enabled":false,"rate_limit_max":7}]}"#,
+        )
+        .unwrap();
+        let c = run(
+            &["--history-max", "50"],
+            &[
+                ("RELAY_APPS_FILE", file.to_str().unwrap()),
+                ("RELAY_HISTORY_ENABLED", "true"),
+                ("RELAY_RATE_LIMIT_MAX", "20"),
+                ("RELAY_EVENT_LOG_MAX", "10"),
+            ],
+        )
+        .unwrap();
+        assert!(
+            c.apps[0].history_enabled && !c.apps[1].history_enabled,
+            "an app's own value wins"
+        );
+        assert_eq!((c.apps[0].history_max, c.apps[1].history_max), (50, 50));
+        assert_eq!(
+            (c.apps[0].rate_limit_max, c.apps[1].rate_limit_max),
+            (20, 7)
+        );
+        assert_eq!(c.limits.event_log_max, 10);
+        let c = run(&[], &[("RELAY_HISTORY_ENABLED", "yes")]).unwrap();
+        assert!(
+            c.apps[0].history_enabled,
+            "the default app takes the environment"
+        );
+        let e = run(&["--history-max", "0"], &[]).unwrap_err();
+        assert_eq!(e.field, "apps[0].history_max");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn apps_file_is_read_and_validated() {
         let dir = std::env::temp_dir().join(format!("relay-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
