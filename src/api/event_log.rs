@@ -1,5 +1,5 @@
 //! `GET /apps/{id}/events/log?limit=`: the app's most recent server events, newest first, merged from every
-//! core's ring (docs/protocol.md#relay-extensions).
+//! core's ring (docs/protocol.md#event-log).
 
 use crate::api::ApiRequest;
 use crate::http::response::Response;

@@ -1,4 +1,4 @@
-//! The event log (`GET /apps/{id}/events/log`, docs/protocol.md#relay-extensions): each app's most recent server
+//! The event log (`GET /apps/{id}/events/log`, docs/protocol.md#event-log): each app's most recent server
 //! events: publishes, subscribes and unsubscribes, connections opened and closed, rate-limit refusals. Each core
 //! keeps a small ring per app (no lock, no cross-core traffic when writing); a read asks every core for its newest
 //! entries and merges them, newest first.
