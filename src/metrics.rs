@@ -26,6 +26,8 @@ pub enum Counter {
     PublishesServer,
     /// REST events refused by an app's rate limit (429).
     RateLimited,
+    /// Channel histories dropped to keep an app within its history byte budget.
+    HistoryEvictions,
     /// Messages a core's inbox refused because a lane was full.
     InboxOverflows,
 }

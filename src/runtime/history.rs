@@ -14,6 +14,7 @@ use crate::app::AppIdx;
 use crate::channels::history::{CursorError, HistoryLimits, NewEvent, Page, StoredEvent};
 use crate::channels::publication::{Publication, Source};
 use crate::config::AppConfig;
+use crate::metrics::Counter;
 use crate::protocol::outbound;
 use crate::protocol::session::Session;
 use crate::runtime::core::Core;
@@ -214,13 +215,22 @@ pub fn on_message(core: &Core, msg: HistoryMsg) {
                 user_id: p.user_id.clone(),
                 published_at_ms: unix_ms(),
             };
-            let id = core.history.borrow_mut().append(
-                p.app,
-                &p.frames[0].channel,
-                limits(cfg, core.shared.cores()),
-                event,
-                Instant::now(),
-            );
+            let id = {
+                let mut store = core.history.borrow_mut();
+                let evicted = store.evicted_windows;
+                let id = store.append(
+                    p.app,
+                    &p.frames[0].channel,
+                    limits(cfg, core.shared.cores()),
+                    event,
+                    Instant::now(),
+                );
+                let dropped = store.evicted_windows - evicted;
+                if dropped > 0 {
+                    core.metrics().add(Counter::HistoryEvictions, dropped);
+                }
+                id
+            };
             p.encode(Some(&id.to_string()));
             // A full inbox elsewhere is counted with the overflows; the event is kept either way.
             let _ = core.fan_out(p);
