@@ -1,0 +1,7 @@
+#![no_main]
+//! cargo fuzz run http_head: see fuzz/harness.rs for the input layout and the invariants checked.
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::http_head(data));
