@@ -6,10 +6,11 @@
 //! (presence, users, cache, counts, occupancy) keep their logic in their own modules; this file ties them to the
 //! session's lifetime and routes their messages.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use crate::app::{App, AppIdx};
 use crate::channels::facts::FactsTable;
@@ -38,6 +39,9 @@ pub struct Core {
     ids: SocketIdGen,
     read_buffers: RefCell<Vec<Vec<u8>>>,
     pub(crate) floods: FloodSummary,
+    /// Sessions whose connection ended, waiting for their teardown (see [`Core::retire`]).
+    retiring: RefCell<VecDeque<Rc<Session>>>,
+    retire_waker: Cell<Option<Waker>>,
 }
 
 /// Read buffers kept for reuse per core; more are allocated on demand and freed on return.
@@ -67,6 +71,8 @@ impl Core {
             ids: SocketIdGen::new(id),
             read_buffers: RefCell::new(Vec::new()),
             floods: FloodSummary::default(),
+            retiring: RefCell::new(VecDeque::new()),
+            retire_waker: Cell::new(None),
         }
     }
 
@@ -157,6 +163,33 @@ impl Core {
         let max = self.shared.config.limits.max_channels;
         channels.channel_count() < max
             && self.shared.metrics.gauge(Gauge::OccupiedChannels) < max as i64
+    }
+
+    /// Queues an ended connection's session for teardown. Teardowns run a bounded batch per turn of the core's
+    /// loop ([`Core::poll_retiring`]), so thousands of connections dropped at once cannot hold the core away from
+    /// delivering to everyone else.
+    pub fn retire(&self, session: Rc<Session>) {
+        self.retiring.borrow_mut().push_back(session);
+        if let Some(w) = self.retire_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Moves up to `max` sessions awaiting teardown into `out`; pending while there are none.
+    pub fn poll_retiring(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Rc<Session>>,
+        max: usize,
+    ) -> Poll<()> {
+        let mut queue = self.retiring.borrow_mut();
+        if queue.is_empty() {
+            self.retire_waker.set(Some(cx.waker().clone()));
+            return Poll::Pending;
+        }
+        let n = queue.len().min(max);
+        out.extend(queue.drain(..n));
+        Poll::Ready(())
     }
 
     /// Adds the session to the channel's local subscribers; false if it already was one.

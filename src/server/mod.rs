@@ -195,6 +195,7 @@ fn run_core(
         let core = Rc::new(Core::new(id, shared));
         let accept = monoio::spawn(accept_loop(core.clone(), listener));
         let scan = monoio::spawn(scan_loop(core.clone()));
+        let retire = monoio::spawn(retire_loop(core.clone()));
         let mut batch = Vec::new();
         'serve: loop {
             rx.recv_batch(&mut batch, &core.shared.shutting_down).await;
@@ -212,6 +213,7 @@ fn run_core(
         drain(&core).await;
         drop(accept);
         drop(scan);
+        drop(retire);
     });
 }
 
@@ -237,6 +239,21 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Connection teardowns a core does before it lets its other tasks run: dropping thousands of connections at once
+/// costs the other clients at most one batch of latency per turn.
+pub const MAX_TEARDOWNS_PER_TURN: usize = 32;
+
+async fn retire_loop(core: Rc<Core>) {
+    let mut batch = Vec::with_capacity(MAX_TEARDOWNS_PER_TURN);
+    loop {
+        std::future::poll_fn(|cx| core.poll_retiring(cx, &mut batch, MAX_TEARDOWNS_PER_TURN)).await;
+        for session in batch.drain(..) {
+            ws_conn::finish(&core, &session);
+        }
+        yield_now().await;
     }
 }
 

@@ -104,7 +104,13 @@ async fn run(
 ) {
     read_loop(&core, &session, rd, leftover).await;
     session.reader_alive.set(false);
-    core.unregister(&session);
+    core.retire(session);
+}
+
+/// Tears down an ended connection (run by the core's retire loop, a bounded batch per turn): its subscriptions,
+/// memberships and sign-in, its outbox, its quota slots.
+pub fn finish(core: &Core, session: &Rc<Session>) {
+    core.unregister(session);
     if session.outbox.is_open() {
         // The client went away without a close handshake: nothing more can be written.
         session.outbox.kill();
