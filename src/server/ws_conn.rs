@@ -194,7 +194,8 @@ async fn read_loop(
         let readable = match fragment_deadline {
             None => readable.await,
             // Waiting for readability is cancel-safe: no data is lost when the timeout drops it.
-            Some(d) => match monoio::time::timeout_at(d.into(), readable).await {
+            // Boxed: the timer lives only while a fragment is pending, so an idle connection's task stays small.
+            Some(d) => match Box::pin(monoio::time::timeout_at(d.into(), readable)).await {
                 Ok(r) => r,
                 Err(_) => {
                     crate::debug!("socket {} fragmented message timed out", session.socket_id);
