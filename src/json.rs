@@ -30,21 +30,25 @@ impl std::fmt::Display for JsonError {
     }
 }
 
-/// Parses untrusted JSON into `T` after checking its nesting depth.
+/// Parses untrusted JSON into `T` after checking its nesting depth and that it is UTF-8: sonic-rs hands out
+/// string slices of the input (`LazyValue::as_raw_str`) without validating them, so bytes that are not UTF-8 must
+/// never reach it.
 pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, JsonError> {
-    check_depth(bytes, MAX_JSON_DEPTH)?;
-    sonic_rs::from_slice(bytes).map_err(|_| JsonError::Invalid)
+    let text = std::str::from_utf8(bytes).map_err(|_| JsonError::Invalid)?;
+    parse_str(text)
 }
 
-/// [`parse`] for text.
+/// [`parse`] for text (already UTF-8).
 pub fn parse_str<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, JsonError> {
-    parse(text.as_bytes())
+    check_depth(text.as_bytes(), MAX_JSON_DEPTH)?;
+    sonic_rs::from_str(text).map_err(|_| JsonError::Invalid)
 }
 
 /// [`parse`] keeping the parser's own message, which names the offending field (for configuration files).
 pub fn parse_explained<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    check_depth(bytes, MAX_JSON_DEPTH).map_err(|e| e.to_string())?;
-    sonic_rs::from_slice(bytes).map_err(|e| e.to_string())
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    check_depth(text.as_bytes(), MAX_JSON_DEPTH).map_err(|e| e.to_string())?;
+    sonic_rs::from_str(text).map_err(|e| e.to_string())
 }
 
 /// Why a JSON array was refused by [`array_items`].

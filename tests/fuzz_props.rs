@@ -1193,10 +1193,9 @@ fn json_raw_bytes() {
 /// document: with debug assertions (any debug build of relay, `cargo test`) that is a panic,
 /// `sonic-rs-0.5.10/src/parser.rs:104: invalid utf-8 in as_str`; in a release build the document is refused but a
 /// `str` that is not UTF-8 exists until then. Reachable from any REST body (POST /events, /batch_events,
-/// /auth); WebSocket Text messages are UTF-8-checked before parsing. Un-ignore when `json::parse` checks UTF-8
-/// before sonic-rs sees the bytes.
+/// /auth); WebSocket Text messages are UTF-8-checked before parsing. Fixed: `json::parse` checks UTF-8 before
+/// sonic-rs sees the bytes.
 #[test]
-#[ignore = "relay bug, reported: json::parse lets sonic-rs see invalid UTF-8 (panics in debug builds)"]
 fn invalid_utf8_in_a_lazy_json_string() {
     let cfg = relay::config::AppConfig::default();
     let body = b"{\"name\":\"e\",\"channel\":\"c\",\"data\":\"\xff\"}";

@@ -410,3 +410,28 @@ fn the_server_wide_channel_limit_refuses_one_channel_more() {
     std::thread::sleep(Duration::from_millis(100));
     b.subscribe("c4");
 }
+
+#[test]
+fn a_rest_body_that_is_not_utf8_is_refused_with_400() {
+    let server = Server::start();
+    let body = b"{\"name\":\"e\",\"channel\":\"c\",\"data\":\"\xff\"}";
+    let path = format!("/apps/{APP_ID}/events");
+    let query = relay::protocol::auth::sign_rest_query(
+        "POST",
+        &path,
+        &[],
+        body,
+        APP_KEY,
+        APP_SECRET,
+        now(),
+    );
+    let mut req = format!(
+        "POST {path}?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let r = raw(server.port, &req);
+    assert_eq!(parse_response(&r).0, 400, "{r}");
+    assert_eq!(http(server.port, "GET", "/health", "").0, 200);
+}
