@@ -9,6 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -33,9 +34,12 @@ enum State {
     Dead,
 }
 
-/// While the writer is idle, a burst queued within one loop turn (a 100 KB batch publish, say) may exceed the cap
-/// up to this factor: it is about to be written, and cutting off a reader that is keeping up would be wrong.
-pub const IDLE_BURST_FACTOR: usize = 4;
+/// A burst (a 100 KB batch publish, say) may take the queue over its cap up to this factor: a reader that keeps up
+/// drains it within milliseconds, and cutting it off would be wrong. Past this factor the reader is cut at once.
+pub const BURST_FACTOR: usize = 4;
+
+/// How long the queue may stay over its cap (within the burst allowance) before its reader counts as slow.
+pub const SLOW_READER_GRACE: Duration = Duration::from_millis(500);
 
 /// What a queued frame costs beyond its bytes: its `Bytes` handle in the queue and the allocator's rounding of a
 /// small frame's buffer. Counted against the cap so that a million empty frames are a million times this.
@@ -54,6 +58,8 @@ pub struct Outbox {
     queued_bytes: Cell<usize>,
     /// A write is in flight: frames queued now wait on the client, so the plain cap applies.
     writing: Cell<bool>,
+    /// Since when the queue has been over its cap, if it is.
+    over_cap_since: Cell<Option<Instant>>,
     writer: Cell<Option<Waker>>,
     state: Cell<State>,
     cap: usize,
@@ -66,6 +72,7 @@ impl Outbox {
             pong: RefCell::new(None),
             queued_bytes: Cell::new(0),
             writing: Cell::new(false),
+            over_cap_since: Cell::new(None),
             writer: Cell::new(None),
             state: Cell::new(State::Open),
             cap,
@@ -78,7 +85,7 @@ impl Outbox {
             return Push::Closed;
         }
         let bytes = self.queued_bytes.get() + cost(&frame);
-        if bytes > self.cap && (self.writing.get() || bytes > self.cap * IDLE_BURST_FACTOR) {
+        if bytes > self.cap && self.over_too_long(bytes, Instant::now()) {
             return Push::Overflow;
         }
         self.queued_bytes.set(bytes);
@@ -88,6 +95,21 @@ impl Outbox {
             Push::Backpressured
         } else {
             Push::Queued
+        }
+    }
+
+    /// Over the cap: a reader is slow when the burst allowance is exceeded, or when the queue has stayed over the
+    /// cap for longer than [`SLOW_READER_GRACE`].
+    fn over_too_long(&self, bytes: usize, now: Instant) -> bool {
+        if bytes > self.cap.saturating_mul(BURST_FACTOR) {
+            return true;
+        }
+        match self.over_cap_since.get() {
+            None => {
+                self.over_cap_since.set(Some(now));
+                false
+            }
+            Some(since) => now.duration_since(since) > SLOW_READER_GRACE,
         }
     }
 
@@ -201,6 +223,9 @@ impl Outbox {
             batch.push(f);
         }
         self.queued_bytes.set(self.queued_bytes.get() - taken);
+        if self.queued_bytes.get() <= self.cap {
+            self.over_cap_since.set(None);
+        }
         Poll::Ready(true)
     }
 }
@@ -216,27 +241,38 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_writer_absorbs_a_burst_but_a_busy_one_does_not() {
+    fn a_burst_is_absorbed_up_to_its_allowance_and_for_the_grace_only() {
         let o = Outbox::new(cap_for(1, 6));
-        for _ in 0..IDLE_BURST_FACTOR {
-            assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Queued);
+        o.set_writing(true);
+        for _ in 0..BURST_FACTOR {
+            assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Backpressured);
         }
         assert_eq!(
             o.push(Bytes::from_static(b"123456")),
             Push::Overflow,
             "over the burst allowance"
         );
+        // Over the cap for longer than the grace: slow, however small the excess.
         let o = Outbox::new(cap_for(1, 6));
-        o.set_writing(true);
-        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Backpressured);
-        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Overflow);
+        let t0 = Instant::now();
+        o.push(Bytes::from_static(b"123456"));
+        assert!(
+            !o.over_too_long(cap_for(2, 6), t0),
+            "the excess starts the clock"
+        );
+        assert!(!o.over_too_long(cap_for(2, 6), t0 + SLOW_READER_GRACE));
+        assert!(o.over_too_long(cap_for(2, 6), t0 + SLOW_READER_GRACE * 2));
+        // Draining below the cap stops the clock.
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(o.poll_take(&mut cx, &mut Vec::new(), 64), Poll::Ready(true));
+        assert!(!o.over_too_long(cap_for(2, 6), t0 + SLOW_READER_GRACE * 3));
     }
 
     #[test]
     fn empty_frames_are_charged_their_real_cost() {
         let o = Outbox::new(cap_for(100, 0));
         o.set_writing(true);
-        for _ in 0..100 {
+        for _ in 0..100 * BURST_FACTOR {
             assert_eq!(o.push(Bytes::new()), Push::Backpressured);
         }
         assert_eq!(o.push(Bytes::new()), Push::Overflow);
@@ -271,15 +307,17 @@ mod tests {
     fn cap_is_enforced_and_finish_bypasses_it() {
         let o = Outbox::new(cap_for(1, 6));
         o.set_writing(true);
-        assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Backpressured);
+        for _ in 0..BURST_FACTOR {
+            assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Backpressured);
+        }
         assert_eq!(o.push(Bytes::from_static(b"123456")), Push::Overflow);
-        assert_eq!(o.queued_bytes(), cap_for(1, 6));
+        assert_eq!(o.queued_bytes(), BURST_FACTOR * cap_for(1, 6));
         assert!(o.finish(&[Bytes::from_static(b"closeframe")]));
         assert_eq!(o.push(Bytes::from_static(b"x")), Push::Closed);
         let mut cx = Context::from_waker(Waker::noop());
         let mut batch = Vec::new();
         assert_eq!(o.poll_take(&mut cx, &mut batch, 64), Poll::Ready(true));
-        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.len(), BURST_FACTOR + 1);
         assert_eq!(o.poll_take(&mut cx, &mut batch, 64), Poll::Ready(false));
     }
 
