@@ -175,6 +175,13 @@ fn pipelined_requests_after_a_large_body_do_not_stall_the_core() {
     )
     .into_bytes();
     flood.extend(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(300_000));
+    // The bystander is connected (and served once) before the flood starts.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 4096];
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(s.read(&mut buf).unwrap() > 0);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let flooder = std::thread::spawn(move || {
@@ -198,11 +205,8 @@ fn pipelined_requests_after_a_large_body_do_not_stall_the_core() {
         stop2.store(true, Ordering::Release);
         answered
     });
-    // A bystander on the same (only) core keeps asking for /health meanwhile.
+    // The bystander on the same (only) core keeps asking for /health meanwhile.
     let mut worst = Duration::ZERO;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut buf = [0u8; 4096];
     while !stop.load(Ordering::Acquire) {
         let t = Instant::now();
         s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -147,7 +147,11 @@ impl Server {
     }
 }
 
-/// Lets the core's other tasks run before this one goes on.
+/// Lets every other ready task of the core run before this one goes on.
+///
+/// monoio puts a task that wakes itself while running at the *front* of the run queue, so the obvious
+/// `wake_by_ref(); Pending` would run it again at once. The wake comes instead from a tiny task queued at the back:
+/// everything ready before it runs first.
 pub(crate) async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
@@ -155,7 +159,8 @@ pub(crate) async fn yield_now() {
             return std::task::Poll::Ready(());
         }
         yielded = true;
-        cx.waker().wake_by_ref();
+        let waker = cx.waker().clone();
+        monoio::spawn(async move { waker.wake() });
         std::task::Poll::Pending
     })
     .await
