@@ -116,15 +116,7 @@ impl Core {
     /// Sends `msg` to core `to`, handling it right here when that is this core. Fails only for a message that
     /// would add state while that core's control lane is full, or a publish while its publish lane is.
     pub fn send_to(&self, to: usize, msg: CoreMsg) -> Result<(), InboxFull> {
-        if to == self.id {
-            self.handle(msg);
-            return Ok(());
-        }
-        let sent = self.shared.inboxes[to].send(msg);
-        if sent.is_err() {
-            self.metrics().inc(Counter::InboxOverflows);
-        }
-        sent
+        self.offer_to(to, msg).map_err(|_| InboxFull)
     }
 
     /// [`Core::send_to`] that hands a refused message back, for senders with a fallback.
