@@ -215,9 +215,9 @@ impl Grammar<'_> {
 
     fn number(&mut self) -> bool {
         self.eat(b'-');
-        if !self.eat(b'0')
-            && !(self.peek().is_some_and(|c| (b'1'..=b'9').contains(&c)) && self.digits())
-        {
+        let leading = self.eat(b'0')
+            || (self.peek().is_some_and(|c| (b'1'..=b'9').contains(&c)) && self.digits());
+        if !leading {
             return false;
         }
         if self.eat(b'.') && !self.digits() {
@@ -270,11 +270,12 @@ impl Grammar<'_> {
 /// when a Rust string can hold it (not for lone surrogates), `None` otherwise.
 fn relayed_string(token: &[u8], what: &str) -> Option<String> {
     if !is_json_string_token(token) {
-        assert!(
-            KNOWN_ISSUE_RAW_STRING_TOKENS,
-            "{what} relayed as {:?}, which is not a JSON string",
-            String::from_utf8_lossy(token)
-        );
+        if !KNOWN_ISSUE_RAW_STRING_TOKENS {
+            panic!(
+                "{what} relayed as {:?}, which is not a JSON string",
+                String::from_utf8_lossy(token)
+            );
+        }
         return None;
     }
     json::parse::<String>(token).ok()
