@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::AppConfig;
+use crate::config::{AppConfig, KindSet};
 
 /// Position of an app in the registry; per-core tables are indexed by it.
 pub type AppIdx = u32;
@@ -17,6 +17,8 @@ pub struct App {
     pub connections: ConnectionQuota,
     /// REST events published this second, against `config.rate_limit_max` (429 when over).
     pub publish_rate: RateLimiter,
+    /// Kinds some webhook of the app receives: a core builds a webhook event only when its kind is here.
+    pub webhook_kinds: KindSet,
 }
 
 /// Events per one-second window, shared by every core: one atomic word holding the window's second and its
@@ -98,6 +100,7 @@ impl AppRegistry {
                 config: c.clone(),
                 connections: ConnectionQuota::new(c.max_connections),
                 publish_rate: RateLimiter::default(),
+                webhook_kinds: c.webhook_kinds(),
             })
             .collect();
         AppRegistry { apps }

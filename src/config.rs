@@ -14,6 +14,11 @@ use serde::Deserialize;
 
 use crate::socket_id::MAX_CORES;
 
+mod webhooks;
+pub use webhooks::{
+    KindSet, WebhookConfig, WebhookFilter, WebhookKind, WebhookSettings, parse_event_list,
+};
+
 pub const DEFAULT_PORT: u16 = 6001;
 pub const DEFAULT_APP_ID: &str = "app-id";
 pub const DEFAULT_APP_KEY: &str = "app-key";
@@ -100,6 +105,8 @@ pub struct AppConfig {
     /// Base64 of 32 bytes: lets `POST /apps/{id}/auth` return `shared_secret` for encrypted channels
     /// (docs/protocol.md#encrypted-channels).
     pub encryption_master_key_base64: Option<String>,
+    /// Where this app's webhooks go and what each receives (docs/protocol.md#webhooks).
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl AppConfig {
@@ -110,6 +117,21 @@ impl AppConfig {
             .decode(self.encryption_master_key_base64.as_ref()?)
             .ok()?;
         raw.try_into().ok()
+    }
+
+    /// Every kind some webhook of this app receives (the cores build events of these kinds only).
+    pub fn webhook_kinds(&self) -> KindSet {
+        self.webhooks
+            .iter()
+            .fold(KindSet::default(), |s, w| s.union(w.kinds()))
+    }
+
+    /// Subscription counts are kept for the `pusher_internal:subscription_count` event or for webhooks.
+    pub fn counts_subscriptions(&self) -> bool {
+        self.subscription_count
+            || self
+                .webhook_kinds()
+                .contains(WebhookKind::SubscriptionCount)
     }
 }
 
@@ -143,6 +165,7 @@ impl Default for AppConfig {
             rate_limit_enabled: false,
             rate_limit_max: 100,
             encryption_master_key_base64: None,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -227,6 +250,8 @@ pub struct Config {
     /// 30).
     pub authorized_connection_timeout_secs: u64,
     pub limits: Limits,
+    /// How webhooks are delivered (for every app).
+    pub webhooks: WebhookSettings,
     pub apps: Vec<AppConfig>,
 }
 
@@ -243,6 +268,7 @@ impl Default for Config {
             pong_timeout_secs: 30,
             authorized_connection_timeout_secs: 30,
             limits: Limits::default(),
+            webhooks: WebhookSettings::default(),
             apps: vec![AppConfig::default()],
         }
     }
@@ -368,6 +394,51 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "RELAY_EVENT_LOG_MAX",
         "--event-log-max",
         "entries kept in each app's event log (0: off)",
+    ),
+    (
+        "RELAY_WEBHOOK_URL",
+        "--webhook-url",
+        "a webhook URL for the default app",
+    ),
+    (
+        "RELAY_WEBHOOK_EVENTS",
+        "--webhook-events",
+        "kinds that webhook receives, comma-separated (default: every Pusher kind)",
+    ),
+    (
+        "RELAY_WEBHOOK_BATCH_MS",
+        "--webhook-batch-ms",
+        "milliseconds a webhook batch waits for more events (50)",
+    ),
+    (
+        "RELAY_WEBHOOK_BATCH_SIZE",
+        "--webhook-batch-size",
+        "events per webhook request (100)",
+    ),
+    (
+        "RELAY_WEBHOOK_TIMEOUT",
+        "--webhook-timeout",
+        "seconds a webhook request may take (5)",
+    ),
+    (
+        "RELAY_WEBHOOK_RETRY_WINDOW",
+        "--webhook-retry-window",
+        "seconds a webhook event is retried before it is dropped (300)",
+    ),
+    (
+        "RELAY_WEBHOOK_QUEUE_CAP",
+        "--webhook-queue-cap",
+        "webhook events held before the oldest are dropped (100000)",
+    ),
+    (
+        "RELAY_WEBHOOK_DEBOUNCE_MS",
+        "--webhook-debounce-ms",
+        "milliseconds vacated/removed/offline wait for a return (3000)",
+    ),
+    (
+        "RELAY_WEBHOOK_CONCURRENCY",
+        "--webhook-concurrency",
+        "webhook requests in flight at once (8)",
     ),
     (
         "RELAY_MAX_WS_MESSAGE_BYTES",
@@ -519,11 +590,42 @@ pub fn load_from(
     if let Some((field, v)) = get("RELAY_EVENT_LOG_MAX") {
         config.limits.event_log_max = parse_num(&field, &v)?;
     }
+    apply_webhook_settings(&mut config.webhooks, &get)?;
     apply_app_defaults(&mut config, &set_in_file, &get)?;
     let from_file = get("RELAY_APPS_FILE").is_some();
     apply_default_app(&mut config, from_file, &get)?;
     validate(&config)?;
     Ok(Command::Run(Box::new(config)))
+}
+
+fn apply_webhook_settings(
+    w: &mut WebhookSettings,
+    get: &impl Fn(&str) -> Option<(String, String)>,
+) -> Result<(), ConfigError> {
+    let millis = |v: u64| Duration::from_millis(v);
+    let secs = Duration::from_secs;
+    if let Some((field, v)) = get("RELAY_WEBHOOK_BATCH_MS") {
+        w.batch_window = millis(parse_num(&field, &v)?);
+    }
+    if let Some((field, v)) = get("RELAY_WEBHOOK_BATCH_SIZE") {
+        w.batch_size = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_WEBHOOK_TIMEOUT") {
+        w.request_timeout = secs(parse_num(&field, &v)?);
+    }
+    if let Some((field, v)) = get("RELAY_WEBHOOK_RETRY_WINDOW") {
+        w.retry_window = secs(parse_num(&field, &v)?);
+    }
+    if let Some((field, v)) = get("RELAY_WEBHOOK_QUEUE_CAP") {
+        w.queue_cap = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_WEBHOOK_DEBOUNCE_MS") {
+        w.debounce = millis(parse_num(&field, &v)?);
+    }
+    if let Some((field, v)) = get("RELAY_WEBHOOK_CONCURRENCY") {
+        w.concurrency = parse_num(&field, &v)?;
+    }
+    Ok(())
 }
 
 /// Per-app settings that `RELAY_*` environment and flags give every app a default for; an app of the apps file
@@ -598,7 +700,16 @@ fn apply_default_app(
     let max = get("RELAY_MAX_CONNECTIONS");
     let client_events = get("RELAY_CLIENT_EVENTS");
     let sub_count = get("RELAY_SUBSCRIPTION_COUNT");
-    let any = id.is_some()
+    let webhook_url = get("RELAY_WEBHOOK_URL");
+    let webhook_events = get("RELAY_WEBHOOK_EVENTS");
+    if let (None, Some((field, _))) = (&webhook_url, &webhook_events) {
+        return Err(ConfigError::new(
+            field.clone(),
+            "names the kinds of RELAY_WEBHOOK_URL, which is not set",
+        ));
+    }
+    let any = webhook_url.is_some()
+        || id.is_some()
         || key.is_some()
         || secret.is_some()
         || max.is_some()
@@ -638,6 +749,16 @@ fn apply_default_app(
     }
     if let Some((field, v)) = sub_count {
         app.subscription_count = parse_bool(&field, &v)?;
+    }
+    if let Some((_, url)) = webhook_url {
+        let event_types = webhook_events
+            .map(|(field, v)| parse_event_list(&field, &v))
+            .transpose()?;
+        app.webhooks.push(WebhookConfig {
+            url,
+            event_types,
+            ..WebhookConfig::default()
+        });
     }
     Ok(())
 }
@@ -768,6 +889,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "must be at least 1024",
         ));
     }
+    config.webhooks.validate()?;
     if config.apps.is_empty() {
         return Err(ConfigError::new("apps", "at least one app is needed"));
     }
@@ -840,6 +962,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 f("encryption_master_key_base64"),
                 "must be base64 of exactly 32 bytes",
             ));
+        }
+        for (j, hook) in app.webhooks.iter().enumerate() {
+            hook.validate(&f(&format!("webhooks[{j}]")))?;
         }
         for (j, other) in config.apps.iter().enumerate().take(i) {
             if other.id == app.id {

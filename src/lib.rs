@@ -6,9 +6,10 @@
 //! 2. transport: `http`, `ws`: HTTP/1.1 and RFC 6455 framing, no Pusher rules;
 //! 3. `protocol`: Pusher messages, frames, codes, signatures, per-connection state and rules, no I/O;
 //! 4. `channels`: pub/sub without sockets: the channel index and fan-out, publications, rosters, facts;
-//! 5. `runtime`: cores, inboxes, the publish pipeline, the features that span cores;
-//! 6. `api`: the REST resources;
-//! 7. `server`: startup, listeners, the connection loops, drain.
+//! 5. `webhooks`: the sender that takes lifecycle and client events off the cores to the apps' URLs;
+//! 6. `runtime`: cores, inboxes, the publish pipeline, the features that span cores;
+//! 7. `api`: the REST resources;
+//! 8. `server`: startup, listeners, the connection loops, drain.
 //!
 //! Data flows one way: bytes -> `server` connection loop -> `http` / `ws` -> `protocol` -> `runtime` ->
 //! `channels` fan-out -> outbox -> bytes. See ARCHITECTURE.md.
@@ -29,6 +30,8 @@ pub mod ws;
 pub mod protocol;
 
 pub mod channels;
+
+pub mod webhooks;
 
 pub mod runtime;
 

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("ws", 11),
     ("protocol", 20),
     ("channels", 30),
+    ("webhooks", 35),
     ("runtime", 40),
     ("api", 50),
     ("server", 60),

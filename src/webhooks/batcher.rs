@@ -1,0 +1,479 @@
+//! Which webhook gets which event, and when its requests leave (docs/protocol.md#webhooks): one queue per
+//! webhook (app and URL), batches of up to `batch_size` events that leave `batch_window` after their first event
+//! or when full, one request in flight per webhook so its events arrive in order, retries with exponential
+//! backoff and jitter (1 s to 60 s) until the oldest event of a batch is `retry_window` old, and a cap on the
+//! events held that drops the oldest of the longest queue.
+//!
+//! Pure: the sender thread feeds it events, results and the time, and sends the batches it hands out.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::app::AppIdx;
+use crate::config::{AppConfig, WebhookConfig, WebhookSettings};
+use crate::protocol::auth::webhook_signature;
+use crate::webhooks::event::{WebhookEvent, body};
+
+/// First retry delay, and the most any retry waits.
+pub const RETRY_MIN: Duration = Duration::from_secs(1);
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Where one webhook's requests go and how they are signed.
+#[derive(Debug)]
+pub struct Target {
+    pub app: AppIdx,
+    pub url: Arc<str>,
+    pub app_key: Arc<str>,
+    pub headers: Vec<(String, String)>,
+    secret: String,
+    hook: WebhookConfig,
+}
+
+/// One request: its body is built and signed once and sent as is on every attempt.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub target: usize,
+    pub to: Arc<Target>,
+    pub body: Arc<[u8]>,
+    pub signature: Arc<str>,
+    pub events: usize,
+    /// The 1-based attempt this sending is.
+    pub attempt: u32,
+    /// When the oldest event reached the sender: the retry window runs from it.
+    oldest: Instant,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver answered with this status.
+    Status(u16),
+    /// No answer: connection refused, reset, timeout, DNS.
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Status(s) if (200..300).contains(s))
+    }
+
+    /// Connection errors, timeouts, 408, 429 and 5xx are worth another try; other answers are final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Outcome::Failed(_) => true,
+            Outcome::Status(s) => *s == 408 || *s == 429 || *s >= 500,
+        }
+    }
+}
+
+/// What became of a batch after an attempt, for the log and the counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// Tried again after this delay.
+    Retrying(Duration),
+    /// Past the retry window, or refused by the receiver for good: its events are lost.
+    Dropped,
+}
+
+#[derive(Default)]
+struct TargetState {
+    queue: VecDeque<(Instant, Arc<WebhookEvent>)>,
+    in_flight: bool,
+    /// A failed batch waiting for its next attempt; nothing else of this webhook leaves before it.
+    retry: Option<(Instant, Batch)>,
+}
+
+pub struct Batcher {
+    settings: WebhookSettings,
+    targets: Vec<Arc<Target>>,
+    state: Vec<TargetState>,
+    /// Targets of each app.
+    by_app: Vec<Vec<usize>>,
+    /// Events in queues and in retried batches.
+    held: usize,
+    rng: u64,
+    /// Events dropped because the cap was reached, and because they outlived the retry window.
+    pub overflowed: u64,
+    pub expired: u64,
+}
+
+impl Batcher {
+    pub fn new(apps: &[AppConfig], settings: WebhookSettings, seed: u64) -> Self {
+        let mut targets = Vec::new();
+        let mut by_app = Vec::with_capacity(apps.len());
+        for (i, app) in apps.iter().enumerate() {
+            let mut mine = Vec::new();
+            for hook in &app.webhooks {
+                mine.push(targets.len());
+                targets.push(Arc::new(Target {
+                    app: i as AppIdx,
+                    url: Arc::from(hook.url.as_str()),
+                    app_key: Arc::from(app.key.as_str()),
+                    headers: hook.headers.clone().into_iter().collect(),
+                    secret: app.secret.clone(),
+                    hook: hook.clone(),
+                }));
+            }
+            by_app.push(mine);
+        }
+        let state = targets.iter().map(|_| TargetState::default()).collect();
+        Batcher {
+            settings,
+            targets,
+            state,
+            by_app,
+            held: 0,
+            rng: seed | 1,
+            overflowed: 0,
+            expired: 0,
+        }
+    }
+
+    pub fn target(&self, i: usize) -> &Target {
+        &self.targets[i]
+    }
+
+    /// Events waiting (queued or in a batch to retry).
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.state.iter().filter(|s| s.in_flight).count()
+    }
+
+    /// Queues the event for every webhook of its app that wants it.
+    pub fn route(&mut self, event: WebhookEvent, now: Instant) {
+        let Some(targets) = self.by_app.get(event.app as usize) else {
+            return;
+        };
+        let event = Arc::new(event);
+        for &t in targets {
+            if self.targets[t]
+                .hook
+                .wants(event.kind, event.channel.as_deref())
+            {
+                self.state[t].queue.push_back((now, event.clone()));
+                self.held += 1;
+            }
+        }
+        while self.held > self.settings.queue_cap {
+            let Some(longest) = (0..self.state.len()).max_by_key(|&i| self.state[i].queue.len())
+            else {
+                break;
+            };
+            if self.state[longest].queue.pop_front().is_none() {
+                break;
+            }
+            self.held -= 1;
+            self.overflowed += 1;
+        }
+    }
+
+    /// Hands out the batches that may leave now, at most `room` of them. With `flush` a batch leaves without
+    /// waiting for its window (shutdown).
+    pub fn ready(&mut self, now: Instant, room: usize, flush: bool, out: &mut Vec<Batch>) {
+        for t in 0..self.state.len() {
+            if out.len() >= room {
+                return;
+            }
+            let s = &mut self.state[t];
+            if s.in_flight {
+                continue;
+            }
+            if let Some((at, _)) = &s.retry {
+                if *at <= now || flush {
+                    let (_, mut batch) = s.retry.take().expect("checked above");
+                    batch.attempt += 1;
+                    self.held -= batch.events;
+                    s.in_flight = true;
+                    out.push(batch);
+                }
+                continue;
+            }
+            let window = self.settings.retry_window;
+            let before = s.queue.len();
+            s.queue.retain(|(at, _)| now.duration_since(*at) <= window);
+            let gone = before - s.queue.len();
+            self.held -= gone;
+            self.expired += gone as u64;
+            let Some(&(first, _)) = s.queue.front() else {
+                continue;
+            };
+            let full = s.queue.len() >= self.settings.batch_size;
+            if !(full || flush || now >= first + self.settings.batch_window) {
+                continue;
+            }
+            let n = s.queue.len().min(self.settings.batch_size);
+            let events: Vec<_> = s.queue.drain(..n).collect();
+            self.held -= n;
+            let time_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let body = body(time_ms, events.iter().map(|(_, e)| &**e));
+            let signature = webhook_signature(&self.targets[t].secret, &body);
+            s.in_flight = true;
+            out.push(Batch {
+                target: t,
+                to: self.targets[t].clone(),
+                body: Arc::from(body),
+                signature: Arc::from(signature),
+                events: n,
+                attempt: 1,
+                oldest: first,
+            });
+        }
+    }
+
+    /// Takes a batch's result back; says whether it is done, retried, or dropped.
+    pub fn finished(&mut self, batch: Batch, outcome: &Outcome, now: Instant) -> Verdict {
+        let s = &mut self.state[batch.target];
+        s.in_flight = false;
+        if outcome.is_success() {
+            return Verdict::Delivered;
+        }
+        if !outcome.is_retryable() {
+            return Verdict::Dropped;
+        }
+        let delay = self.backoff(batch.attempt);
+        let s = &mut self.state[batch.target];
+        if now + delay > batch.oldest + self.settings.retry_window {
+            self.expired += batch.events as u64;
+            return Verdict::Dropped;
+        }
+        self.held += batch.events;
+        s.retry = Some((now + delay, batch));
+        Verdict::Retrying(delay)
+    }
+
+    /// `2^(attempt-1)` seconds, ±25 % jitter, within [`RETRY_MIN`, `RETRY_MAX`].
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        // xorshift: jitter only needs to spread receivers' retries apart.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let base = RETRY_MIN.saturating_mul(1 << attempt.saturating_sub(1).min(6));
+        let factor = 0.75 + (self.rng % 1000) as f64 / 2000.0;
+        base.mul_f64(factor).clamp(RETRY_MIN, RETRY_MAX)
+    }
+
+    /// When something may next become ready (a window closing or a retry falling due).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.state
+            .iter()
+            .filter(|s| !s.in_flight)
+            .filter_map(|s| match &s.retry {
+                Some((at, _)) => Some(*at),
+                None => s
+                    .queue
+                    .front()
+                    .map(|(at, _)| *at + self.settings.batch_window),
+            })
+            .min()
+    }
+
+    /// Counts per webhook URL of what is waiting, for a summary line.
+    pub fn backlog(&self) -> BTreeMap<Arc<str>, usize> {
+        let mut m = BTreeMap::new();
+        for (t, s) in self.targets.iter().zip(&self.state) {
+            let n = s.queue.len() + s.retry.as_ref().map_or(0, |(_, b)| b.events);
+            if n > 0 {
+                *m.entry(t.url.clone()).or_default() += n;
+            }
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{WebhookFilter, WebhookKind};
+    use crate::protocol::auth::webhook_signature;
+
+    fn apps() -> Vec<AppConfig> {
+        let hook = |url: &str, types: Option<&[&str]>, prefix: Option<&str>| WebhookConfig {
+            url: url.into(),
+            event_types: types.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            filter: WebhookFilter {
+                channel_name_starts_with: prefix.map(String::from),
+                channel_name_ends_with: None,
+            },
+            headers: Default::default(),
+        };
+        vec![
+            AppConfig {
+                id: "1".into(),
+                key: "k1".into(),
+                secret: "s1".into(),
+                webhooks: vec![
+                    hook("http://a", None, None),
+                    hook("http://b", Some(&["member_added"]), Some("presence-")),
+                ],
+                ..AppConfig::default()
+            },
+            AppConfig {
+                id: "2".into(),
+                key: "k2".into(),
+                secret: "s2".into(),
+                ..AppConfig::default()
+            },
+        ]
+    }
+
+    fn settings() -> WebhookSettings {
+        WebhookSettings {
+            batch_window: Duration::from_millis(50),
+            batch_size: 3,
+            retry_window: Duration::from_secs(10),
+            queue_cap: 100,
+            ..WebhookSettings::default()
+        }
+    }
+
+    fn ev(app: AppIdx, kind: WebhookKind, channel: &str) -> WebhookEvent {
+        WebhookEvent::member(app, kind, channel, "u")
+    }
+
+    #[test]
+    fn events_go_to_the_webhooks_that_want_them_in_signed_batches() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(&apps(), settings(), 7);
+        b.route(ev(0, WebhookKind::MemberAdded, "presence-r"), t0);
+        b.route(ev(0, WebhookKind::MemberAdded, "private-r"), t0);
+        b.route(ev(0, WebhookKind::MemberRemoved, "presence-r"), t0);
+        b.route(ev(1, WebhookKind::MemberAdded, "presence-r"), t0);
+        assert_eq!(
+            b.held(),
+            4,
+            "3 for a, 1 for b, none for the app without webhooks"
+        );
+        let mut out = Vec::new();
+        b.ready(t0 + Duration::from_millis(10), 8, false, &mut out);
+        assert_eq!(out.len(), 1, "a's batch is full; b waits for its window");
+        assert_eq!((out[0].target, out[0].events), (0, 3));
+        assert_eq!(
+            &*out[0].signature,
+            webhook_signature("s1", &out[0].body).as_str()
+        );
+        let text = std::str::from_utf8(&out[0].body).unwrap();
+        assert!(text.contains(r#""name":"member_removed""#), "{text}");
+        b.ready(t0 + Duration::from_millis(50), 8, false, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[1].target, out[1].events), (1, 1));
+        assert!(
+            std::str::from_utf8(&out[1].body)
+                .unwrap()
+                .contains("presence-r")
+        );
+        assert_eq!(b.held(), 0);
+    }
+
+    #[test]
+    fn one_request_in_flight_per_webhook_and_retries_until_the_window() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(&apps(), settings(), 7);
+        b.route(ev(0, WebhookKind::ChannelOccupied, "c1"), t0);
+        let mut out = Vec::new();
+        b.ready(t0 + Duration::from_millis(50), 8, false, &mut out);
+        let first = out.pop().unwrap();
+        b.route(ev(0, WebhookKind::ChannelOccupied, "c2"), t0);
+        b.ready(t0 + Duration::from_secs(1), 8, false, &mut out);
+        assert!(out.is_empty(), "the first is still in flight");
+
+        let now = t0 + Duration::from_secs(1);
+        let v = b.finished(first.clone(), &Outcome::Status(503), now);
+        let Verdict::Retrying(delay) = v else {
+            panic!("{v:?}")
+        };
+        assert!(delay >= RETRY_MIN && delay <= Duration::from_millis(1250));
+        b.ready(now, 8, false, &mut out);
+        assert!(
+            out.is_empty(),
+            "nothing passes a batch waiting to be retried"
+        );
+        b.ready(now + delay, 8, false, &mut out);
+        let again = out.pop().unwrap();
+        assert_eq!(
+            (again.attempt, &again.body),
+            (2, &first.body),
+            "same body, same signature"
+        );
+
+        // Attempts 2, 3, 4 wait ~2, ~4, ~8 s: the last would end past the 10 s window.
+        let mut now = now + delay;
+        let mut batch = again;
+        loop {
+            match b.finished(batch, &Outcome::Failed("refused".into()), now) {
+                Verdict::Retrying(d) => {
+                    now += d;
+                    b.ready(now, 8, false, &mut out);
+                    batch = out.pop().unwrap();
+                }
+                Verdict::Dropped => break,
+                Verdict::Delivered => unreachable!(),
+            }
+        }
+        assert!(now <= t0 + Duration::from_secs(10));
+        assert_eq!(b.expired, 1);
+        b.ready(now, 8, false, &mut out);
+        assert_eq!(out.len(), 1, "then the next batch");
+        assert_eq!(
+            b.finished(out.pop().unwrap(), &Outcome::Status(404), now),
+            Verdict::Dropped,
+            "a 4xx is final"
+        );
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        for s in [408, 429, 500, 503] {
+            assert!(Outcome::Status(s).is_retryable(), "{s}");
+        }
+        for s in [400, 401, 403, 404, 413] {
+            assert!(!Outcome::Status(s).is_retryable(), "{s}");
+        }
+        assert!(Outcome::Status(204).is_success());
+    }
+
+    #[test]
+    fn the_cap_drops_the_oldest_of_the_longest_queue_and_old_events_expire() {
+        let t0 = Instant::now();
+        let mut s = settings();
+        s.queue_cap = 4;
+        let mut b = Batcher::new(&apps(), s, 7);
+        for i in 0..6 {
+            b.route(ev(0, WebhookKind::ChannelOccupied, &format!("c{i}")), t0);
+        }
+        assert_eq!((b.held(), b.overflowed), (4, 2));
+        let mut out = Vec::new();
+        b.ready(t0 + Duration::from_millis(50), 8, false, &mut out);
+        assert!(
+            std::str::from_utf8(&out[0].body)
+                .unwrap()
+                .contains("\"c2\"")
+        );
+
+        let mut b = Batcher::new(&apps(), settings(), 7);
+        b.route(ev(0, WebhookKind::ChannelOccupied, "old"), t0);
+        out.clear();
+        b.ready(t0 + Duration::from_secs(11), 8, false, &mut out);
+        assert!(out.is_empty());
+        assert_eq!((b.held(), b.expired), (0, 1));
+    }
+
+    #[test]
+    fn flush_sends_without_waiting_and_room_limits_requests() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(&apps(), settings(), 7);
+        b.route(ev(0, WebhookKind::MemberAdded, "presence-r"), t0);
+        let mut out = Vec::new();
+        b.ready(t0, 1, true, &mut out);
+        assert_eq!(out.len(), 1, "room for one");
+        b.ready(t0, 2, true, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(b.next_due(), None);
+    }
+}

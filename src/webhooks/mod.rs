@@ -1,0 +1,87 @@
+//! Webhooks (docs/protocol.md#webhooks): channel and member lifecycle, client events, cache misses, subscription
+//! counts, and relay's user online/offline, POSTed to each app's URLs in Pusher's signed format.
+//!
+//! Off the cores: a core hands an event to [`WebhookQueue::emit`] (a bounded lock-free queue that drops the
+//! oldest when full; the core never waits) and goes on. One sender thread takes them, holds the "down" events for
+//! the debounce (`debounce.rs`), batches per webhook (`batcher.rs`) and hands requests to a few HTTP threads
+//! (`sender.rs`), which report each result back into the app's event log.
+
+pub mod batcher;
+pub mod debounce;
+pub mod event;
+pub mod sender;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::Thread;
+
+use crossbeam_queue::ArrayQueue;
+
+pub use batcher::{Outcome, Verdict};
+pub use event::{Detail, WebhookEvent};
+pub use sender::{DeliveryReport, Webhooks};
+
+/// The cores' side of the sender: where events go.
+pub struct WebhookQueue {
+    events: ArrayQueue<WebhookEvent>,
+    /// The sender thread, woken after each event (an atomic swap unless it sleeps).
+    sender: OnceLock<Thread>,
+    pub stats: WebhookStats,
+}
+
+impl WebhookQueue {
+    pub fn new(cap: usize) -> Self {
+        WebhookQueue {
+            events: ArrayQueue::new(cap.max(1)),
+            sender: OnceLock::new(),
+            stats: WebhookStats::default(),
+        }
+    }
+
+    /// Queues an event; false when the queue was full and its oldest event was dropped to make room.
+    pub fn emit(&self, event: WebhookEvent) -> bool {
+        let kept_all = self.events.force_push(event).is_none();
+        if !kept_all {
+            WebhookStats::add(&self.stats.dropped, 1);
+        }
+        if let Some(t) = self.sender.get() {
+            t.unpark();
+        }
+        kept_all
+    }
+
+    fn pop(&self) -> Option<WebhookEvent> {
+        self.events.pop()
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// The sender's running totals (read by `/stats` and, later, the metrics exporter).
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    /// Events delivered (2xx).
+    pub delivered: AtomicU64,
+    /// Requests that failed and were scheduled again.
+    pub retries: AtomicU64,
+    /// Events lost: past the retry window, refused for good by a receiver, or dropped by a full queue.
+    pub dropped: AtomicU64,
+    /// Events held by the sender now (queued, debounced, waiting for a retry).
+    pub held: AtomicU64,
+}
+
+impl WebhookStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
