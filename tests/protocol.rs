@@ -8,51 +8,6 @@ use std::time::Duration;
 use common::*;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
-fn sub_msg(channel: &str, auth: &str, channel_data: Option<&str>) -> String {
-    match channel_data {
-        Some(d) => format!(
-            r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}","auth":"{auth}","channel_data":{}}}}}"#,
-            sonic_rs::to_string(d).unwrap()
-        ),
-        None => format!(
-            r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}","auth":"{auth}"}}}}"#
-        ),
-    }
-}
-
-/// Joins a presence channel as `user_id` and returns the subscription_succeeded event.
-fn join(c: &mut Client, channel: &str, user_id: &str, info: Option<&str>) -> Event {
-    let data = match info {
-        Some(i) => format!(r#"{{"user_id":"{user_id}","user_info":{i}}}"#),
-        None => format!(r#"{{"user_id":"{user_id}"}}"#),
-    };
-    let auth = relay::protocol::auth::sign_channel(
-        APP_KEY,
-        APP_SECRET,
-        &c.socket_id,
-        channel,
-        Some(&data),
-    );
-    c.send_text(&sub_msg(channel, &auth, Some(&data)));
-    c.expect_event("pusher_internal:subscription_succeeded")
-}
-
-fn private_sub(c: &mut Client, channel: &str) {
-    let auth =
-        relay::protocol::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, channel, None);
-    c.send_text(&sub_msg(channel, &auth, None));
-    c.expect_event("pusher_internal:subscription_succeeded");
-}
-
-fn signin(c: &mut Client, user_data: &str) -> Event {
-    let auth = relay::protocol::auth::sign_user(APP_KEY, APP_SECRET, &c.socket_id, user_data);
-    c.send_text(&format!(
-        r#"{{"event":"pusher:signin","data":{{"auth":"{auth}","user_data":{}}}}}"#,
-        sonic_rs::to_string(user_data).unwrap()
-    ));
-    c.recv_event()
-}
-
 #[test]
 fn presence_roster_member_events_and_counts() {
     let server = Server::start();

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use crate::http::response::Response;
 use crate::metrics::Gauge;
 use crate::runtime::core::Core;
+use crate::webhooks::WebhookStats;
 
 pub fn health(core: &Rc<Core>) -> Response {
     if core.shared.is_shutting_down() {
@@ -13,13 +14,22 @@ pub fn health(core: &Rc<Core>) -> Response {
     Response::json(200, br#"{"status":"ok"}"#.to_vec())
 }
 
-/// `{"connections":N,"channels":N}`: open WebSocket connections and occupied channels, all apps. Both are running
-/// counts: unauthenticated polling costs no core any work.
+/// `{"connections":N,"channels":N,"webhooks":{…}}`: open WebSocket connections and occupied channels, all apps,
+/// and the webhook sender's totals. All are running counts: unauthenticated polling costs no core any work.
 pub fn stats(core: &Rc<Core>) -> Response {
     let connections = core.shared.connections.count();
     let channels = core.shared.metrics.gauge(Gauge::OccupiedChannels).max(0);
+    let w = &core.shared.webhooks.stats;
+    let get = WebhookStats::get;
     Response::json(
         200,
-        format!(r#"{{"connections":{connections},"channels":{channels}}}"#).into_bytes(),
+        format!(
+            r#"{{"connections":{connections},"channels":{channels},"webhooks":{{"held":{},"delivered":{},"retries":{},"dropped":{}}}}}"#,
+            get(&w.held),
+            get(&w.delivered),
+            get(&w.retries),
+            get(&w.dropped)
+        )
+        .into_bytes(),
     )
 }

@@ -10,6 +10,7 @@ use futures_channel::oneshot;
 use crate::app::AppIdx;
 use crate::channels::facts::CachedEvent;
 use crate::channels::publication::{Publication, Source};
+use crate::config::WebhookKind;
 use crate::protocol::channel_name::ChannelType;
 use crate::protocol::outbound;
 use crate::protocol::session::Session;
@@ -17,6 +18,7 @@ use crate::runtime::core::Core;
 use crate::runtime::facts::Facts;
 use crate::runtime::inbox::Lane;
 use crate::runtime::message::{CoreMsg, NoReply};
+use crate::webhooks::WebhookEvent;
 
 pub enum CacheMsg {
     /// Publisher's core -> home: keep this as the channel's last event.
@@ -65,7 +67,13 @@ pub fn keep_last_event(core: &Core, p: &Publication) {
 pub async fn replay(core: &Core, session: &Rc<Session>, channel: &str) {
     match core.cached(session.app, channel).await {
         Ok(Some(event)) => session.send(event.frame),
-        _ => session.send(outbound::cache_miss(channel)),
+        _ => {
+            let kind = WebhookKind::CacheMiss;
+            core.webhook(session.app, kind, || {
+                WebhookEvent::channel(session.app, kind, channel)
+            });
+            session.send(outbound::cache_miss(channel))
+        }
     };
 }
 

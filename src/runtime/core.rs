@@ -271,6 +271,7 @@ impl Core {
             CoreMsg::Counts(m) => counts::on_message(self, m),
             CoreMsg::Occupancy(m) => occupancy::on_message(self, m),
             CoreMsg::History(m) => history::on_message(self, m),
+            CoreMsg::WebhookReport(app, report) => self.log_event(app, LogEvent::Webhook(report)),
             CoreMsg::Shutdown => return false,
         }
         true

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::app::AppIdx;
 use crate::channels::lifecycle::LifecycleEvent;
 use crate::channels::publication::Publication;
+use crate::config::WebhookKind;
 use crate::protocol::channel_name::{ChannelKind, ChannelType};
 use crate::runtime::core::Core;
 use crate::runtime::inbox::Lane;
@@ -29,11 +30,13 @@ impl CountMsg {
     }
 }
 
-/// Tells the channel's home a subscription came or went, for apps that count subscriptions.
+/// Tells the channel's home a subscription came or went, for apps that count subscriptions (for the
+/// `subscription_count` event or webhook).
 pub fn changed(core: &Core, app: AppIdx, channel: &str, delta: i64) {
-    if !core.app(app).config.subscription_count
-        || ChannelType::of(channel).kind == ChannelKind::Presence
-    {
+    let a = core.app(app);
+    let counted =
+        a.config.subscription_count || a.webhook_kinds.contains(WebhookKind::SubscriptionCount);
+    if !counted || ChannelType::of(channel).kind == ChannelKind::Presence {
         return;
     }
     let msg = CountMsg::Delta {
@@ -68,9 +71,12 @@ pub fn flush_throttled(core: &Core, now: Instant) {
 }
 
 fn broadcast(core: &Core, app: AppIdx, channel: &str, n: u64) {
-    let data = format!(r#"{{"subscription_count":{n}}}"#);
-    let p = Publication::server_event(app, channel, "pusher_internal:subscription_count", &data);
-    core.broadcast(p);
+    if core.app(app).config.subscription_count {
+        let data = format!(r#"{{"subscription_count":{n}}}"#);
+        let p =
+            Publication::server_event(app, channel, "pusher_internal:subscription_count", &data);
+        core.broadcast(p);
+    }
     core.lifecycle(LifecycleEvent::SubscriptionCount {
         app,
         channel: Box::from(channel),

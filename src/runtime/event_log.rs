@@ -13,6 +13,7 @@ use crate::channels::publication::{Publication, Source};
 use crate::json::push_json_string;
 use crate::runtime::core::Core;
 use crate::socket_id::SocketId;
+use crate::webhooks::{DeliveryReport, Outcome, Verdict};
 
 #[derive(Debug, Clone)]
 pub enum LogEvent {
@@ -42,6 +43,8 @@ pub enum LogEvent {
     RateLimited {
         events: u32,
     },
+    /// One attempt to deliver a batch of webhook events, and what became of the batch.
+    Webhook(DeliveryReport),
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +96,28 @@ impl LogEntry {
             }
             LogEvent::RateLimited { events } => {
                 out.extend_from_slice(format!(r#""rate_limited","events":{events}"#).as_bytes());
+            }
+            LogEvent::Webhook(r) => {
+                out.extend_from_slice(br#""webhook","url":"#);
+                push_json_string(out, &r.url);
+                out.extend_from_slice(
+                    format!(r#","events":{},"attempt":{},"#, r.events, r.attempt).as_bytes(),
+                );
+                match &r.outcome {
+                    Outcome::Status(s) => {
+                        out.extend_from_slice(format!(r#""status":{s}"#).as_bytes())
+                    }
+                    Outcome::Failed(e) => {
+                        out.extend_from_slice(br#""error":"#);
+                        push_json_string(out, e);
+                    }
+                }
+                let result = match r.verdict {
+                    Verdict::Delivered => "delivered",
+                    Verdict::Retrying(_) => "retrying",
+                    Verdict::Dropped => "dropped",
+                };
+                out.extend_from_slice(format!(r#","result":"{result}""#).as_bytes());
             }
         }
         out.push(b'}');

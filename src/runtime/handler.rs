@@ -9,6 +9,7 @@
 use std::rc::Rc;
 
 use crate::channels::publication::{Publication, Source};
+use crate::config::WebhookKind;
 use crate::json::JsonError;
 use crate::protocol::codes::close;
 use crate::protocol::inbound::{self, ClientMessage, SubscribeData};
@@ -21,6 +22,7 @@ use crate::runtime::history::{self, Recovery};
 use crate::runtime::message::NoReply;
 use crate::runtime::presence::JoinReply;
 use crate::runtime::{cache, users};
+use crate::webhooks::{Detail, WebhookEvent};
 
 /// Handles one text message from the client.
 pub async fn handle_text(core: &Core, session: &Rc<Session>, text: &[u8]) {
@@ -143,6 +145,20 @@ fn client_event(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
         Ok(e) => e,
         Err(r) => return reject(session, r),
     };
+    let kind = WebhookKind::ClientEvent;
+    let hook = core
+        .app(session.app)
+        .webhook_kinds
+        .contains(kind)
+        .then(|| WebhookEvent {
+            user_id: e.user_id.as_deref().map(Box::from),
+            detail: Detail::Client {
+                event_token: Box::from(&e.name_token[..]),
+                data_token: Box::from(&e.data_token[..]),
+                socket_id: session.socket_id,
+            },
+            ..WebhookEvent::channel(session.app, kind, &e.channel)
+        });
     // Never echoed to the sender (docs/protocol.md#client-events).
     let p = Publication::new(
         session.app,
@@ -154,9 +170,12 @@ fn client_event(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
         Some(session.socket_id),
     );
     if core.publish(p).is_err() {
-        reject(
+        return reject(
             session,
             Rejection::new("Server busy: client event not delivered everywhere"),
         );
+    }
+    if let Some(event) = hook {
+        core.shared.webhooks.emit(event);
     }
 }

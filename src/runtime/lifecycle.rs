@@ -1,10 +1,14 @@
 //! Where lifecycle events go: the one place that consumes channel and user state changes (occupied, vacated,
-//! member added and removed, subscription count, user online and offline) as they happen on the owning core.
-//! Today: the occupied-channels gauge and a debug line. Webhooks and the cluster bridge plug in here.
+//! member added and removed, subscription count, user online and offline) as they happen on the owning core:
+//! the occupied-channels gauge, and webhooks for the apps that want the kind. The cluster bridge plugs in here.
+//! Client events and cache misses, which are not lifecycle, reach webhooks through [`Core::webhook`] too.
 
+use crate::app::AppIdx;
 use crate::channels::lifecycle::LifecycleEvent;
+use crate::config::WebhookKind;
 use crate::metrics::Gauge;
 use crate::runtime::core::Core;
+use crate::webhooks::{Detail, WebhookEvent};
 
 impl Core {
     pub fn lifecycle(&self, event: LifecycleEvent) {
@@ -18,5 +22,61 @@ impl Core {
             _ => {}
         }
         crate::debug!("core {}: {event:?}", self.id);
+        match event {
+            LifecycleEvent::ChannelOccupied { app, channel } => {
+                let kind = WebhookKind::ChannelOccupied;
+                self.webhook(app, kind, || WebhookEvent::channel(app, kind, &channel));
+            }
+            LifecycleEvent::ChannelVacated { app, channel } => {
+                let kind = WebhookKind::ChannelVacated;
+                self.webhook(app, kind, || WebhookEvent::channel(app, kind, &channel));
+            }
+            LifecycleEvent::MemberAdded {
+                app,
+                channel,
+                user_id,
+            } => {
+                let kind = WebhookKind::MemberAdded;
+                self.webhook(app, kind, || {
+                    WebhookEvent::member(app, kind, &channel, &user_id)
+                });
+            }
+            LifecycleEvent::MemberRemoved {
+                app,
+                channel,
+                user_id,
+            } => {
+                let kind = WebhookKind::MemberRemoved;
+                self.webhook(app, kind, || {
+                    WebhookEvent::member(app, kind, &channel, &user_id)
+                });
+            }
+            LifecycleEvent::SubscriptionCount {
+                app,
+                channel,
+                count,
+            } => {
+                let kind = WebhookKind::SubscriptionCount;
+                self.webhook(app, kind, || WebhookEvent {
+                    detail: Detail::Count(count),
+                    ..WebhookEvent::channel(app, kind, &channel)
+                });
+            }
+            LifecycleEvent::UserOnline { app, user_id } => {
+                let kind = WebhookKind::UserOnline;
+                self.webhook(app, kind, || WebhookEvent::user(app, kind, &user_id));
+            }
+            LifecycleEvent::UserOffline { app, user_id } => {
+                let kind = WebhookKind::UserOffline;
+                self.webhook(app, kind, || WebhookEvent::user(app, kind, &user_id));
+            }
+        }
+    }
+
+    /// Hands a webhook event to the sender if some webhook of the app receives `kind`; `build` runs only then.
+    pub fn webhook(&self, app: AppIdx, kind: WebhookKind, build: impl FnOnce() -> WebhookEvent) {
+        if self.app(app).webhook_kinds.contains(kind) {
+            self.shared.webhooks.emit(build());
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 
+use crate::app::AppIdx;
 use crate::channels::publication::Publication;
 use crate::runtime::cache::CacheMsg;
 use crate::runtime::counts::CountMsg;
@@ -15,6 +16,7 @@ use crate::runtime::occupancy::OccupancyMsg;
 use crate::runtime::presence::PresenceMsg;
 use crate::runtime::query::{Answer, Query};
 use crate::runtime::users::UserMsg;
+use crate::webhooks::DeliveryReport;
 
 pub enum CoreMsg {
     /// Deliver to local subscribers (every core gets the same `Arc`).
@@ -27,6 +29,8 @@ pub enum CoreMsg {
     Counts(CountMsg),
     Occupancy(OccupancyMsg),
     History(HistoryMsg),
+    /// The webhook sender reports an attempt, for the app's event log on this core.
+    WebhookReport(AppIdx, DeliveryReport),
     /// Stop accepting, close every connection with 4200, exit.
     Shutdown,
 }
@@ -42,6 +46,8 @@ impl Routed for CoreMsg {
             CoreMsg::Counts(m) => m.lane(),
             CoreMsg::Occupancy(m) => m.lane(),
             CoreMsg::History(m) => m.lane(),
+            // Refused when the lane is full: a log line is not worth waiting for.
+            CoreMsg::WebhookReport(..) => Lane::Control,
             CoreMsg::Shutdown => Lane::Cleanup,
         }
     }

@@ -3,6 +3,7 @@
 //!
 //! Read-only after start except the atomics. Nothing here is on the per-delivery path.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -11,6 +12,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::inbox::InboxSender;
 use crate::runtime::message::CoreMsg;
+use crate::webhooks::WebhookQueue;
 
 pub struct Shared {
     pub config: Config,
@@ -23,6 +25,8 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Cores whose drain has not finished; listeners close when it reaches 0.
     pub cores_draining: AtomicUsize,
+    /// Where cores hand webhook events to the sender thread (never waits, drops the oldest when full).
+    pub webhooks: Arc<WebhookQueue>,
 }
 
 impl Shared {
@@ -30,6 +34,7 @@ impl Shared {
         let apps = AppRegistry::new(&config.apps);
         let cores = inboxes.len();
         let connections = ConnectionQuota::new(config.limits.max_connections);
+        let webhooks = Arc::new(WebhookQueue::new(config.webhooks.queue_cap));
         Shared {
             config,
             apps,
@@ -39,6 +44,7 @@ impl Shared {
             connections,
             shutting_down: AtomicBool::new(false),
             cores_draining: AtomicUsize::new(cores),
+            webhooks,
         }
     }
 

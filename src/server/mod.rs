@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 
+use crate::app::AppIdx;
 use crate::config::{CORE_STACK_BYTES, Config};
 use crate::protocol::codes::close;
 use crate::runtime::core::Core;
@@ -24,6 +25,7 @@ use crate::runtime::liveness::SCAN_INTERVAL;
 use crate::runtime::message::CoreMsg;
 use crate::runtime::shared::Shared;
 use crate::server::listener::{bind_reuseport, claim_port};
+use crate::webhooks::{DeliveryReport, Webhooks};
 
 /// How long a drain waits for clients to finish their close handshakes.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +35,7 @@ pub struct Server {
     pub driver: &'static str,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    webhooks: Webhooks,
 }
 
 #[derive(Debug)]
@@ -83,6 +86,7 @@ impl Server {
             receivers.push(rx);
         }
         let shared = Arc::new(Shared::new(config, senders));
+        let webhooks = start_webhooks(&shared)?;
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -129,6 +133,7 @@ impl Server {
             driver: driver_name(),
             shared,
             threads,
+            webhooks,
         })
     }
 
@@ -144,7 +149,25 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
+        // The drain's vacated channels and removed members are queued by now; what is held goes out at once.
+        self.webhooks.shutdown(WEBHOOK_FLUSH_GRACE);
     }
+}
+
+/// How long a drain waits for webhooks still queued to be delivered.
+pub const WEBHOOK_FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// Starts the webhook sender; each attempt's report goes to the event log on one core per app.
+fn start_webhooks(shared: &Arc<Shared>) -> Result<Webhooks, StartError> {
+    let reports = shared.clone();
+    let report = Box::new(move |app: AppIdx, r: DeliveryReport| {
+        if reports.config.limits.event_log_max == 0 {
+            return;
+        }
+        let core = app as usize % reports.cores();
+        let _ = reports.inboxes[core].offer(CoreMsg::WebhookReport(app, r));
+    });
+    Webhooks::start(&shared.config, shared.webhooks.clone(), report).map_err(StartError::Thread)
 }
 
 /// Lets every other ready task of the core run before this one goes on.

@@ -17,7 +17,7 @@ use crate::webhooks::batcher::{Batch, Batcher, Outcome, Verdict};
 use crate::webhooks::debounce::Debouncer;
 use crate::webhooks::{WebhookQueue, WebhookStats};
 
-/// How often a summary line is logged when events were retried or lost (never one line per event).
+/// A summary line is logged when events were retried or lost, at most once per this (never one per event).
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Events the sender takes from the queue before it looks at results and due batches again.
@@ -285,27 +285,28 @@ impl Dispatcher {
         }
         let held = self.batcher.held() + self.debounce.len() + self.queue.len();
         stats.held.store(held as u64, Ordering::Relaxed);
-        let last = *self.summary.last.get_or_insert(now);
-        if now.duration_since(last) < SUMMARY_INTERVAL {
-            return;
-        }
         let retries = WebhookStats::get(&stats.retries);
         let dropped = WebhookStats::get(&stats.dropped);
-        if retries != self.summary.retries || dropped != self.summary.dropped {
-            let backlog: Vec<String> = self
-                .batcher
-                .backlog()
-                .into_iter()
-                .map(|(url, n)| format!("{url}: {n}"))
-                .collect();
-            crate::warn!(
-                "webhooks: in the last {}s {} requests retried, {} events dropped; waiting: [{}]",
-                SUMMARY_INTERVAL.as_secs(),
-                retries - self.summary.retries,
-                dropped - self.summary.dropped,
-                backlog.join(", ")
-            );
+        let changed = retries != self.summary.retries || dropped != self.summary.dropped;
+        let quiet = self
+            .summary
+            .last
+            .is_some_and(|last| now.duration_since(last) < SUMMARY_INTERVAL);
+        if !changed || quiet {
+            return;
         }
+        let backlog: Vec<String> = self
+            .batcher
+            .backlog()
+            .into_iter()
+            .map(|(url, n)| format!("{url}: {n}"))
+            .collect();
+        crate::warn!(
+            "webhooks: {} requests retried, {} events dropped since the last summary; waiting: [{}]",
+            retries - self.summary.retries,
+            dropped - self.summary.dropped,
+            backlog.join(", ")
+        );
         self.summary = Summary {
             last: Some(now),
             retries,

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
+pub mod receiver;
+
 pub const APP_ID: &str = "app-id";
 pub const APP_KEY: &str = "app-key";
 pub const APP_SECRET: &str = "app-secret";
@@ -488,4 +490,51 @@ pub fn obj_keys(v: &Value) -> Vec<String> {
         .unwrap_or_default();
     keys.sort();
     keys
+}
+
+// ---- channel authorization and sign-in over a client, signed with the default app ----
+
+pub fn sub_msg(channel: &str, auth: &str, channel_data: Option<&str>) -> String {
+    match channel_data {
+        Some(d) => format!(
+            r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}","auth":"{auth}","channel_data":{}}}}}"#,
+            sonic_rs::to_string(d).unwrap()
+        ),
+        None => format!(
+            r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}","auth":"{auth}"}}}}"#
+        ),
+    }
+}
+
+/// Joins a presence channel as `user_id` and returns the subscription_succeeded event.
+pub fn join(c: &mut Client, channel: &str, user_id: &str, info: Option<&str>) -> Event {
+    let data = match info {
+        Some(i) => format!(r#"{{"user_id":"{user_id}","user_info":{i}}}"#),
+        None => format!(r#"{{"user_id":"{user_id}"}}"#),
+    };
+    let auth = relay::protocol::auth::sign_channel(
+        APP_KEY,
+        APP_SECRET,
+        &c.socket_id,
+        channel,
+        Some(&data),
+    );
+    c.send_text(&sub_msg(channel, &auth, Some(&data)));
+    c.expect_event("pusher_internal:subscription_succeeded")
+}
+
+pub fn private_sub(c: &mut Client, channel: &str) {
+    let auth =
+        relay::protocol::auth::sign_channel(APP_KEY, APP_SECRET, &c.socket_id, channel, None);
+    c.send_text(&sub_msg(channel, &auth, None));
+    c.expect_event("pusher_internal:subscription_succeeded");
+}
+
+pub fn signin(c: &mut Client, user_data: &str) -> Event {
+    let auth = relay::protocol::auth::sign_user(APP_KEY, APP_SECRET, &c.socket_id, user_data);
+    c.send_text(&format!(
+        r#"{{"event":"pusher:signin","data":{{"auth":"{auth}","user_data":{}}}}}"#,
+        sonic_rs::to_string(user_data).unwrap()
+    ));
+    c.recv_event()
 }
