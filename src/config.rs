@@ -1095,6 +1095,49 @@ mod tests {
     }
 
     #[test]
+    fn webhook_settings_come_from_the_environment_and_the_apps_file() {
+        let c = run(
+            &["--webhook-debounce-ms", "0"],
+            &[
+                ("RELAY_WEBHOOK_URL", "http://127.0.0.1:9/hooks"),
+                ("RELAY_WEBHOOK_EVENTS", "member_added, user_online"),
+                ("RELAY_WEBHOOK_RETRY_WINDOW", "30"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.apps[0].webhooks.len(), 1);
+        let kinds = c.apps[0].webhook_kinds();
+        assert!(kinds.contains(WebhookKind::UserOnline) && !kinds.contains(WebhookKind::CacheMiss));
+        assert_eq!(c.webhooks.debounce, Duration::ZERO);
+        assert_eq!(c.webhooks.retry_window, Duration::from_secs(30));
+        assert_eq!(c.webhooks.batch_size, 100, "defaults stay");
+
+        let e = run(&[], &[("RELAY_WEBHOOK_EVENTS", "member_added")]).unwrap_err();
+        assert_eq!(e.field, "RELAY_WEBHOOK_EVENTS");
+        let e = run(&[], &[("RELAY_WEBHOOK_URL", "ftp://x")]).unwrap_err();
+        assert_eq!(e.field, "apps[0].webhooks[0].url");
+        let e = run(&["--webhook-batch-size", "0"], &[]).unwrap_err();
+        assert_eq!(e.field, "webhook_batch_size");
+
+        let c = parse_apps_file(
+            br#"{"apps":[{"id":"1","key":"k","secret":"s","webhooks":[{"url":"https://h/x","filter":{"channel_name_ends_with":"-room"},"headers":{"Authorization":"t"}}]}]}"#,
+        )
+        .unwrap();
+        let hook = &c.apps[0].webhooks[0];
+        assert!(hook.wants(WebhookKind::ChannelOccupied, Some("a-room")));
+        assert!(!hook.wants(WebhookKind::ChannelOccupied, Some("a-hall")));
+        assert!(
+            !hook.wants(WebhookKind::UserOnline, None),
+            "user kinds are opt-in"
+        );
+        let e = parse_apps_file(
+            br#"{"apps":[{"id":"1","key":"k","secret":"s","webhooks":[{"url":"https://h/x","event_types":["nope"]}]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "apps[0].webhooks[0].event_types");
+    }
+
+    #[test]
     fn apps_file_is_read_and_validated() {
         let dir = std::env::temp_dir().join(format!("relay-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -61,14 +61,18 @@ fn every_kind_arrives_signed_in_pushers_format() {
     let mut c = server.client();
     c.subscribe("cache-news");
     c.expect_event("pusher:cache_miss");
+    let mut d = server.client();
+    d.subscribe("cache-news");
+    d.expect_event("pusher:cache_miss");
     rx.wait_for(TIMEOUT, "the joins", |e| {
-        named(e, "subscription_count", Some("cache-news")).len() == 1
+        named(e, "subscription_count", Some("cache-news")).len() == 2
             && named(e, "client_event", None).len() == 1
             && named(e, "member_added", None).len() == 2
     });
     a.close_tcp();
     b.close_tcp();
     c.close_tcp();
+    d.close_tcp();
     let events = rx.wait_for(TIMEOUT, "the leaves", |e| {
         count(e, "channel_vacated", "presence-room") == 1
             && count(e, "channel_vacated", "cache-news") == 1
@@ -99,7 +103,7 @@ fn every_kind_arrives_signed_in_pushers_format() {
     };
     one("channel_occupied", Some("presence-room"));
     one("channel_occupied", Some("cache-news"));
-    one("cache_miss", Some("cache-news"));
+    one("cache_miss", Some("cache-news")); // two clients missed: one webhook
     let online = one("user_online", None);
     assert_eq!(online["user_id"].as_str(), Some("u1"));
     assert!(online.get("channel").is_none());
@@ -125,7 +129,7 @@ fn every_kind_arrives_signed_in_pushers_format() {
         .collect();
     assert_eq!(
         counts,
-        [1],
+        [1, 2, 1],
         "a vacated channel's count goes with channel_vacated"
     );
     assert!(
@@ -395,5 +399,30 @@ fn the_queue_stays_bounded_when_the_receiver_hangs() {
     assert!(
         server.log().contains("webhooks"),
         "a summary names the loss"
+    );
+}
+
+#[test]
+fn a_drain_flushes_what_is_held() {
+    let rx = Receiver::start();
+    // A debounce far longer than the test: only the drain's flush can send the vacated channel.
+    let mut server = server(&rx.url(), &[("RELAY_WEBHOOK_DEBOUNCE_MS", "60000")]);
+    let mut a = server.client();
+    a.subscribe("until-the-end");
+    rx.wait_for(TIMEOUT, "occupied", |e| {
+        count(e, "channel_occupied", "until-the-end") == 1
+    });
+    a.close_tcp();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        count(&rx.events(), "channel_vacated", "until-the-end"),
+        0,
+        "held"
+    );
+    assert!(server.terminate().success());
+    assert_eq!(
+        count(&rx.events(), "channel_vacated", "until-the-end"),
+        1,
+        "sent before exit"
     );
 }

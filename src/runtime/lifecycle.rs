@@ -22,6 +22,9 @@ impl Core {
             _ => {}
         }
         crate::debug!("core {}: {event:?}", self.id);
+        if is_internal(&event) {
+            return;
+        }
         match event {
             LifecycleEvent::ChannelOccupied { app, channel } => {
                 let kind = WebhookKind::ChannelOccupied;
@@ -78,5 +81,16 @@ impl Core {
         if self.app(app).webhook_kinds.contains(kind) {
             self.shared.webhooks.emit(build());
         }
+    }
+}
+
+/// `#server-to-user-{id}` channels are the server's own: a backend learns of them through `user_online` and
+/// `user_offline`, not as channels.
+fn is_internal(event: &LifecycleEvent) -> bool {
+    match event {
+        LifecycleEvent::ChannelOccupied { channel, .. }
+        | LifecycleEvent::ChannelVacated { channel, .. }
+        | LifecycleEvent::SubscriptionCount { channel, .. } => channel.starts_with('#'),
+        _ => false,
     }
 }

@@ -3,6 +3,8 @@
 //! the `channel_occupied`, `member_added` or `user_online` that undoes them, when the channel or user comes back in
 //! the meantime. A quick reconnect therefore sends nothing; the receiver's picture stays what it was.
 //!
+//! `cache_miss` is de-duplicated over the same delay: several clients hitting one empty cache give one webhook.
+//!
 //! The events of one channel or user come from its home core, in order, so an "up" that finds its "down" held is
 //! exactly the return that cancels it. Pure and driven by the caller's clock.
 
@@ -43,6 +45,9 @@ pub struct Debouncer {
     /// cancelled stay until their time and are skipped then.
     order: VecDeque<(Instant, Key, u64)>,
     next_gen: u64,
+    /// Channels whose `cache_miss` was sent within the delay, in the order sent.
+    misses: HashMap<(AppIdx, Box<str>), Instant>,
+    miss_order: VecDeque<(Instant, (AppIdx, Box<str>))>,
     /// Past this many held events the oldest is released early (nothing grows without a bound).
     cap: usize,
 }
@@ -54,6 +59,8 @@ impl Debouncer {
             held: HashMap::new(),
             order: VecDeque::new(),
             next_gen: 0,
+            misses: HashMap::new(),
+            miss_order: VecDeque::new(),
             cap: cap.max(1),
         }
     }
@@ -61,6 +68,9 @@ impl Debouncer {
     /// Takes an event; returns the events to send now (none when it is held or cancels a held one, two at most
     /// when the cap forces the oldest held event out).
     pub fn offer(&mut self, event: WebhookEvent, now: Instant, out: &mut Vec<WebhookEvent>) {
+        if event.kind == WebhookKind::CacheMiss && !self.delay.is_zero() {
+            return self.offer_miss(event, now, out);
+        }
         let Some((family, up)) = role(event.kind).filter(|_| !self.delay.is_zero()) else {
             out.push(event);
             return;
@@ -86,8 +96,38 @@ impl Debouncer {
         }
     }
 
+    fn offer_miss(&mut self, event: WebhookEvent, now: Instant, out: &mut Vec<WebhookEvent>) {
+        let key = (event.app, event.channel.clone().unwrap_or_default());
+        self.forget_misses(now);
+        if self.misses.contains_key(&key) {
+            return;
+        }
+        self.misses.insert(key.clone(), now);
+        self.miss_order.push_back((now, key));
+        while self.miss_order.len() > self.cap {
+            if let Some((_, k)) = self.miss_order.pop_front() {
+                self.misses.remove(&k);
+            }
+        }
+        out.push(event);
+    }
+
+    fn forget_misses(&mut self, now: Instant) {
+        while let Some((at, _)) = self.miss_order.front() {
+            if now.duration_since(*at) < self.delay {
+                break;
+            }
+            if let Some((at, key)) = self.miss_order.pop_front()
+                && self.misses.get(&key) == Some(&at)
+            {
+                self.misses.remove(&key);
+            }
+        }
+    }
+
     /// Moves the events whose wait is over to `out`.
     pub fn due(&mut self, now: Instant, out: &mut Vec<WebhookEvent>) {
+        self.forget_misses(now);
         while self.order.front().is_some_and(|(at, _, _)| *at <= now) {
             self.release_front(out);
         }
@@ -223,5 +263,24 @@ mod tests {
         let mut none = Debouncer::new(Duration::ZERO, 2);
         none.offer(WebhookEvent::channel(0, ChannelVacated, "c"), t0, &mut out);
         assert_eq!(out.len(), 3, "no debounce: at once");
+    }
+
+    #[test]
+    fn one_cache_miss_per_channel_within_the_delay() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(Duration::from_secs(3), 100);
+        let mut out = Vec::new();
+        d.offer(WebhookEvent::channel(0, CacheMiss, "cache-a"), t0, &mut out);
+        d.offer(WebhookEvent::channel(0, CacheMiss, "cache-a"), t0, &mut out);
+        d.offer(WebhookEvent::channel(0, CacheMiss, "cache-b"), t0, &mut out);
+        d.offer(WebhookEvent::channel(1, CacheMiss, "cache-a"), t0, &mut out);
+        assert_eq!(out.len(), 3, "back-to-back misses of one channel give one");
+        d.due(t0 + Duration::from_secs(3), &mut out);
+        d.offer(
+            WebhookEvent::channel(0, CacheMiss, "cache-a"),
+            t0 + Duration::from_secs(3),
+            &mut out,
+        );
+        assert_eq!(out.len(), 4, "a miss after the delay is sent again");
     }
 }
