@@ -41,6 +41,7 @@ pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, JsonError> {
 /// [`parse`] for text (already UTF-8).
 pub fn parse_str<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, JsonError> {
     check_depth(text.as_bytes(), MAX_JSON_DEPTH)?;
+    check_strings(text.as_bytes())?;
     sonic_rs::from_str(text).map_err(|_| JsonError::Invalid)
 }
 
@@ -48,6 +49,8 @@ pub fn parse_str<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, JsonError> 
 pub fn parse_explained<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
     check_depth(text.as_bytes(), MAX_JSON_DEPTH).map_err(|e| e.to_string())?;
+    check_strings(text.as_bytes())
+        .map_err(|_| "a string has a raw control character or a bad escape")?;
     sonic_rs::from_str(text).map_err(|e| e.to_string())
 }
 
@@ -107,6 +110,44 @@ pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), JsonError> {
     Ok(())
 }
 
+/// Fails if a string in `bytes` holds a raw control character or an escape other than `\" \\ \/ \b \f \n \r \t`
+/// and `\uXXXX` (RFC 8259 §7; lone surrogate escapes are grammatical and pass). sonic-rs checks neither in a string
+/// it skips or hands out raw (`LazyValue::as_raw_str`), and those tokens are relayed byte for byte into frames,
+/// webhooks and rosters that others parse. One pass, no allocation; an unterminated string is left to the parser.
+pub fn check_strings(bytes: &[u8]) -> Result<(), JsonError> {
+    let mut i = 0;
+    let mut in_string = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !in_string {
+            in_string = b == b'"';
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => in_string = false,
+            b'\\' => {
+                match bytes.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+                    Some(b'u') => {
+                        let hex = bytes.get(i + 2..i + 6).ok_or(JsonError::Invalid)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return Err(JsonError::Invalid);
+                        }
+                        i += 4;
+                    }
+                    _ => return Err(JsonError::Invalid),
+                }
+                i += 1;
+            }
+            0..=0x1f => return Err(JsonError::Invalid),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Appends `s` as the inside of a JSON string (no quotes).
 pub fn escape_json_into(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -157,6 +198,37 @@ pub fn push_json_string_into(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_with_bad_escapes_or_raw_controls_are_refused() {
+        for bad in [
+            r#""\u00zz""#,
+            r#"{"a":"\uzzzz"}"#,
+            r#"["\x"]"#,
+            r#""\u12""#,
+            "\"tab\there\"",
+            "{\"a\":\"\u{1}\"}",
+        ] {
+            assert_eq!(
+                check_strings(bad.as_bytes()),
+                Err(JsonError::Invalid),
+                "{bad}"
+            );
+            assert_eq!(
+                parse::<sonic_rs::Value>(bad.as_bytes()).err(),
+                Some(JsonError::Invalid),
+                "{bad}"
+            );
+        }
+        for good in [
+            r#""\u00e9 \" \\ \/ \b \f \n \r \t""#,
+            r#"{"lone":"\ud800"}"#,
+            r#"["\\", "\\\"", 1, true, null]"#,
+            "\"tab\\there\" ",
+        ] {
+            assert_eq!(check_strings(good.as_bytes()), Ok(()), "{good}");
+        }
+    }
 
     #[test]
     fn depth_counts_brackets_outside_strings_only() {

@@ -1236,53 +1236,38 @@ fn invalid_utf8_in_a_lazy_json_string() {
 }
 
 /// Found by the `rest_bodies` fuzz target, then shown on the other paths that relay a client's JSON as sent: a
-/// string whose `\u` escape is followed by four characters that are not hex digits (`"\u00zz"`, `"\uzzzz"`) is
-/// taken as a string by sonic-rs's lazy skip, and relayed byte for byte into frames other clients parse, so they
-/// get a frame that is not JSON:
-/// * REST publish data: src/api/events.rs:121-123 (`d.as_raw_str()` of a string `data`; `d.as_str()` is `None`
-///   for it, so the size check also sees 0 bytes);
-/// * client events: src/protocol/client_event.rs:67-69 (the same pattern);
-/// * presence `user_info`: src/protocol/inbound.rs:142 (`as_raw_str()` of a member's `user_info`).
-///
-/// A fix refuses a string `data` whose `as_str()` is `None` (400 / `pusher:error`), and checks `user_info`.
+/// string whose `\u` escape is followed by four characters that are not hex digits (`"\u00zz"`, `"\uzzzz"`) was
+/// taken as a string by sonic-rs's lazy skip and relayed byte for byte into frames other clients parse (REST event
+/// data, client event data, presence `user_info`), and now into webhook bodies too. Fixed at the door:
+/// `json::check_strings` refuses the document (400 / `pusher:error`); a lone surrogate escape still passes.
 #[test]
-#[ignore = "relay bug, reported: string tokens with invalid \\u escapes are relayed as sent"]
-fn invalid_string_escapes_are_relayed() {
-    use relay::protocol::{client_event, inbound};
+fn invalid_string_escapes_are_refused() {
     let cfg = relay::config::AppConfig::default();
-    for data in [r#""\u00zz""#, r#""\uzzzz""#] {
+    for data in [r#""\u00zz""#, r#""\uzzzz""#, "\"raw\u{1}control\""] {
         let body = format!(r#"{{"name":"e","channel":"c","data":{data}}}"#);
-        if let Ok(e) = relay::api::events::parse_event(&cfg, body.as_bytes()) {
-            assert!(
-                harness::is_json_string_token(&e.data_token),
-                "REST event data relayed as {}",
-                String::from_utf8_lossy(&e.data_token)
-            );
-        }
-        let s = harness::session();
-        s.subscriptions
-            .borrow_mut()
-            .push(relay::protocol::session::Subscription {
-                channel: "private-a".into(),
-                slot: std::cell::Cell::new(0),
-            });
+        assert!(
+            relay::api::events::parse_event(&cfg, body.as_bytes()).is_err(),
+            "REST event data {data} accepted"
+        );
         let msg = format!(r#"{{"event":"client-x","channel":"private-a","data":{data}}}"#);
-        if let Ok(e) = client_event::check(&cfg, &s, &inbound::parse(msg.as_bytes()).unwrap()) {
-            assert!(
-                harness::is_json_string_token(&e.data_token),
-                "client event data relayed as {}",
-                String::from_utf8_lossy(&e.data_token)
-            );
-        }
+        assert!(
+            relay::protocol::inbound::parse(msg.as_bytes()).is_err(),
+            "client message with {data} accepted"
+        );
         let member = format!(r#"{{"user_id":"1","user_info":{{"name":{data}}}}}"#);
-        if let Ok(m) = inbound::parse_member(&member, inbound::IdField::UserId) {
-            assert!(
-                harness::json_grammar_ok(m.user_info.as_bytes()),
-                "user_info relayed as {}",
-                m.user_info
-            );
-        }
+        assert!(
+            relay::protocol::inbound::parse_member(
+                &member,
+                relay::protocol::inbound::IdField::UserId
+            )
+            .is_err(),
+            "user_info with {data} accepted"
+        );
     }
+    let lone = r#"{"name":"e","channel":"c","data":"\ud800"}"#;
+    let e = relay::api::events::parse_event(&cfg, lone.as_bytes())
+        .expect("a lone surrogate is grammatical");
+    assert!(harness::is_json_string_token(&e.data_token));
 }
 
 #[test]

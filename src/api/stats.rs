@@ -14,22 +14,30 @@ pub fn health(core: &Rc<Core>) -> Response {
     Response::json(200, br#"{"status":"ok"}"#.to_vec())
 }
 
-/// `{"connections":N,"channels":N,"webhooks":{…}}`: open WebSocket connections and occupied channels, all apps,
-/// and the webhook sender's totals. All are running counts: unauthenticated polling costs no core any work.
+/// `{"connections":N,"channels":N}` (the seed's shape): open WebSocket connections and occupied channels, all apps;
+/// plus `"webhooks":{…}`, the sender's totals, when some app has a webhook. All are running counts:
+/// unauthenticated polling costs no core any work.
 pub fn stats(core: &Rc<Core>) -> Response {
     let connections = core.shared.connections.count();
     let channels = core.shared.metrics.gauge(Gauge::OccupiedChannels).max(0);
-    let w = &core.shared.webhooks.stats;
-    let get = WebhookStats::get;
-    Response::json(
-        200,
-        format!(
-            r#"{{"connections":{connections},"channels":{channels},"webhooks":{{"held":{},"delivered":{},"retries":{},"dropped":{}}}}}"#,
+    let mut body = format!(r#"{{"connections":{connections},"channels":{channels}"#);
+    if core
+        .shared
+        .config
+        .apps
+        .iter()
+        .any(|a| !a.webhooks.is_empty())
+    {
+        let w = &core.shared.webhooks.stats;
+        let get = WebhookStats::get;
+        body.push_str(&format!(
+            r#","webhooks":{{"held":{},"delivered":{},"retries":{},"dropped":{}}}"#,
             get(&w.held),
             get(&w.delivered),
             get(&w.retries),
             get(&w.dropped)
-        )
-        .into_bytes(),
-    )
+        ));
+    }
+    body.push('}');
+    Response::json(200, body.into_bytes())
 }
