@@ -431,6 +431,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "webhook events held before the oldest are dropped (100000)",
     ),
     (
+        "RELAY_WEBHOOK_QUEUE_MAX_BYTES",
+        "--webhook-queue-max-bytes",
+        "bytes of webhook events held before the oldest are dropped (67108864)",
+    ),
+    (
         "RELAY_WEBHOOK_DEBOUNCE_MS",
         "--webhook-debounce-ms",
         "milliseconds vacated/removed/offline wait for a return (3000)",
@@ -618,6 +623,9 @@ fn apply_webhook_settings(
     }
     if let Some((field, v)) = get("RELAY_WEBHOOK_QUEUE_CAP") {
         w.queue_cap = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_WEBHOOK_QUEUE_MAX_BYTES") {
+        w.queue_max_bytes = parse_num(&field, &v)?;
     }
     if let Some((field, v)) = get("RELAY_WEBHOOK_DEBOUNCE_MS") {
         w.debounce = millis(parse_num(&field, &v)?);

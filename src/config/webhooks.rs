@@ -236,6 +236,8 @@ pub struct WebhookSettings {
     /// Events held by the sender (waiting, debounced, batched) and in the queue from the cores; past it the
     /// oldest are dropped and counted.
     pub queue_cap: usize,
+    /// Bytes of events the sender holds (client event data counts whole); past it the oldest are dropped too.
+    pub queue_max_bytes: usize,
     /// `channel_vacated`, `member_removed` and `user_offline` wait this long and are dropped, with the
     /// `occupied`/`added`/`online` that undoes them, if the channel or user comes back in the meantime.
     pub debounce: Duration,
@@ -251,6 +253,7 @@ impl Default for WebhookSettings {
             request_timeout: Duration::from_secs(5),
             retry_window: Duration::from_secs(300),
             queue_cap: 100_000,
+            queue_max_bytes: 64 * 1024 * 1024,
             debounce: Duration::from_secs(3),
             concurrency: 8,
         }
@@ -275,6 +278,12 @@ impl WebhookSettings {
             return Err(ConfigError::new(
                 "webhook_queue_cap",
                 "must be at least the batch size",
+            ));
+        }
+        if self.queue_max_bytes < 1024 * 1024 {
+            return Err(ConfigError::new(
+                "webhook_queue_max_bytes",
+                "must be at least 1048576",
             ));
         }
         if self.concurrency == 0 || self.concurrency > 256 {

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::inbox::InboxSender;
 use crate::runtime::message::CoreMsg;
-use crate::webhooks::WebhookQueue;
+use crate::webhooks::{HANDOFF_CAP, WebhookQueue};
 
 pub struct Shared {
     pub config: Config,
@@ -34,7 +34,13 @@ impl Shared {
         let apps = AppRegistry::new(&config.apps);
         let cores = inboxes.len();
         let connections = ConnectionQuota::new(config.limits.max_connections);
-        let webhooks = Arc::new(WebhookQueue::new(config.webhooks.queue_cap));
+        // The queue's slots are allocated up front: a server without webhooks keeps one.
+        let hooks = config.apps.iter().any(|a| !a.webhooks.is_empty());
+        let webhooks = Arc::new(WebhookQueue::new(if hooks {
+            config.webhooks.queue_cap.min(HANDOFF_CAP)
+        } else {
+            1
+        }));
         Shared {
             config,
             apps,

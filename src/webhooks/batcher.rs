@@ -91,8 +91,9 @@ pub struct Batcher {
     state: Vec<TargetState>,
     /// Targets of each app.
     by_app: Vec<Vec<usize>>,
-    /// Events in queues and in retried batches.
+    /// Events in queues and in retried batches, and their bytes ([`WebhookEvent::size`]; a batch counts its body).
     held: usize,
+    held_bytes: usize,
     rng: u64,
     /// Events dropped because the cap was reached, and because they outlived the retry window.
     pub overflowed: u64,
@@ -125,6 +126,7 @@ impl Batcher {
             state,
             by_app,
             held: 0,
+            held_bytes: 0,
             rng: seed | 1,
             overflowed: 0,
             expired: 0,
@@ -150,6 +152,7 @@ impl Batcher {
             return;
         };
         let event = Arc::new(event);
+        let size = event.size();
         for &t in targets {
             if self.targets[t]
                 .hook
@@ -157,17 +160,20 @@ impl Batcher {
             {
                 self.state[t].queue.push_back((now, event.clone()));
                 self.held += 1;
+                self.held_bytes += size;
             }
         }
-        while self.held > self.settings.queue_cap {
+        while self.held > self.settings.queue_cap || self.held_bytes > self.settings.queue_max_bytes
+        {
             let Some(longest) = (0..self.state.len()).max_by_key(|&i| self.state[i].queue.len())
             else {
                 break;
             };
-            if self.state[longest].queue.pop_front().is_none() {
+            let Some((_, dropped)) = self.state[longest].queue.pop_front() else {
                 break;
-            }
+            };
             self.held -= 1;
+            self.held_bytes -= dropped.size();
             self.overflowed += 1;
         }
     }
@@ -188,6 +194,7 @@ impl Batcher {
                     let (_, mut batch) = s.retry.take().expect("checked above");
                     batch.attempt += 1;
                     self.held -= batch.events;
+                    self.held_bytes -= batch.body.len();
                     s.in_flight = true;
                     out.push(batch);
                 }
@@ -195,9 +202,17 @@ impl Batcher {
             }
             let window = self.settings.retry_window;
             let before = s.queue.len();
-            s.queue.retain(|(at, _)| now.duration_since(*at) <= window);
+            let mut gone_bytes = 0;
+            s.queue.retain(|(at, e)| {
+                let keep = now.duration_since(*at) <= window;
+                if !keep {
+                    gone_bytes += e.size();
+                }
+                keep
+            });
             let gone = before - s.queue.len();
             self.held -= gone;
+            self.held_bytes -= gone_bytes;
             self.expired += gone as u64;
             let Some(&(first, _)) = s.queue.front() else {
                 continue;
@@ -209,6 +224,7 @@ impl Batcher {
             let n = s.queue.len().min(self.settings.batch_size);
             let events: Vec<_> = s.queue.drain(..n).collect();
             self.held -= n;
+            self.held_bytes -= events.iter().map(|(_, e)| e.size()).sum::<usize>();
             let time_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
@@ -244,6 +260,7 @@ impl Batcher {
             return Verdict::Dropped;
         }
         self.held += batch.events;
+        self.held_bytes += batch.body.len();
         s.retry = Some((now + delay, batch));
         Verdict::Retrying(delay)
     }
@@ -462,6 +479,41 @@ mod tests {
         b.ready(t0 + Duration::from_secs(11), 8, false, &mut out);
         assert!(out.is_empty());
         assert_eq!((b.held(), b.expired), (0, 1));
+    }
+
+    #[test]
+    fn the_byte_cap_drops_the_oldest_too() {
+        let t0 = Instant::now();
+        let mut s = settings();
+        s.queue_max_bytes = 25_000;
+        let mut b = Batcher::new(&apps(), s, 7);
+        let big = |i: u64| WebhookEvent {
+            detail: crate::webhooks::event::Detail::Client {
+                event_token: b"\"client-x\"".to_vec().into(),
+                data_token: vec![b'a'; 10_000].into(),
+                socket_id: crate::socket_id::SocketId {
+                    random: 1,
+                    unique: i,
+                },
+            },
+            ..WebhookEvent::channel(0, WebhookKind::ClientEvent, "private-c")
+        };
+        for i in 0..5 {
+            b.route(big(i), t0);
+        }
+        assert_eq!(
+            (b.held(), b.overflowed),
+            (2, 3),
+            "10 KB events against 25 KB"
+        );
+        let mut out = Vec::new();
+        b.ready(t0, 8, true, &mut out);
+        assert!(
+            std::str::from_utf8(&out[0].body)
+                .unwrap()
+                .contains("\"socket_id\":\"1.3\"")
+        );
+        assert_eq!(b.held_bytes, 0);
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub use batcher::{Outcome, Verdict};
 pub use event::{Detail, WebhookEvent};
 pub use sender::{DeliveryReport, Webhooks};
 
+/// Events in the hand-off from the cores at most (fewer if `queue_cap` is lower). The sender empties it on every
+/// wake, so it only fills if the sender thread is starved; then the oldest go (counted), and at 10 KB of client
+/// event data each it stays within 160 MiB.
+pub const HANDOFF_CAP: usize = 16_384;
+
 /// The cores' side of the sender: where events go.
 pub struct WebhookQueue {
     events: ArrayQueue<WebhookEvent>,
