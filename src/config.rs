@@ -252,6 +252,8 @@ pub struct Config {
     pub limits: Limits,
     /// How webhooks are delivered (for every app).
     pub webhooks: WebhookSettings,
+    /// Nodes sharing their apps through Redis; `None` runs one node alone.
+    pub cluster: Option<ClusterConfig>,
     pub apps: Vec<AppConfig>,
 }
 
@@ -269,9 +271,47 @@ impl Default for Config {
             authorized_connection_timeout_secs: 30,
             limits: Limits::default(),
             webhooks: WebhookSettings::default(),
+            cluster: None,
             apps: vec![AppConfig::default()],
         }
     }
+}
+
+/// A cluster of nodes over Redis (docs/protocol.md#cluster).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]` (`rediss://` for TLS).
+    pub redis_url: String,
+    /// This node's name in Redis, logs and metrics; unique in the cluster.
+    pub node_id: String,
+    /// Prefix of every Redis key and channel relay uses, so clusters can share one Redis.
+    pub prefix: String,
+    /// Publications held while Redis is unreachable, sent when it is back; past it the oldest are dropped.
+    pub outage_buffer: usize,
+}
+
+impl ClusterConfig {
+    fn new(redis_url: String) -> Self {
+        ClusterConfig {
+            redis_url,
+            node_id: generated_node_id(),
+            prefix: "relay".into(),
+            outage_buffer: 10_000,
+        }
+    }
+}
+
+/// `host-pid-random`: readable in logs, unique across restarts.
+fn generated_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host = if host.is_empty() { "node".into() } else { host };
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        crate::socket_id::random_seed() & 0xff_ffff
+    )
 }
 
 /// The apps file: server settings (all optional) and the apps.
@@ -446,6 +486,26 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "webhook requests in flight at once (8)",
     ),
     (
+        "RELAY_REDIS_URL",
+        "--redis-url",
+        "redis://host:port/db of the cluster (unset: one node alone)",
+    ),
+    (
+        "RELAY_NODE_ID",
+        "--node-id",
+        "this node's name in the cluster (default: generated)",
+    ),
+    (
+        "RELAY_REDIS_PREFIX",
+        "--redis-prefix",
+        "prefix of relay's Redis keys and channels (relay)",
+    ),
+    (
+        "RELAY_CLUSTER_OUTAGE_BUFFER",
+        "--cluster-outage-buffer",
+        "publications held while Redis is unreachable (10000)",
+    ),
+    (
         "RELAY_MAX_WS_MESSAGE_BYTES",
         "--max-ws-message-bytes",
         "largest WebSocket message from a client",
@@ -596,11 +656,64 @@ pub fn load_from(
         config.limits.event_log_max = parse_num(&field, &v)?;
     }
     apply_webhook_settings(&mut config.webhooks, &get)?;
+    config.cluster = cluster_settings(&get)?;
     apply_app_defaults(&mut config, &set_in_file, &get)?;
     let from_file = get("RELAY_APPS_FILE").is_some();
     apply_default_app(&mut config, from_file, &get)?;
     validate(&config)?;
     Ok(Command::Run(Box::new(config)))
+}
+
+fn cluster_settings(
+    get: &impl Fn(&str) -> Option<(String, String)>,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    let Some((field, url)) = get("RELAY_REDIS_URL") else {
+        for name in [
+            "RELAY_NODE_ID",
+            "RELAY_REDIS_PREFIX",
+            "RELAY_CLUSTER_OUTAGE_BUFFER",
+        ] {
+            if let Some((field, _)) = get(name) {
+                return Err(ConfigError::new(field, "needs RELAY_REDIS_URL"));
+            }
+        }
+        return Ok(None);
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(ConfigError::new(
+            field,
+            format!("'{url}' is not a redis:// or rediss:// URL"),
+        ));
+    }
+    let mut c = ClusterConfig::new(url);
+    let name_ok = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 100
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if let Some((field, v)) = get("RELAY_NODE_ID") {
+        if !name_ok(&v) {
+            return Err(ConfigError::new(
+                field,
+                "1-100 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        c.node_id = v;
+    }
+    if let Some((field, v)) = get("RELAY_REDIS_PREFIX") {
+        if !name_ok(&v) {
+            return Err(ConfigError::new(
+                field,
+                "1-100 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        c.prefix = v;
+    }
+    if let Some((field, v)) = get("RELAY_CLUSTER_OUTAGE_BUFFER") {
+        c.outage_buffer = parse_num(&field, &v)?;
+    }
+    Ok(Some(c))
 }
 
 fn apply_webhook_settings(

@@ -7,6 +7,7 @@
 //! 3. `protocol`: Pusher messages, frames, codes, signatures, per-connection state and rules, no I/O;
 //! 4. `channels`: pub/sub without sockets: the channel index and fan-out, publications, rosters, facts;
 //! 5. `webhooks`: the sender that takes lifecycle and client events off the cores to the apps' URLs;
+//!    `cluster`: the bridge to Redis that shares publications between nodes;
 //! 6. `runtime`: cores, inboxes, the publish pipeline, the features that span cores;
 //! 7. `api`: the REST resources;
 //! 8. `server`: startup, listeners, the connection loops, drain.
@@ -32,6 +33,8 @@ pub mod protocol;
 pub mod channels;
 
 pub mod webhooks;
+
+pub mod cluster;
 
 pub mod runtime;
 

@@ -24,6 +24,8 @@ pub enum Counter {
     PublishesClient,
     /// Events the server makes itself: member added/removed, subscription counts.
     PublishesServer,
+    /// Events published on another node of the cluster, received through Redis.
+    PublishesRemote,
     /// REST events refused by an app's rate limit (429).
     RateLimited,
     /// Channel histories dropped to keep an app within its history byte budget.

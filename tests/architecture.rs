@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("protocol", 20),
     ("channels", 30),
     ("webhooks", 35),
+    ("cluster", 36),
     ("runtime", 40),
     ("api", 50),
     ("server", 60),

@@ -39,6 +39,8 @@ pub struct Publication {
     /// Not delivered to this socket (the REST `socket_id` parameter; the sender of a client event).
     pub except: Option<SocketId>,
     pub frames: Vec<ChannelFrame>,
+    /// Published on another node of the cluster and received through Redis (not sent back there).
+    pub remote: bool,
     encoded: bool,
 }
 
@@ -67,6 +69,7 @@ impl Publication {
                     frame: Bytes::new(),
                 })
                 .collect(),
+            remote: false,
             encoded: false,
         }
     }
@@ -115,6 +118,7 @@ impl Publication {
             user_id,
             except,
             frames,
+            remote,
             encoded,
         } = self;
         frames
@@ -127,6 +131,7 @@ impl Publication {
                 user_id: user_id.clone(),
                 except,
                 frames: vec![cf],
+                remote,
                 encoded,
             })
             .collect()

@@ -262,6 +262,9 @@ impl Core {
     pub fn handle(&self, msg: CoreMsg) -> bool {
         match msg {
             CoreMsg::Publish(p) => self.deliver(&p),
+            CoreMsg::Remote(p) => {
+                let _ = self.publish(*p);
+            }
             CoreMsg::Query(q, reply) => {
                 let _ = reply.send(self.answer(&q));
             }

@@ -8,6 +8,7 @@
 
 use std::rc::Rc;
 
+use crate::app::AppIdx;
 use crate::channels::publication::{Publication, Source};
 use crate::config::WebhookKind;
 use crate::json::JsonError;
@@ -19,7 +20,7 @@ use crate::protocol::{client_event, outbound, signin, subscribe};
 use crate::runtime::core::Core;
 use crate::runtime::facts::Facts;
 use crate::runtime::history::{self, Recovery};
-use crate::runtime::message::NoReply;
+use crate::runtime::message::{NoReply, reply};
 use crate::runtime::presence::JoinReply;
 use crate::runtime::{cache, users};
 use crate::webhooks::{Detail, WebhookEvent};
@@ -94,6 +95,7 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
     if req.ty.needs_auth() {
         session.authorized.set(true);
     }
+    listen_in_cluster(core, session.app, channel).await;
     // A replay is asked for with the channel's last event id; apps without history ignore it.
     let after = req
         .last_event_id
@@ -137,6 +139,22 @@ async fn subscribe(core: &Core, session: &Rc<Session>, d: SubscribeData) {
         cache::replay(core, session, channel).await;
     }
     core.subscription_changed(session.app, channel, 1);
+}
+
+/// The first subscriber of a channel on this core waits until this node listens to the channel in Redis, so no
+/// publication of another node falls between its `subscription_succeeded` and the subscription (at most
+/// `REPLY_TIMEOUT`; the bridge answers at once while Redis is unreachable).
+async fn listen_in_cluster(core: &Core, app: AppIdx, channel: &str) {
+    let Some(cluster) = core.shared.cluster.get() else {
+        return;
+    };
+    if core.channels.borrow().local_count(app, channel) > 0 {
+        return;
+    }
+    let ready = cluster.ensure(&core.app(app).config.id, channel);
+    if reply(ready).await.is_err() {
+        crate::debug!("core {}: Redis did not confirm {channel} in time", core.id);
+    }
 }
 
 fn client_event(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {

@@ -1,6 +1,7 @@
 //! Where lifecycle events go: the one place that consumes channel and user state changes (occupied, vacated,
 //! member added and removed, subscription count, user online and offline) as they happen on the owning core:
-//! the occupied-channels gauge, and webhooks for the apps that want the kind. The cluster bridge plugs in here.
+//! the occupied-channels gauge, the cluster's interest (this node listens to a channel's publications in Redis
+//! while it is occupied here), and webhooks for the apps that want the kind.
 //! Client events and cache misses, which are not lifecycle, reach webhooks through [`Core::webhook`] too.
 
 use crate::app::AppIdx;
@@ -22,6 +23,17 @@ impl Core {
             _ => {}
         }
         crate::debug!("core {}: {event:?}", self.id);
+        if let Some(cluster) = self.shared.cluster.get() {
+            match &event {
+                LifecycleEvent::ChannelOccupied { app, channel } => {
+                    cluster.interest(&self.app(*app).config.id, channel, true)
+                }
+                LifecycleEvent::ChannelVacated { app, channel } => {
+                    cluster.interest(&self.app(*app).config.id, channel, false)
+                }
+                _ => {}
+            }
+        }
         if is_internal(&event) {
             return;
         }

@@ -21,6 +21,8 @@ use crate::webhooks::DeliveryReport;
 pub enum CoreMsg {
     /// Deliver to local subscribers (every core gets the same `Arc`).
     Publish(Arc<Publication>),
+    /// A publication of another node, handed to the channel's home core, which publishes it here.
+    Remote(Box<Publication>),
     /// A REST request on another core asks about this core's local state.
     Query(Query, oneshot::Sender<Answer>),
     Presence(PresenceMsg),
@@ -38,7 +40,7 @@ pub enum CoreMsg {
 impl Routed for CoreMsg {
     fn lane(&self) -> Lane {
         match self {
-            CoreMsg::Publish(_) => Lane::Publish,
+            CoreMsg::Publish(_) | CoreMsg::Remote(_) => Lane::Publish,
             CoreMsg::Query(..) => Lane::Control,
             CoreMsg::Presence(m) => m.lane(),
             CoreMsg::Users(m) => m.lane(),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::channels::index::Deliveries;
 use crate::channels::publication::{Publication, Source};
+use crate::cluster::RemotePublish;
 use crate::metrics::Counter;
 use crate::runtime::core::Core;
 use crate::runtime::inbox::InboxFull;
@@ -21,10 +22,12 @@ impl Core {
     /// Publishes on every core. Fails if a core's inbox is full; cores that took it deliver it.
     pub fn publish(&self, p: Publication) -> Result<(), InboxFull> {
         self.metrics().inc(match p.source {
+            _ if p.remote => Counter::PublishesRemote,
             Source::Rest => Counter::PublishesRest,
             Source::Client => Counter::PublishesClient,
             Source::Server => Counter::PublishesServer,
         });
+        self.to_other_nodes(&p);
         self.log_publication(&p);
         if history::keeps(self, &p) {
             return history::route(self, p);
@@ -34,6 +37,30 @@ impl Core {
             p.encode(None);
         }
         self.fan_out(p)
+    }
+
+    /// Cluster stage: REST and client events go to the other nodes listening to their channels (server events
+    /// are facts of this node; events from another node are not sent back).
+    fn to_other_nodes(&self, p: &Publication) {
+        let Some(cluster) = self.shared.cluster.get() else {
+            return;
+        };
+        if p.remote || p.source == Source::Server {
+            return;
+        }
+        let app_id = &self.app(p.app).config.id;
+        for cf in &p.frames {
+            cluster.publish(&RemotePublish {
+                origin: cluster.node_id.clone(),
+                app_id: app_id.clone(),
+                channel: cf.channel.to_string(),
+                name_token: p.name_token.to_vec(),
+                data_token: p.data_token.to_vec(),
+                user_id: p.user_id.as_deref().map(String::from),
+                except: p.except,
+                client: p.source == Source::Client,
+            });
+        }
     }
 
     /// The stages that need the encoded frame (cache store), then the fan-out: other cores first (they run in

@@ -3,11 +3,12 @@
 //!
 //! Read-only after start except the atomics. Nothing here is on the per-delivery path.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::app::{AppRegistry, ConnectionQuota};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::inbox::InboxSender;
@@ -25,6 +26,8 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Cores whose drain has not finished; listeners close when it reaches 0.
     pub cores_draining: AtomicUsize,
+    /// The bridge to the other nodes (set once at start when `RELAY_REDIS_URL` is given).
+    pub cluster: OnceLock<Arc<Cluster>>,
     /// Where cores hand webhook events to the sender thread (never waits, drops the oldest when full).
     pub webhooks: Arc<WebhookQueue>,
 }
@@ -51,6 +54,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             cores_draining: AtomicUsize::new(cores),
             webhooks,
+            cluster: OnceLock::new(),
         }
     }
 

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpListener;
 
 use crate::app::AppIdx;
+use crate::channels::facts::home_core;
+use crate::channels::publication::{Publication, Source};
+use crate::cluster::{Cluster, RemotePublish};
 use crate::config::{CORE_STACK_BYTES, Config};
 use crate::protocol::codes::close;
 use crate::runtime::core::Core;
@@ -87,6 +90,7 @@ impl Server {
         }
         let shared = Arc::new(Shared::new(config, senders));
         let webhooks = start_webhooks(&shared)?;
+        start_cluster(&shared)?;
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -156,6 +160,64 @@ impl Server {
 
 /// How long a drain waits for webhooks still queued to be delivered.
 pub const WEBHOOK_FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// Joins the cluster when `RELAY_REDIS_URL` is set: the bridge hands each publication of another node to its
+/// channel's home core here, which publishes it to this node's subscribers.
+fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
+    let Some(config) = &shared.config.cluster else {
+        return Ok(());
+    };
+    let to_cores = shared.clone();
+    let deliver = Box::new(move |r: RemotePublish| {
+        let Some(app) = to_cores.apps.by_id(&r.app_id) else {
+            return;
+        };
+        let source = if r.client {
+            Source::Client
+        } else {
+            Source::Rest
+        };
+        let mut p = Publication::new(
+            app.idx,
+            source,
+            &[&r.channel],
+            &r.name_token,
+            &r.data_token,
+            r.user_id.as_deref(),
+            r.except,
+        );
+        p.remote = true;
+        let home = home_core(app.idx, &r.channel, to_cores.cores());
+        // A core's counters are its own to write: a full inbox is counted with the bridge's losses.
+        if to_cores.inboxes[home]
+            .send(CoreMsg::Remote(Box::new(p)))
+            .is_err()
+            && let Some(c) = to_cores.cluster.get()
+        {
+            c.stats
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let cluster = Cluster::start(config, deliver).map_err(StartError::Thread)?;
+    crate::info!(
+        "cluster: node {} joining through {}",
+        config.node_id,
+        redact(&config.redis_url)
+    );
+    let _ = shared.cluster.set(cluster);
+    Ok(())
+}
+
+/// A Redis URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
 
 /// Starts the webhook sender; each attempt's report goes to the event log on one core per app.
 fn start_webhooks(shared: &Arc<Shared>) -> Result<Webhooks, StartError> {

@@ -1,0 +1,407 @@
+//! The bridge between this node's cores and Redis: two threads with blocking connections of the `redis` crate,
+//! never on a core (docs/protocol.md#cluster).
+//!
+//! - The publisher takes the cores' publications from a bounded queue and PUBLISHes them, pipelined, to their
+//!   channels. While Redis is unreachable it keeps at most `outage_buffer` of them (the oldest go first, counted)
+//!   and sends them when it is back.
+//! - The subscriber listens to the Redis channels of the Pusher channels this node has subscribers for (interest:
+//!   set by each channel's home core when the channel becomes occupied or vacant on this node), hands what other
+//!   nodes publish to the cores, and re-subscribes everything after a reconnect. A core that takes the first
+//!   subscriber of a channel first waits for [`Cluster::ensure`]: the Redis subscription is confirmed before the
+//!   client hears `subscription_succeeded`, so no publish of another node falls in between.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_queue::ArrayQueue;
+use futures_channel::oneshot;
+
+use crate::cluster::wire::{RemotePublish, redis_channel};
+use crate::config::ClusterConfig;
+
+/// How long the subscriber waits for a message before it looks at new interest.
+const POLL: Duration = Duration::from_millis(2);
+/// Reconnect backoff: from the first to the most.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Connect, read and write deadline of a command connection.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Channels subscribed per SUBSCRIBE command after a reconnect.
+const SUBSCRIBE_CHUNK: usize = 1000;
+/// A channel confirmed for a first subscriber that never came (the connection closed first) is left after this.
+const ENSURE_GRACE: Duration = Duration::from_secs(10);
+/// Publications sent in one pipeline.
+const PUBLISH_BATCH: usize = 512;
+
+/// Running totals (for `/stats` and, later, the metrics exporter).
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Publications sent to Redis.
+    pub published: AtomicU64,
+    /// Publications of other nodes handed to the cores.
+    pub received: AtomicU64,
+    /// Publications lost: the outage buffer overflowed.
+    pub dropped: AtomicU64,
+    /// Connections to Redis made again after one failed.
+    pub reconnects: AtomicU64,
+}
+
+enum Op {
+    /// This node has (or no longer has) subscribers of the channel.
+    Interest { key: String, held: bool },
+    /// Answer once the channel is subscribed in Redis (or at once while Redis is unreachable).
+    Ensure {
+        key: String,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Where the bridge hands other nodes' publications (the server routes them into a core).
+pub type DeliverFn = Box<dyn Fn(RemotePublish) + Send>;
+
+/// The cores' side of the bridge.
+pub struct Cluster {
+    pub node_id: String,
+    prefix: String,
+    outgoing: ArrayQueue<(String, Vec<u8>)>,
+    publisher: OnceLock<Thread>,
+    ops: Sender<Op>,
+    /// Whether the subscriber's connection is up.
+    pub connected: AtomicBool,
+    pub stats: ClusterStats,
+}
+
+impl Cluster {
+    /// Starts the bridge threads; `deliver` gets every publication of another node this node listens to.
+    pub fn start(config: &ClusterConfig, deliver: DeliverFn) -> std::io::Result<Arc<Cluster>> {
+        let client = redis::Client::open(config.redis_url.as_str())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let (ops_tx, ops_rx) = unbounded();
+        let cluster = Arc::new(Cluster {
+            node_id: config.node_id.clone(),
+            prefix: config.prefix.clone(),
+            outgoing: ArrayQueue::new(config.outage_buffer.max(1)),
+            publisher: OnceLock::new(),
+            ops: ops_tx,
+            connected: AtomicBool::new(false),
+            stats: ClusterStats::default(),
+        });
+        let c = cluster.clone();
+        let pc = client.clone();
+        let publisher = std::thread::Builder::new()
+            .name("relay-cluster-pub".into())
+            .spawn(move || publish_loop(&c, &pc))?;
+        let _ = cluster.publisher.set(publisher.thread().clone());
+        let c = cluster.clone();
+        std::thread::Builder::new()
+            .name("relay-cluster-sub".into())
+            .spawn(move || subscribe_loop(&c, &client, ops_rx, deliver))?;
+        Ok(cluster)
+    }
+
+    /// Sends a publication to the nodes listening to its channel; never waits (a full buffer drops the oldest).
+    pub fn publish(&self, p: &RemotePublish) {
+        let key = redis_channel(&self.prefix, &p.app_id, &p.channel);
+        if self.outgoing.force_push((key, p.encode())).is_some() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(t) = self.publisher.get() {
+            t.unpark();
+        }
+    }
+
+    /// This node got its first subscriber of the channel (`held`), or lost its last.
+    pub fn interest(&self, app_id: &str, channel: &str, held: bool) {
+        let key = redis_channel(&self.prefix, app_id, channel);
+        let _ = self.ops.send(Op::Interest { key, held });
+    }
+
+    /// Resolves once this node listens to the channel in Redis.
+    pub fn ensure(&self, app_id: &str, channel: &str) -> oneshot::Receiver<()> {
+        let (reply, rx) = oneshot::channel();
+        let key = redis_channel(&self.prefix, app_id, channel);
+        let _ = self.ops.send(Op::Ensure { key, reply });
+        rx
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    RECONNECT_MIN
+        .saturating_mul(1 << failures.min(6))
+        .min(RECONNECT_MAX)
+}
+
+fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let con = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    con.set_read_timeout(Some(IO_TIMEOUT))?;
+    con.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(con)
+}
+
+fn publish_loop(cluster: &Cluster, client: &redis::Client) {
+    let mut pending: VecDeque<(String, Vec<u8>)> = VecDeque::new();
+    let mut failures = 0u32;
+    let cap = cluster.outgoing.capacity();
+    loop {
+        let mut con = match connect(client) {
+            Ok(c) => {
+                if failures > 0 {
+                    crate::info!("cluster: publisher reconnected to Redis");
+                    cluster.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                c
+            }
+            Err(e) => {
+                if failures == 0 {
+                    crate::warn!(
+                        "cluster: cannot reach Redis to publish ({e}); holding up to {cap} publications"
+                    );
+                }
+                failures += 1;
+                hold(cluster, &mut pending, cap);
+                std::thread::park_timeout(backoff(failures));
+                continue;
+            }
+        };
+        loop {
+            hold(cluster, &mut pending, cap);
+            if pending.is_empty() {
+                std::thread::park_timeout(Duration::from_millis(100));
+                continue;
+            }
+            let n = pending.len().min(PUBLISH_BATCH);
+            let mut pipe = redis::pipe();
+            for (key, payload) in pending.iter().take(n) {
+                pipe.cmd("PUBLISH").arg(key).arg(payload).ignore();
+            }
+            match pipe.query::<()>(&mut con) {
+                Ok(()) => {
+                    pending.drain(..n);
+                    cluster
+                        .stats
+                        .published
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    crate::warn!(
+                        "cluster: publishing to Redis failed ({e}); holding {} publications",
+                        pending.len()
+                    );
+                    failures = 1;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Moves queued publications behind the unsent ones, keeping at most `cap` (the oldest are dropped).
+fn hold(cluster: &Cluster, pending: &mut VecDeque<(String, Vec<u8>)>, cap: usize) {
+    while let Some(p) = cluster.outgoing.pop() {
+        pending.push_back(p);
+    }
+    while pending.len() > cap {
+        pending.pop_front();
+        cluster.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the subscriber knows of one Redis channel.
+#[derive(Default)]
+struct Interest {
+    /// The channel's home core says this node has subscribers.
+    held: bool,
+    /// Confirmed for a first subscriber at this time, whose `held` may still be on its way.
+    ensured: Option<Instant>,
+}
+
+impl Interest {
+    fn wanted(&self, now: Instant) -> bool {
+        self.held
+            || self
+                .ensured
+                .is_some_and(|t| now.duration_since(t) < ENSURE_GRACE)
+    }
+}
+
+fn subscribe_loop(
+    cluster: &Cluster,
+    client: &redis::Client,
+    ops: Receiver<Op>,
+    deliver: DeliverFn,
+) {
+    let mut wanted: HashMap<String, Interest> = HashMap::new();
+    let mut failures = 0u32;
+    loop {
+        let mut con = match connect(client) {
+            Ok(c) => c,
+            Err(e) => {
+                if failures == 0 {
+                    crate::warn!(
+                        "cluster: cannot reach Redis ({e}); serving local clients, retrying with backoff"
+                    );
+                }
+                failures += 1;
+                // Interest keeps changing while Redis is away; first subscribers are not held up.
+                apply_offline(&ops, &mut wanted);
+                std::thread::sleep(backoff(failures));
+                continue;
+            }
+        };
+        let mut pubsub = con.as_pubsub();
+        let resubscribed = resubscribe(&mut pubsub, &wanted);
+        if let Err(e) = resubscribed.and_then(|()| pubsub.set_read_timeout(Some(POLL))) {
+            crate::warn!("cluster: cannot subscribe in Redis ({e}); reconnecting");
+            failures += 1;
+            continue;
+        }
+        if failures > 0 {
+            crate::info!(
+                "cluster: reconnected to Redis, listening to {} channels again",
+                wanted.len()
+            );
+            cluster.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        failures = 0;
+        cluster.connected.store(true, Ordering::Release);
+        let mut last_sweep = Instant::now();
+        let result: redis::RedisResult<()> = loop {
+            if let Err(e) = apply(&ops, &mut wanted, &mut pubsub) {
+                break Err(e);
+            }
+            let now = Instant::now();
+            if now.duration_since(last_sweep) >= Duration::from_secs(1) {
+                last_sweep = now;
+                if let Err(e) = sweep(&mut wanted, &mut pubsub, now) {
+                    break Err(e);
+                }
+            }
+            match pubsub.get_message() {
+                Ok(msg) => {
+                    let Some(p) = RemotePublish::decode(msg.get_payload_bytes()) else {
+                        crate::debug!("cluster: a record that does not decode was dropped");
+                        continue;
+                    };
+                    if p.origin != cluster.node_id {
+                        cluster.stats.received.fetch_add(1, Ordering::Relaxed);
+                        deliver(p);
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(e) => break Err(e),
+            }
+        };
+        cluster.connected.store(false, Ordering::Release);
+        if let Err(e) = result {
+            crate::warn!("cluster: lost the Redis subscription connection ({e}); reconnecting");
+        }
+        failures += 1;
+    }
+}
+
+fn resubscribe(
+    pubsub: &mut redis::PubSub<'_>,
+    wanted: &HashMap<String, Interest>,
+) -> redis::RedisResult<()> {
+    let keys: Vec<&String> = wanted.keys().collect();
+    for chunk in keys.chunks(SUBSCRIBE_CHUNK) {
+        pubsub.subscribe(chunk)?;
+    }
+    Ok(())
+}
+
+/// Takes the pending interest changes: subscribes what became wanted, unsubscribes what no longer is, answers
+/// the ensures once their SUBSCRIBE is confirmed.
+fn apply(
+    ops: &Receiver<Op>,
+    wanted: &mut HashMap<String, Interest>,
+    pubsub: &mut redis::PubSub<'_>,
+) -> redis::RedisResult<()> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let now = Instant::now();
+    let mut subscribe = Vec::new();
+    let mut unsubscribe = Vec::new();
+    let mut replies = Vec::new();
+    for op in ops.try_iter().take(10_000) {
+        let (key, before, entry) = match op {
+            Op::Interest { key, held } => {
+                let entry = wanted.entry(key.clone()).or_default();
+                let before = entry.wanted(now);
+                entry.held = held;
+                (key, before, entry)
+            }
+            Op::Ensure { key, reply } => {
+                replies.push(reply);
+                let entry = wanted.entry(key.clone()).or_default();
+                let before = entry.wanted(now);
+                entry.ensured = Some(now);
+                (key, before, entry)
+            }
+        };
+        let after = entry.wanted(now);
+        if !after {
+            wanted.remove(&key);
+        }
+        match (before, after) {
+            (false, true) => subscribe.push(key),
+            (true, false) => unsubscribe.push(key),
+            _ => {}
+        }
+    }
+    // A key both added and removed in this batch nets out in Redis too: SUBSCRIBE then UNSUBSCRIBE.
+    if !subscribe.is_empty() {
+        pubsub.subscribe(&subscribe)?;
+    }
+    if !unsubscribe.is_empty() {
+        pubsub.unsubscribe(&unsubscribe)?;
+    }
+    for r in replies {
+        let _ = r.send(());
+    }
+    Ok(())
+}
+
+/// [`apply`] while Redis is unreachable: the interest is remembered for the resubscribe, ensures are answered.
+fn apply_offline(ops: &Receiver<Op>, wanted: &mut HashMap<String, Interest>) {
+    let now = Instant::now();
+    for op in ops.try_iter() {
+        match op {
+            Op::Interest { key, held } => {
+                let entry = wanted.entry(key.clone()).or_default();
+                entry.held = held;
+                if !entry.wanted(now) {
+                    wanted.remove(&key);
+                }
+            }
+            Op::Ensure { reply, .. } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+/// Leaves the channels confirmed for a first subscriber that never arrived.
+fn sweep(
+    wanted: &mut HashMap<String, Interest>,
+    pubsub: &mut redis::PubSub<'_>,
+    now: Instant,
+) -> redis::RedisResult<()> {
+    let stale: Vec<String> = wanted
+        .iter()
+        .filter(|(_, i)| !i.wanted(now))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in &stale {
+        wanted.remove(k);
+    }
+    if !stale.is_empty() {
+        pubsub.unsubscribe(&stale)?;
+    }
+    Ok(())
+}

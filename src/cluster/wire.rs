@@ -1,0 +1,186 @@
+//! What nodes send each other through Redis, and where (docs/protocol.md#cluster).
+//!
+//! A publication goes to the Redis channel of its Pusher channel, `{prefix}:{app_id}:c:{channel}`, which only the
+//! nodes with a subscriber of that channel listen to (interest routing: one copy per interested node). The
+//! payload is a small binary record: the origin node (a node ignores its own), the app id (app indices differ
+//! between nodes), the channel, the event name and data as the JSON string tokens spliced into frames, the
+//! presence sender and the socket left out. Decoding checks every length: a bad record is dropped, never a panic.
+
+use crate::socket_id::SocketId;
+
+/// The record's first byte: its kind and version.
+const PUBLISH_V1: u8 = b'P';
+
+/// A REST or client event published on one node, for the subscribers on the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePublish {
+    pub origin: String,
+    pub app_id: String,
+    pub channel: String,
+    pub name_token: Vec<u8>,
+    pub data_token: Vec<u8>,
+    pub user_id: Option<String>,
+    pub except: Option<SocketId>,
+    /// A client event (else REST): the receiving node runs the same stages as for its own.
+    pub client: bool,
+}
+
+/// The Redis channel of a Pusher channel. Pusher channel names hold no `:`, so names never collide.
+pub fn redis_channel(prefix: &str, app_id: &str, channel: &str) -> String {
+    format!("{prefix}:{app_id}:c:{channel}")
+}
+
+impl RemotePublish {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            64 + self.origin.len()
+                + self.app_id.len()
+                + self.channel.len()
+                + self.name_token.len()
+                + self.data_token.len(),
+        );
+        out.push(PUBLISH_V1);
+        out.push(u8::from(self.client));
+        put(&mut out, self.origin.as_bytes());
+        put(&mut out, self.app_id.as_bytes());
+        put(&mut out, self.channel.as_bytes());
+        put(&mut out, &self.name_token);
+        put(&mut out, &self.data_token);
+        match &self.user_id {
+            Some(u) => {
+                out.push(1);
+                put(&mut out, u.as_bytes());
+            }
+            None => out.push(0),
+        }
+        match self.except {
+            Some(s) => {
+                out.push(1);
+                out.extend_from_slice(&s.random.to_le_bytes());
+                out.extend_from_slice(&s.unique.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<RemotePublish> {
+        let mut r = Reader { b: bytes, i: 0 };
+        if r.byte()? != PUBLISH_V1 {
+            return None;
+        }
+        let client = match r.byte()? {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let origin = r.text()?;
+        let app_id = r.text()?;
+        let channel = r.text()?;
+        let name_token = r.field()?.to_vec();
+        let data_token = r.field()?.to_vec();
+        let user_id = match r.byte()? {
+            0 => None,
+            1 => Some(r.text()?),
+            _ => return None,
+        };
+        let except = match r.byte()? {
+            0 => None,
+            1 => Some(SocketId {
+                random: r.u64()?,
+                unique: r.u64()?,
+            }),
+            _ => return None,
+        };
+        (r.i == bytes.len()).then_some(RemotePublish {
+            origin,
+            app_id,
+            channel,
+            name_token,
+            data_token,
+            user_id,
+            except,
+            client,
+        })
+    }
+}
+
+fn put(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&(field.len() as u32).to_le_bytes());
+    out.extend_from_slice(field);
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.i.checked_add(n)?;
+        let s = self.b.get(self.i..end)?;
+        self.i = end;
+        Some(s)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn field(&mut self) -> Option<&'a [u8]> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+        self.take(n)
+    }
+
+    fn text(&mut self) -> Option<String> {
+        String::from_utf8(self.field()?.to_vec()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_round_trips_and_damage_is_refused() {
+        let p = RemotePublish {
+            origin: "node-a".into(),
+            app_id: "app-id".into(),
+            channel: "presence-room".into(),
+            name_token: b"\"client-x\"".to_vec(),
+            data_token: b"\"{\\\"a\\\":1}\"".to_vec(),
+            user_id: Some("42".into()),
+            except: Some(SocketId {
+                random: 123,
+                unique: 456,
+            }),
+            client: true,
+        };
+        let bytes = p.encode();
+        assert_eq!(RemotePublish::decode(&bytes), Some(p.clone()));
+        let plain = RemotePublish {
+            user_id: None,
+            except: None,
+            client: false,
+            ..p
+        };
+        assert_eq!(RemotePublish::decode(&plain.encode()), Some(plain.clone()));
+        for cut in 0..bytes.len() {
+            assert_eq!(RemotePublish::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = plain.encode();
+        longer.push(0);
+        assert_eq!(RemotePublish::decode(&longer), None, "trailing bytes");
+        let mut huge = plain.encode();
+        huge[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(RemotePublish::decode(&huge), None, "a length past the end");
+        assert_eq!(
+            redis_channel("relay", "app-id", "my-channel"),
+            "relay:app-id:c:my-channel"
+        );
+    }
+}
