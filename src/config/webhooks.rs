@@ -163,7 +163,18 @@ impl WebhookConfig {
             .url
             .strip_prefix("http://")
             .or_else(|| self.url.strip_prefix("https://"));
-        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+        let parses = ureq::http::Uri::try_from(self.url.as_str()).is_ok_and(|u| {
+            u.host().is_some_and(|h| !h.is_empty())
+                && u.authority().is_some_and(|a| {
+                    // `http` reads `host:junk` as a host without a port; a port, if any, must be a number.
+                    let host_port = a.as_str().rsplit('@').next().unwrap_or("");
+                    match host_port.rfind(':') {
+                        Some(i) if !host_port[i..].contains(']') => a.port_u16().is_some(),
+                        _ => true,
+                    }
+                })
+        });
+        if !parses || rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
             return Err(ConfigError::new(
                 format!("{field}.url"),
                 format!("'{}' is not an http:// or https:// URL", self.url),
@@ -262,6 +273,32 @@ impl Default for WebhookSettings {
 
 impl WebhookSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let at_most = |name: &str, d: Duration, max: Duration| {
+            if d > max {
+                Err(ConfigError::new(
+                    name,
+                    format!("must be at most {} seconds", max.as_secs()),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        at_most(
+            "webhook_batch_window",
+            self.batch_window,
+            Duration::from_secs(60),
+        )?;
+        at_most(
+            "webhook_timeout",
+            self.request_timeout,
+            Duration::from_secs(300),
+        )?;
+        at_most(
+            "webhook_retry_window",
+            self.retry_window,
+            Duration::from_secs(86_400),
+        )?;
+        at_most("webhook_debounce", self.debounce, Duration::from_secs(3600))?;
         if self.batch_size == 0 || self.batch_size > 10_000 {
             return Err(ConfigError::new(
                 "webhook_batch_size",
@@ -342,6 +379,7 @@ mod tests {
             "example.com",
             "http:///x",
             "http://a b",
+            "http://host:badport/",
         ] {
             let bad = WebhookConfig {
                 url: url.into(),

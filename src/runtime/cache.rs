@@ -67,13 +67,15 @@ pub fn keep_last_event(core: &Core, p: &Publication) {
 pub async fn replay(core: &Core, session: &Rc<Session>, channel: &str) {
     match core.cached(session.app, channel).await {
         Ok(Some(event)) => session.send(event.frame),
-        _ => {
+        Ok(None) => {
             let kind = WebhookKind::CacheMiss;
             core.webhook(session.app, kind, || {
                 WebhookEvent::channel(session.app, kind, channel)
             });
             session.send(outbound::cache_miss(channel))
         }
+        // The home core did not answer: the client is told of a miss, the backend is not asked to refill.
+        Err(_) => session.send(outbound::cache_miss(channel)),
     };
 }
 

@@ -107,7 +107,7 @@ impl LogEntry {
                     Outcome::Status(s) => {
                         out.extend_from_slice(format!(r#""status":{s}"#).as_bytes())
                     }
-                    Outcome::Failed(e) => {
+                    Outcome::Failed(e) | Outcome::Broken(e) => {
                         out.extend_from_slice(br#""error":"#);
                         push_json_string(out, e);
                     }

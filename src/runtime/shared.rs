@@ -39,11 +39,12 @@ impl Shared {
         let connections = ConnectionQuota::new(config.limits.max_connections);
         // The queue's slots are allocated up front: a server without webhooks keeps one.
         let hooks = config.apps.iter().any(|a| !a.webhooks.is_empty());
-        let webhooks = Arc::new(WebhookQueue::new(if hooks {
+        let slots = if hooks {
             config.webhooks.queue_cap.min(HANDOFF_CAP)
         } else {
             1
-        }));
+        };
+        let webhooks = Arc::new(WebhookQueue::new(slots, config.webhooks.queue_max_bytes));
         Shared {
             config,
             apps,

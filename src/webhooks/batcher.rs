@@ -49,8 +49,10 @@ pub struct Batch {
 pub enum Outcome {
     /// The receiver answered with this status.
     Status(u16),
-    /// No answer: connection refused, reset, timeout, DNS.
+    /// No answer: connection refused, reset, timeout, DNS (worth another try).
     Failed(String),
+    /// A request that can never succeed as configured (a URL ureq refuses, a TLS setup error).
+    Broken(String),
 }
 
 impl Outcome {
@@ -62,6 +64,7 @@ impl Outcome {
     pub fn is_retryable(&self) -> bool {
         match self {
             Outcome::Failed(_) => true,
+            Outcome::Broken(_) => false,
             Outcome::Status(s) => *s == 408 || *s == 429 || *s >= 500,
         }
     }
@@ -95,6 +98,8 @@ pub struct Batcher {
     held: usize,
     held_bytes: usize,
     rng: u64,
+    /// Where the next scan for ready batches starts, so every webhook gets its turn when slots are scarce.
+    cursor: usize,
     /// Events dropped because the cap was reached, and because they outlived the retry window.
     pub overflowed: u64,
     pub expired: u64,
@@ -128,6 +133,7 @@ impl Batcher {
             held: 0,
             held_bytes: 0,
             rng: seed | 1,
+            cursor: 0,
             overflowed: 0,
             expired: 0,
         }
@@ -178,19 +184,23 @@ impl Batcher {
         }
     }
 
-    /// Hands out the batches that may leave now, at most `room` of them. With `flush` a batch leaves without
-    /// waiting for its window (shutdown).
+    /// Hands out the batches that may leave now, at most `room` of them, starting where the last scan stopped.
+    /// With `flush` a batch leaves without waiting for its window (shutdown); a retry still waits its backoff.
     pub fn ready(&mut self, now: Instant, room: usize, flush: bool, out: &mut Vec<Batch>) {
-        for t in 0..self.state.len() {
+        let n = self.state.len();
+        let start = self.cursor;
+        for step in 0..n {
             if out.len() >= room {
                 return;
             }
+            let t = (start + step) % n;
+            self.cursor = (t + 1) % n;
             let s = &mut self.state[t];
             if s.in_flight {
                 continue;
             }
             if let Some((at, _)) = &s.retry {
-                if *at <= now || flush {
+                if *at <= now {
                     let (_, mut batch) = s.retry.take().expect("checked above");
                     batch.attempt += 1;
                     self.held -= batch.events;
@@ -256,6 +266,7 @@ impl Batcher {
         let delay = self.backoff(batch.attempt);
         let s = &mut self.state[batch.target];
         if now + delay > batch.oldest + self.settings.retry_window {
+            // (validate() bounds retry_window, so the sum cannot overflow.)
             self.expired += batch.events as u64;
             return Verdict::Dropped;
         }
@@ -265,18 +276,31 @@ impl Batcher {
         Verdict::Retrying(delay)
     }
 
-    /// `2^(attempt-1)` seconds, ±25 % jitter, within [`RETRY_MIN`, `RETRY_MAX`].
+    /// `2^(attempt-1)` seconds up to [`RETRY_MAX`], ±25 % jitter folded back inside [`RETRY_MIN`, `RETRY_MAX`]
+    /// (clamping would pile retries up on the bounds, in step).
     fn backoff(&mut self, attempt: u32) -> Duration {
         // xorshift: jitter only needs to spread receivers' retries apart.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let base = RETRY_MIN.saturating_mul(1 << attempt.saturating_sub(1).min(6));
-        let factor = 0.75 + (self.rng % 1000) as f64 / 2000.0;
-        base.mul_f64(factor).clamp(RETRY_MIN, RETRY_MAX)
+        let base = RETRY_MIN
+            .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+            .min(RETRY_MAX)
+            .as_secs_f64();
+        let jittered = base * (0.75 + (self.rng % 1000) as f64 / 2000.0);
+        let (lo, hi) = (RETRY_MIN.as_secs_f64(), RETRY_MAX.as_secs_f64());
+        let folded = if jittered < lo {
+            2.0 * lo - jittered
+        } else if jittered > hi {
+            2.0 * hi - jittered
+        } else {
+            jittered
+        };
+        Duration::from_secs_f64(folded.clamp(lo, hi))
     }
 
-    /// When something may next become ready (a window closing or a retry falling due).
+    /// When something may next become ready (a window closing or a retry falling due; in the past when a batch
+    /// is ready but had no room).
     pub fn next_due(&self) -> Option<Instant> {
         self.state
             .iter()
@@ -406,6 +430,18 @@ mod tests {
             panic!("{v:?}")
         };
         assert!(delay >= RETRY_MIN && delay <= Duration::from_millis(1250));
+        for attempt in 1..20 {
+            let d = b.backoff(attempt);
+            assert!(
+                (RETRY_MIN..=RETRY_MAX).contains(&d),
+                "attempt {attempt}: {d:?}"
+            );
+        }
+        let late: Vec<Duration> = (0..50).map(|_| b.backoff(12)).collect();
+        assert!(
+            late.iter().filter(|d| **d == RETRY_MAX).count() < 5,
+            "late retries are spread, not piled on 60 s: {late:?}"
+        );
         b.ready(now, 8, false, &mut out);
         assert!(
             out.is_empty(),
@@ -441,6 +477,46 @@ mod tests {
             b.finished(out.pop().unwrap(), &Outcome::Status(404), now),
             Verdict::Dropped,
             "a 4xx is final"
+        );
+    }
+
+    #[test]
+    fn webhooks_take_turns_when_slots_are_scarce() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(&apps(), settings(), 7);
+        let mut served = Vec::new();
+        for round in 0..4 {
+            b.route(ev(0, WebhookKind::MemberAdded, "presence-r"), t0);
+            let mut out = Vec::new();
+            b.ready(t0 + Duration::from_secs(1), 1, false, &mut out);
+            let batch = out.pop().unwrap();
+            served.push(batch.target);
+            b.finished(batch, &Outcome::Status(200), t0);
+            let _ = round;
+        }
+        assert!(served.contains(&0) && served.contains(&1), "{served:?}");
+    }
+
+    #[test]
+    fn a_flush_does_not_skip_a_retry_backoff() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(&apps(), settings(), 7);
+        b.route(ev(0, WebhookKind::ChannelOccupied, "c"), t0);
+        let mut out = Vec::new();
+        b.ready(t0, 8, true, &mut out);
+        let v = b.finished(out.pop().unwrap(), &Outcome::Status(503), t0);
+        assert!(matches!(v, Verdict::Retrying(_)));
+        b.ready(t0, 8, true, &mut out);
+        assert!(
+            out.is_empty(),
+            "a failing receiver is not hammered during a drain"
+        );
+        b.ready(t0 + Duration::from_secs(2), 8, true, &mut out);
+        let retried = out.pop().expect("the retry after its backoff");
+        assert_eq!(
+            b.finished(retried, &Outcome::Broken("bad uri".into()), t0),
+            Verdict::Dropped,
+            "a broken request is final"
         );
     }
 

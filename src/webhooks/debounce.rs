@@ -91,8 +91,14 @@ impl Debouncer {
         self.next_gen += 1;
         self.held.insert(key.clone(), (generation, event));
         self.order.push_back((now + self.delay, key, generation));
-        while self.order.len() > self.cap {
+        while self.held.len() > self.cap {
             self.release_front(out);
+        }
+        // Entries of cancelled events wait in `order` for their time; a flapping channel could pile them up.
+        if self.order.len() > 4 * self.cap {
+            let held = &self.held;
+            self.order
+                .retain(|(_, k, g)| held.get(k).is_some_and(|(hg, _)| hg == g));
         }
     }
 

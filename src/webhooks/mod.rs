@@ -12,7 +12,7 @@ pub mod event;
 pub mod sender;
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::Thread;
 
 use crossbeam_queue::ArrayQueue;
@@ -22,8 +22,8 @@ pub use event::{Detail, WebhookEvent};
 pub use sender::{DeliveryReport, Webhooks};
 
 /// Events in the hand-off from the cores at most (fewer if `queue_cap` is lower). The sender empties it on every
-/// wake, so it only fills if the sender thread is starved; then the oldest go (counted), and at 10 KB of client
-/// event data each it stays within 160 MiB.
+/// wake, so it only fills if the sender thread is starved; then the oldest go (counted). Its bytes are capped too
+/// (`queue_max_bytes`): past them a new event is dropped (counted) instead.
 pub const HANDOFF_CAP: usize = 16_384;
 
 /// The cores' side of the sender: where events go.
@@ -31,24 +31,39 @@ pub struct WebhookQueue {
     events: ArrayQueue<WebhookEvent>,
     /// The sender thread, woken after each event (an atomic swap unless it sleeps).
     sender: OnceLock<Thread>,
+    /// Bytes of the events in the queue ([`WebhookEvent::size`]), against `max_bytes`.
+    bytes: AtomicUsize,
+    max_bytes: usize,
     pub stats: WebhookStats,
 }
 
 impl WebhookQueue {
-    pub fn new(cap: usize) -> Self {
+    pub fn new(cap: usize, max_bytes: usize) -> Self {
         WebhookQueue {
             events: ArrayQueue::new(cap.max(1)),
             sender: OnceLock::new(),
+            bytes: AtomicUsize::new(0),
+            max_bytes,
             stats: WebhookStats::default(),
         }
     }
 
     /// Queues an event; false when the queue was full and its oldest event was dropped to make room.
     pub fn emit(&self, event: WebhookEvent) -> bool {
-        let kept_all = self.events.force_push(event).is_none();
-        if !kept_all {
+        let size = event.size();
+        if self.bytes.fetch_add(size, Ordering::Relaxed) + size > self.max_bytes {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
             WebhookStats::add(&self.stats.dropped, 1);
+            return false;
         }
+        let kept_all = match self.events.force_push(event) {
+            None => true,
+            Some(old) => {
+                self.bytes.fetch_sub(old.size(), Ordering::Relaxed);
+                WebhookStats::add(&self.stats.dropped, 1);
+                false
+            }
+        };
         if let Some(t) = self.sender.get() {
             t.unpark();
         }
@@ -56,7 +71,9 @@ impl WebhookQueue {
     }
 
     fn pop(&self) -> Option<WebhookEvent> {
-        self.events.pop()
+        let event = self.events.pop()?;
+        self.bytes.fetch_sub(event.size(), Ordering::Relaxed);
+        Some(event)
     }
 
     pub fn len(&self) -> usize {

@@ -85,11 +85,18 @@ impl Webhooks {
             .name("relay-webhooks".into())
             .spawn(move || dispatcher.run())?;
         let _ = queue.sender.set(thread.thread().clone());
+        let wake = thread.thread().clone();
+        // Built before the HTTP threads: if one cannot start, dropping this stops the dispatcher.
+        let webhooks = Webhooks {
+            queue,
+            stop,
+            thread: Some(thread),
+        };
         for i in 0..config.webhooks.concurrency {
             let jobs = jobs_rx.clone();
             let results = results_tx.clone();
             let agent = agent.clone();
-            let wake = thread.thread().clone();
+            let wake = wake.clone();
             std::thread::Builder::new()
                 .name(format!("relay-webhook-http-{i}"))
                 .spawn(move || {
@@ -102,19 +109,20 @@ impl Webhooks {
                     }
                 })?;
         }
-        Ok(Webhooks {
-            queue,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(webhooks)
     }
 
     pub fn queue(&self) -> &Arc<WebhookQueue> {
         &self.queue
     }
 
-    /// Sends what is queued and held (debounced events at once), for at most `grace`, then stops.
+    /// Sends what is queued and held (debounced events at once), for at most `grace`, then stops. The HTTP
+    /// threads end after their request in flight (they are not waited for).
     pub fn shutdown(mut self, grace: Duration) {
+        self.stop_within(grace);
+    }
+
+    fn stop_within(&mut self, grace: Duration) {
         let Some(thread) = self.thread.take() else {
             return;
         };
@@ -123,6 +131,13 @@ impl Webhooks {
         }
         thread.thread().unpark();
         let _ = thread.join();
+    }
+}
+
+impl Drop for Webhooks {
+    /// A sender dropped without a shutdown (a start that failed later) stops at once.
+    fn drop(&mut self) {
+        self.stop_within(Duration::ZERO);
     }
 }
 
@@ -157,6 +172,12 @@ fn post(agent: &ureq::Agent, batch: &Batch) -> Outcome {
                 .read_to_vec();
             Outcome::Status(response.status().as_u16())
         }
+        Err(
+            e @ (ureq::Error::BadUri(_)
+            | ureq::Error::Http(_)
+            | ureq::Error::Tls(_)
+            | ureq::Error::Rustls(_)),
+        ) => Outcome::Broken(e.to_string()),
         Err(e) => Outcome::Failed(e.to_string()),
     }
 }
@@ -166,6 +187,8 @@ struct Summary {
     last: Option<Instant>,
     retries: u64,
     dropped: u64,
+    /// The last final refusal since the last summary, named in it.
+    refused: Option<String>,
 }
 
 struct Dispatcher {
@@ -233,7 +256,11 @@ impl Dispatcher {
                 continue;
             }
             let mut wake = now + Duration::from_secs(1);
-            for at in [self.batcher.next_due(), self.debounce.next_due(), stopping]
+            // With every slot taken, a ready batch waits for a result, and a result unparks this thread.
+            let batches_due = (self.in_flight < self.settings.concurrency)
+                .then(|| self.batcher.next_due())
+                .flatten();
+            for at in [batches_due, self.debounce.next_due(), stopping]
                 .into_iter()
                 .flatten()
             {
@@ -252,10 +279,11 @@ impl Dispatcher {
         match &verdict {
             Verdict::Delivered => WebhookStats::add(&stats.delivered, events as u64),
             Verdict::Retrying(_) => WebhookStats::add(&stats.retries, 1),
-            // Expired batches are counted through the batcher's total.
+            // Expired batches are counted through the batcher's total, refused ones here; both appear in the
+            // periodic summary (never one line per batch).
             Verdict::Dropped if !outcome.is_retryable() => {
                 WebhookStats::add(&stats.dropped, events as u64);
-                crate::warn!("webhooks: {url} answered {outcome:?}: {events} events dropped");
+                self.summary.refused = Some(format!("{url} answered {outcome:?}"));
             }
             Verdict::Dropped => {}
         }
@@ -301,8 +329,14 @@ impl Dispatcher {
             .into_iter()
             .map(|(url, n)| format!("{url}: {n}"))
             .collect();
+        let refused = self
+            .summary
+            .refused
+            .take()
+            .map(|r| format!("; last refusal: {r}"))
+            .unwrap_or_default();
         crate::warn!(
-            "webhooks: {} requests retried, {} events dropped since the last summary; waiting: [{}]",
+            "webhooks: {} requests retried, {} events dropped since the last summary; waiting: [{}]{refused}",
             retries - self.summary.retries,
             dropped - self.summary.dropped,
             backlog.join(", ")
@@ -311,6 +345,7 @@ impl Dispatcher {
             last: Some(now),
             retries,
             dropped,
+            refused: None,
         };
     }
 }
