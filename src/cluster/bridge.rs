@@ -36,6 +36,9 @@ const SUBSCRIBE_CHUNK: usize = 1000;
 const ENSURE_GRACE: Duration = Duration::from_secs(10);
 /// Publications sent in one pipeline.
 const PUBLISH_BATCH: usize = 512;
+/// After an outage, publications held meanwhile wait this long before they are sent, so the other nodes (whose
+/// reconnect backoff is at most [`RECONNECT_MAX`]) listen again when they arrive.
+const RESUBSCRIBE_GRACE: Duration = Duration::from_millis(5500);
 
 /// Running totals (for `/stats` and, later, the metrics exporter).
 #[derive(Debug, Default)]
@@ -150,8 +153,20 @@ fn publish_loop(cluster: &Cluster, client: &redis::Client) {
         let mut con = match connect(client) {
             Ok(c) => {
                 if failures > 0 {
-                    crate::info!("cluster: publisher reconnected to Redis");
                     cluster.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    hold(cluster, &mut pending, cap);
+                    if !pending.is_empty() {
+                        crate::info!(
+                            "cluster: publisher reconnected to Redis; sending {} held publications in {} ms",
+                            pending.len(),
+                            RESUBSCRIBE_GRACE.as_millis()
+                        );
+                        let until = Instant::now() + RESUBSCRIBE_GRACE;
+                        while Instant::now() < until {
+                            std::thread::sleep(Duration::from_millis(100));
+                            hold(cluster, &mut pending, cap);
+                        }
+                    }
                 }
                 c
             }
@@ -334,12 +349,16 @@ fn apply(
                 let entry = wanted.entry(key.clone()).or_default();
                 let before = entry.wanted(now);
                 entry.held = held;
+                // The hold the ensure was waiting for has come: the channel now lives as long as the hold.
+                entry.ensured = None;
                 (key, before, entry)
             }
             Op::Ensure { key, reply } => {
                 replies.push(reply);
                 let entry = wanted.entry(key.clone()).or_default();
                 let before = entry.wanted(now);
+                // Set even while held: a vacated hold still on its way must not drop the channel under this
+                // subscriber (its own hold clears the mark when it arrives; otherwise the grace does).
                 entry.ensured = Some(now);
                 (key, before, entry)
             }

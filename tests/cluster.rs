@@ -1,0 +1,224 @@
+//! A cluster over a real Redis (docs/protocol.md#cluster): every test starts its own `redis-server` on a free
+//! port and two or three relay nodes. Publishes and batches on one node reach subscribers on the others once,
+//! with socket exclusion; client events cross nodes; a node listens in Redis only to the channels it has
+//! subscribers for; publishes made while Redis is down are delivered when it is back.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server not found: scripts/test installs it (Debian package redis-server)",
+            );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// How many nodes listen to the Redis channel of `channel` (of the default app).
+    fn listeners(&self, channel: &str) -> i64 {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let key = format!("relay:{APP_ID}:c:{channel}");
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&key)
+            .query(&mut con)
+            .unwrap();
+        counts[0].1
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn node(redis: &Redis, id: &str) -> Server {
+    Server::start_with(
+        &[],
+        &[("RELAY_REDIS_URL", &redis.url()), ("RELAY_NODE_ID", id)],
+    )
+}
+
+fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} not reached within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_publish_on_one_node_reaches_every_subscriber_once() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let mut on_a = a.client();
+    on_a.subscribe("news");
+    let mut on_b = b.client();
+    on_b.subscribe("news");
+    let (status, body) = b.publish("news", "hello", r#"{"n":1}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(on_a.expect_event("hello").data_str(), r#"{"n":1}"#);
+    assert_eq!(on_b.expect_event("hello").data_str(), r#"{"n":1}"#);
+    // A batch from the other side, two channels.
+    let mut sport = b.client();
+    sport.subscribe("sport");
+    let batch = r#"{"batch":[{"name":"b1","channel":"news","data":"x"},{"name":"b2","channel":"sport","data":"y"}]}"#;
+    let (status, body) = a.rest("POST", &format!("/apps/{APP_ID}/batch_events"), &[], batch);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(on_a.expect_event("b1").data_str(), "x");
+    assert_eq!(on_b.expect_event("b1").data_str(), "x");
+    assert_eq!(sport.expect_event("b2").data_str(), "y");
+    // Nothing twice: the origin ignores its own publication when Redis hands it back.
+    on_a.expect_silence(Duration::from_millis(300));
+    on_b.expect_silence(Duration::from_millis(10));
+}
+
+#[test]
+fn the_excluded_socket_is_left_out_on_every_node() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let mut sender = a.client();
+    sender.subscribe("room");
+    let mut other = a.client();
+    other.subscribe("room");
+    let body = format!(
+        r#"{{"name":"ev","channel":"room","data":"d","socket_id":"{}"}}"#,
+        sender.socket_id
+    );
+    let (status, _) = b.rest("POST", &format!("/apps/{APP_ID}/events"), &[], &body);
+    assert_eq!(status, 200);
+    assert_eq!(other.expect_event("ev").data_str(), "d");
+    sender.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn client_events_cross_nodes_and_are_not_echoed() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let mut on_a = a.client();
+    private_sub(&mut on_a, "private-chat");
+    let mut on_b = b.client();
+    private_sub(&mut on_b, "private-chat");
+    on_a.send_text(r#"{"event":"client-typing","channel":"private-chat","data":{"who":"a"}}"#);
+    assert_eq!(
+        on_b.expect_event("client-typing").data_str(),
+        r#"{"who":"a"}"#
+    );
+    on_a.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn a_node_listens_only_to_channels_it_has_subscribers_for() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let c = node(&redis, "c");
+    let mut on_a = a.client();
+    on_a.subscribe("only-a");
+    assert_eq!(
+        redis.listeners("only-a"),
+        1,
+        "confirmed before subscription_succeeded"
+    );
+    assert_eq!(redis.listeners("nobody"), 0);
+    let mut on_b = b.client();
+    on_b.subscribe("only-a");
+    assert_eq!(redis.listeners("only-a"), 2, "one per interested node");
+    // A publish on the node with no subscriber: one copy to each interested node.
+    let (status, _) = c.publish("only-a", "ev", "1");
+    assert_eq!(status, 200);
+    on_a.expect_event("ev");
+    on_b.expect_event("ev");
+    on_b.close_tcp();
+    eventually(
+        "b leaving the channel in Redis",
+        Duration::from_secs(5),
+        || redis.listeners("only-a") == 1,
+    );
+    let (status, _) = c.publish("only-a", "ev", "2");
+    assert_eq!(status, 200);
+    assert_eq!(on_a.expect_event("ev").data_str(), "2");
+}
+
+#[test]
+fn publishes_during_a_redis_outage_arrive_when_it_is_back() {
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let mut on_a = a.client();
+    on_a.subscribe("resilient");
+    let mut local_b = b.client();
+    local_b.subscribe("resilient");
+    redis.stop();
+    // Each node goes on serving its own clients.
+    let (status, body) = b.publish("resilient", "during", "1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(local_b.expect_event("during").data_str(), "1");
+    std::thread::sleep(Duration::from_millis(500));
+    let redis = Redis::start_on(port);
+    // The held publication is sent once the nodes had time to listen again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let got = loop {
+        if let Some(e) = on_a.try_recv_event(Duration::from_millis(200)) {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the held publication never arrived"
+        );
+    };
+    assert_eq!((got.name(), got.data_str()), ("during", "1"));
+    assert_eq!(redis.listeners("resilient"), 2, "both nodes listen again");
+    let (status, _) = b.publish("resilient", "after", "2");
+    assert_eq!(status, 200);
+    assert_eq!(on_a.expect_event("after").data_str(), "2");
+    assert!(a.log().contains("reconnected"), "{}", a.log());
+}
