@@ -6,6 +6,7 @@ use crate::http::response::Response;
 use crate::metrics::Gauge;
 use crate::runtime::core::Core;
 use crate::webhooks::WebhookStats;
+use std::sync::atomic::Ordering;
 
 pub fn health(core: &Rc<Core>) -> Response {
     if core.shared.is_shutting_down() {
@@ -15,7 +16,8 @@ pub fn health(core: &Rc<Core>) -> Response {
 }
 
 /// `{"connections":N,"channels":N}` (the seed's shape): open WebSocket connections and occupied channels, all apps;
-/// plus `"webhooks":{…}`, the sender's totals, when some app has a webhook. All are running counts:
+/// plus `"webhooks":{…}`, the sender's totals, when some app has a webhook, and `"cluster":{…}`, the bridge's,
+/// on a node of a cluster. All are running counts:
 /// unauthenticated polling costs no core any work.
 pub fn stats(core: &Rc<Core>) -> Response {
     let connections = core.shared.connections.count();
@@ -36,6 +38,20 @@ pub fn stats(core: &Rc<Core>) -> Response {
             get(&w.delivered),
             get(&w.retries),
             get(&w.dropped)
+        ));
+    }
+    if let Some(c) = core.shared.cluster.get() {
+        let s = &c.stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        body.push_str(r#","cluster":{"node":"#);
+        crate::json::push_json_string_into(&mut body, &c.node_id);
+        body.push_str(&format!(
+            r#","redis_connected":{},"published":{},"received":{},"dropped":{},"reconnects":{}}}"#,
+            c.connected.load(Ordering::Acquire),
+            get(&s.published),
+            get(&s.received),
+            get(&s.dropped),
+            get(&s.reconnects)
         ));
     }
     body.push('}');

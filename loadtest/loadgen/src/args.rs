@@ -26,7 +26,7 @@ Common flags:
   --allow-non-loopback  permit a --host outside 127.0.0.0/8
 
 idle   --connections N [--channels K] [--rate R] [--hold SECS]
-fanout --subscribers N --channels K --rate R [--duration S] [--payload BYTES]
+fanout --subscribers N --channels K --rate R [--duration S] [--payload BYTES] [--publish-port P]
        [--publishers P] [--pipeline D] [--pub-threads T]
 rest   --concurrency C [--duration S] [--payload BYTES]
 ramp   --subscribers N --channels K --start R0 --step DR --max RMAX --p99-us BOUND
@@ -72,6 +72,8 @@ pub struct IdleOpts {
 
 #[derive(Clone, Debug)]
 pub struct PubOpts {
+    /// Publish to this port instead of `--port` (another node of a cluster); fanout only.
+    pub publish_port: Option<u16>,
     pub payload: usize,
     pub publishers: usize,
     pub pipeline: usize,
@@ -262,6 +264,7 @@ fn at_least_one(name: &str, v: usize) -> Result<usize, String> {
 
 fn pub_opts(f: &Flags) -> Result<PubOpts, String> {
     Ok(PubOpts {
+        publish_port: f.opt("publish-port")?,
         payload: f.get("payload", 64usize)?.min(1 << 20),
         publishers: at_least_one("publishers", f.get("publishers", 4)?)?,
         pipeline: at_least_one("pipeline", f.get("pipeline", 64)?)?,

@@ -106,7 +106,7 @@ fn run_step(
     let drain = Duration::from_secs_f64(c.drain);
     let m0 = CpuMark::now(c.server_pid);
     let ph = publish::start(PubCfg {
-        addr: SocketAddrV4::new(c.host, c.port),
+        addr: SocketAddrV4::new(c.host, popts.publish_port.unwrap_or(c.port)),
         app_id: c.app_id.clone(),
         key: c.key.clone(),
         secret: c.secret.clone(),
