@@ -288,6 +288,8 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// Publications held while Redis is unreachable, sent when it is back; past it the oldest are dropped.
     pub outage_buffer: usize,
+    /// A node whose heartbeat is older than this is dead: a survivor removes its members (and tells everyone).
+    pub node_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -297,6 +299,7 @@ impl ClusterConfig {
             node_id: generated_node_id(),
             prefix: "relay".into(),
             outage_buffer: 10_000,
+            node_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -506,6 +509,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "publications held while Redis is unreachable (10000)",
     ),
     (
+        "RELAY_CLUSTER_NODE_TIMEOUT",
+        "--cluster-node-timeout",
+        "seconds without a heartbeat before a node is removed from the cluster (5)",
+    ),
+    (
         "RELAY_MAX_WS_MESSAGE_BYTES",
         "--max-ws-message-bytes",
         "largest WebSocket message from a client",
@@ -672,6 +680,7 @@ fn cluster_settings(
             "RELAY_NODE_ID",
             "RELAY_REDIS_PREFIX",
             "RELAY_CLUSTER_OUTAGE_BUFFER",
+            "RELAY_CLUSTER_NODE_TIMEOUT",
         ] {
             if let Some((field, _)) = get(name) {
                 return Err(ConfigError::new(field, "needs RELAY_REDIS_URL"));
@@ -712,6 +721,13 @@ fn cluster_settings(
     }
     if let Some((field, v)) = get("RELAY_CLUSTER_OUTAGE_BUFFER") {
         c.outage_buffer = parse_num(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_CLUSTER_NODE_TIMEOUT") {
+        let secs: u64 = parse_num(&field, &v)?;
+        if !(2..=600).contains(&secs) {
+            return Err(ConfigError::new(field, "must be between 2 and 600 seconds"));
+        }
+        c.node_timeout = Duration::from_secs(secs);
     }
     Ok(Some(c))
 }

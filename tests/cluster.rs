@@ -222,3 +222,112 @@ fn publishes_during_a_redis_outage_arrive_when_it_is_back() {
     assert_eq!(on_a.expect_event("after").data_str(), "2");
     assert!(a.log().contains("reconnected"), "{}", a.log());
 }
+
+fn node_with(redis: &Redis, id: &str, env: &[(&str, &str)]) -> Server {
+    let url = redis.url();
+    let mut all = vec![("RELAY_REDIS_URL", url.as_str()), ("RELAY_NODE_ID", id)];
+    all.extend_from_slice(env);
+    Server::start_with(&[], &all)
+}
+
+/// The user ids of a `subscription_succeeded` roster, sorted.
+fn roster(e: &Event) -> Vec<String> {
+    use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+    let mut ids: Vec<String> = e.data_json()["presence"]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn member_of(e: &Event) -> String {
+    use sonic_rs::JsonValueTrait;
+    e.data_json()["user_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn presence_rosters_and_member_events_are_the_clusters() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let mut u1_a = a.client();
+    let e = join(&mut u1_a, "presence-room", "u1", Some(r#"{"name":"Ada"}"#));
+    assert_eq!(roster(&e), ["u1"]);
+    let mut u2_b = b.client();
+    let e = join(&mut u2_b, "presence-room", "u2", None);
+    assert_eq!(
+        roster(&e),
+        ["u1", "u2"],
+        "the roster spans the nodes: {}",
+        e.raw
+    );
+    assert!(
+        e.raw.contains(r#"\"u1\":{\"name\":\"Ada\"}"#),
+        "user_info from the other node: {}",
+        e.raw
+    );
+    let added = u1_a.expect_event("pusher_internal:member_added");
+    assert_eq!(member_of(&added), "u2");
+    // u1's second connection, on the other node: a member already, nobody is told.
+    let mut u1_b = b.client();
+    let e = join(&mut u1_b, "presence-room", "u1", Some(r#"{"name":"Ada"}"#));
+    assert_eq!(roster(&e), ["u1", "u2"]);
+    u2_b.expect_silence(Duration::from_millis(300));
+    u1_a.expect_silence(Duration::from_millis(10));
+    // u1 leaves node a: still on node b, nobody is told.
+    u1_a.close_tcp();
+    u2_b.expect_silence(Duration::from_millis(500));
+    // u1 leaves node b too: gone from the cluster, once.
+    u1_b.close_tcp();
+    let removed = u2_b.expect_event("pusher_internal:member_removed");
+    assert_eq!(member_of(&removed), "u1");
+    u2_b.expect_silence(Duration::from_millis(300));
+    let mut late = a.client();
+    let e = join(&mut late, "presence-room", "u3", None);
+    assert_eq!(roster(&e), ["u2", "u3"]);
+    assert_eq!(
+        member_of(&u2_b.expect_event("pusher_internal:member_added")),
+        "u3"
+    );
+}
+
+#[test]
+fn a_dead_nodes_members_are_removed_within_the_node_timeout() {
+    let redis = Redis::start();
+    let timeout = [("RELAY_CLUSTER_NODE_TIMEOUT", "2")];
+    let mut a = node_with(&redis, "a", &timeout);
+    let b = node_with(&redis, "b", &timeout);
+    let mut u1 = a.client();
+    join(&mut u1, "presence-lobby", "u1", None);
+    let mut u2 = b.client();
+    let e = join(&mut u2, "presence-lobby", "u2", None);
+    assert_eq!(roster(&e), ["u1", "u2"]);
+    let killed = Instant::now();
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let removed = loop {
+        if let Some(e) = u2.try_recv_event(Duration::from_millis(200)) {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "u1 was never removed: {}",
+            b.log()
+        );
+    };
+    assert_eq!(removed.name(), "pusher_internal:member_removed");
+    assert_eq!(member_of(&removed), "u1");
+    assert!(
+        killed.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        killed.elapsed()
+    );
+    u2.expect_silence(Duration::from_millis(500));
+    let mut u3 = b.client();
+    let e = join(&mut u3, "presence-lobby", "u3", None);
+    assert_eq!(roster(&e), ["u2", "u3"], "no ghost of the dead node");
+    assert!(b.log().contains("stopped beating"), "{}", b.log());
+}

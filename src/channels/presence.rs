@@ -82,28 +82,36 @@ impl PresenceRoster {
 
     /// `{"presence":{"ids":[..],"hash":{..},"count":n}}` for `subscription_succeeded` (docs/protocol.md#presence).
     pub fn snapshot_json(&self) -> String {
-        let mut o = Vec::with_capacity(64 + self.members.len() * 48);
-        o.extend_from_slice(br#"{"presence":{"ids":["#);
-        for (i, id) in self.order.iter().enumerate() {
-            if i > 0 {
-                o.push(b',');
-            }
-            push_json_string(&mut o, id);
-        }
-        o.extend_from_slice(br#"],"hash":{"#);
-        for (i, id) in self.order.iter().enumerate() {
-            if i > 0 {
-                o.push(b',');
-            }
-            push_json_string(&mut o, id);
-            o.push(b':');
-            o.extend_from_slice(self.members[id].info.as_bytes());
-        }
-        o.extend_from_slice(br#"},"count":"#);
-        o.extend_from_slice(self.members.len().to_string().as_bytes());
-        o.extend_from_slice(b"}}");
-        String::from_utf8(o).expect("built from UTF-8 pieces")
+        snapshot_json_of(self.order.iter().map(|id| (&**id, &*self.members[id].info)))
     }
+}
+
+/// The `subscription_succeeded` data for members given as (user id, raw user_info JSON), in the order given (a
+/// cluster's roster comes from Redis).
+pub fn snapshot_json_of<'a>(members: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> String {
+    let mut o = Vec::with_capacity(256);
+    o.extend_from_slice(br#"{"presence":{"ids":["#);
+    for (i, (id, _)) in members.clone().enumerate() {
+        if i > 0 {
+            o.push(b',');
+        }
+        push_json_string(&mut o, id);
+    }
+    o.extend_from_slice(br#"],"hash":{"#);
+    let mut count = 0usize;
+    for (i, (id, info)) in members.enumerate() {
+        if i > 0 {
+            o.push(b',');
+        }
+        push_json_string(&mut o, id);
+        o.push(b':');
+        o.extend_from_slice(info.as_bytes());
+        count += 1;
+    }
+    o.extend_from_slice(br#"},"count":"#);
+    o.extend_from_slice(count.to_string().as_bytes());
+    o.extend_from_slice(b"}}");
+    String::from_utf8(o).expect("built from UTF-8 pieces")
 }
 
 /// `{"user_id":"42","user_info":{..}}`

@@ -20,26 +20,20 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use crossbeam_queue::ArrayQueue;
 use futures_channel::oneshot;
 
-use crate::cluster::wire::{RemotePublish, redis_channel};
+use crate::cluster::commands::{
+    Commands, PresenceCmd, PresenceJoined, RECONNECT_MAX, RECONNECT_MIN,
+};
+use crate::cluster::wire::{MemberRecord, Record, RemotePublish, redis_channel};
 use crate::config::ClusterConfig;
 
 /// How long the subscriber waits for a message before it looks at new interest.
 const POLL: Duration = Duration::from_millis(2);
-/// Reconnect backoff: from the first to the most.
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
-/// Connect, read and write deadline of a command connection.
+/// Connect, read and write deadline of a connection.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Channels subscribed per SUBSCRIBE command after a reconnect.
 const SUBSCRIBE_CHUNK: usize = 1000;
 /// A channel confirmed for a first subscriber that never came (the connection closed first) is left after this.
 const ENSURE_GRACE: Duration = Duration::from_secs(10);
-/// Publications sent in one pipeline.
-const PUBLISH_BATCH: usize = 512;
-/// After an outage, publications held meanwhile wait this long before they are sent, so the other nodes (whose
-/// reconnect backoff is at most [`RECONNECT_MAX`]) listen again when they arrive.
-const RESUBSCRIBE_GRACE: Duration = Duration::from_millis(5500);
-
 /// Running totals (for `/stats` and, later, the metrics exporter).
 #[derive(Debug, Default)]
 pub struct ClusterStats {
@@ -63,16 +57,32 @@ enum Op {
     },
 }
 
-/// Where the bridge hands other nodes' publications (the server routes them into a core).
-pub type DeliverFn = Box<dyn Fn(RemotePublish) + Send>;
+/// What the bridge hands the cores (the server routes each to the channel's home core).
+pub enum Delivery {
+    /// Another node's publication.
+    Publish(RemotePublish),
+    /// A member joined (first in the cluster) or left (last) on another node, or a dead node's member was
+    /// removed: this node's subscribers are told.
+    Member(MemberRecord),
+    /// This node removed a dead node's member: the `member_removed` webhook is this node's to send.
+    MemberGone {
+        app_id: String,
+        channel: String,
+        user_id: String,
+    },
+}
+
+pub type DeliverFn = Box<dyn Fn(Delivery) + Send + Sync>;
 
 /// The cores' side of the bridge.
 pub struct Cluster {
     pub node_id: String,
-    prefix: String,
+    pub(crate) prefix: String,
     outgoing: ArrayQueue<(String, Vec<u8>)>,
     publisher: OnceLock<Thread>,
     ops: Sender<Op>,
+    presence: Sender<PresenceCmd>,
+    pub(crate) deliver: DeliverFn,
     /// Whether the subscriber's connection is up.
     pub connected: AtomicBool,
     pub stats: ClusterStats,
@@ -84,25 +94,29 @@ impl Cluster {
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let (ops_tx, ops_rx) = unbounded();
+        let (presence_tx, presence_rx) = unbounded();
         let cluster = Arc::new(Cluster {
             node_id: config.node_id.clone(),
             prefix: config.prefix.clone(),
             outgoing: ArrayQueue::new(config.outage_buffer.max(1)),
             publisher: OnceLock::new(),
             ops: ops_tx,
+            presence: presence_tx,
+            deliver,
             connected: AtomicBool::new(false),
             stats: ClusterStats::default(),
         });
         let c = cluster.clone();
         let pc = client.clone();
+        let timeout = config.node_timeout;
         let publisher = std::thread::Builder::new()
-            .name("relay-cluster-pub".into())
-            .spawn(move || publish_loop(&c, &pc))?;
+            .name("relay-cluster-cmd".into())
+            .spawn(move || Commands::new(&c, pc, presence_rx, timeout).run())?;
         let _ = cluster.publisher.set(publisher.thread().clone());
         let c = cluster.clone();
         std::thread::Builder::new()
             .name("relay-cluster-sub".into())
-            .spawn(move || subscribe_loop(&c, &client, ops_rx, deliver))?;
+            .spawn(move || subscribe_loop(&c, &client, ops_rx))?;
         Ok(cluster)
     }
 
@@ -112,8 +126,68 @@ impl Cluster {
         if self.outgoing.force_push((key, p.encode())).is_some() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        self.wake_commands();
+    }
+
+    /// Adds a connection of a user to a presence roster in Redis (see `commands.rs`).
+    pub fn presence_join(
+        &self,
+        app_id: &str,
+        channel: &str,
+        user_id: &str,
+        user_info: &str,
+        max: usize,
+    ) -> oneshot::Receiver<Option<PresenceJoined>> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.presence.send(PresenceCmd::Join {
+            app_id: app_id.into(),
+            channel: channel.into(),
+            user_id: user_id.into(),
+            user_info: user_info.into(),
+            max,
+            reply,
+        });
+        self.wake_commands();
+        rx
+    }
+
+    /// This node's last connection of a user left a presence channel; `Some(true)`: the cluster's last.
+    pub fn presence_leave(
+        &self,
+        app_id: &str,
+        channel: &str,
+        user_id: &str,
+    ) -> oneshot::Receiver<Option<bool>> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.presence.send(PresenceCmd::Leave {
+            app_id: app_id.into(),
+            channel: channel.into(),
+            user_id: user_id.into(),
+            reply,
+        });
+        self.wake_commands();
+        rx
+    }
+
+    fn wake_commands(&self) {
         if let Some(t) = self.publisher.get() {
             t.unpark();
+        }
+    }
+
+    pub(crate) fn buffer_cap(&self) -> usize {
+        self.outgoing.capacity()
+    }
+
+    /// Moves queued publications behind the unsent ones, keeping at most the buffer's capacity (the oldest are
+    /// dropped and counted).
+    pub(crate) fn hold(&self, pending: &mut VecDeque<(String, Vec<u8>)>) {
+        while let Some(p) = self.outgoing.pop() {
+            pending.push_back(p);
+        }
+        while pending.len() > self.outgoing.capacity() {
+            pending.pop_front();
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -145,86 +219,6 @@ fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
     Ok(con)
 }
 
-fn publish_loop(cluster: &Cluster, client: &redis::Client) {
-    let mut pending: VecDeque<(String, Vec<u8>)> = VecDeque::new();
-    let mut failures = 0u32;
-    let cap = cluster.outgoing.capacity();
-    loop {
-        let mut con = match connect(client) {
-            Ok(c) => {
-                if failures > 0 {
-                    cluster.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    hold(cluster, &mut pending, cap);
-                    if !pending.is_empty() {
-                        crate::info!(
-                            "cluster: publisher reconnected to Redis; sending {} held publications in {} ms",
-                            pending.len(),
-                            RESUBSCRIBE_GRACE.as_millis()
-                        );
-                        let until = Instant::now() + RESUBSCRIBE_GRACE;
-                        while Instant::now() < until {
-                            std::thread::sleep(Duration::from_millis(100));
-                            hold(cluster, &mut pending, cap);
-                        }
-                    }
-                }
-                c
-            }
-            Err(e) => {
-                if failures == 0 {
-                    crate::warn!(
-                        "cluster: cannot reach Redis to publish ({e}); holding up to {cap} publications"
-                    );
-                }
-                failures += 1;
-                hold(cluster, &mut pending, cap);
-                std::thread::park_timeout(backoff(failures));
-                continue;
-            }
-        };
-        loop {
-            hold(cluster, &mut pending, cap);
-            if pending.is_empty() {
-                std::thread::park_timeout(Duration::from_millis(100));
-                continue;
-            }
-            let n = pending.len().min(PUBLISH_BATCH);
-            let mut pipe = redis::pipe();
-            for (key, payload) in pending.iter().take(n) {
-                pipe.cmd("PUBLISH").arg(key).arg(payload).ignore();
-            }
-            match pipe.query::<()>(&mut con) {
-                Ok(()) => {
-                    pending.drain(..n);
-                    cluster
-                        .stats
-                        .published
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    crate::warn!(
-                        "cluster: publishing to Redis failed ({e}); holding {} publications",
-                        pending.len()
-                    );
-                    failures = 1;
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Moves queued publications behind the unsent ones, keeping at most `cap` (the oldest are dropped).
-fn hold(cluster: &Cluster, pending: &mut VecDeque<(String, Vec<u8>)>, cap: usize) {
-    while let Some(p) = cluster.outgoing.pop() {
-        pending.push_back(p);
-    }
-    while pending.len() > cap {
-        pending.pop_front();
-        cluster.stats.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// What the subscriber knows of one Redis channel.
 #[derive(Default)]
 struct Interest {
@@ -243,12 +237,7 @@ impl Interest {
     }
 }
 
-fn subscribe_loop(
-    cluster: &Cluster,
-    client: &redis::Client,
-    ops: Receiver<Op>,
-    deliver: DeliverFn,
-) {
+fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) {
     let mut wanted: HashMap<String, Interest> = HashMap::new();
     let mut failures = 0u32;
     loop {
@@ -297,14 +286,18 @@ fn subscribe_loop(
             }
             match pubsub.get_message() {
                 Ok(msg) => {
-                    let Some(p) = RemotePublish::decode(msg.get_payload_bytes()) else {
+                    let Some(record) = Record::decode(msg.get_payload_bytes()) else {
                         crate::debug!("cluster: a record that does not decode was dropped");
                         continue;
                     };
-                    if p.origin != cluster.node_id {
-                        cluster.stats.received.fetch_add(1, Ordering::Relaxed);
-                        deliver(p);
+                    if record.origin() == cluster.node_id {
+                        continue;
                     }
+                    cluster.stats.received.fetch_add(1, Ordering::Relaxed);
+                    (cluster.deliver)(match record {
+                        Record::Publish(p) => Delivery::Publish(p),
+                        Record::Member(m) => Delivery::Member(m),
+                    });
                 }
                 Err(e) if e.is_timeout() => {}
                 Err(e) => break Err(e),

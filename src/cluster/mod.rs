@@ -4,7 +4,9 @@
 //! threads (`bridge.rs`); what travels is in `wire.rs`.
 
 pub mod bridge;
+pub mod commands;
 pub mod wire;
 
-pub use bridge::{Cluster, ClusterStats, DeliverFn};
-pub use wire::RemotePublish;
+pub use bridge::{Cluster, ClusterStats, DeliverFn, Delivery};
+pub use commands::PresenceJoined;
+pub use wire::{MemberRecord, RemotePublish};

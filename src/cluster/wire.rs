@@ -10,6 +10,86 @@ use crate::socket_id::SocketId;
 
 /// The record's first byte: its kind and version.
 const PUBLISH_V1: u8 = b'P';
+const MEMBER_V1: u8 = b'M';
+
+/// What a node hears on a channel's Redis channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Publish(RemotePublish),
+    Member(MemberRecord),
+}
+
+impl Record {
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+                match *bytes.first()? {
+            PUBLISH_V1 => RemotePublish::decode(bytes).map(Record::Publish),
+                        MEMBER_V1 => MemberRecord::decode(bytes).map(Record::Member),
+            _ => None,
+        }
+    }
+
+    pub fn origin(&self) -> &str {
+        match self {
+            Record::Publish(p) => &p.origin,
+            Record::Member(m) => &m.origin,
+        }
+    }
+}
+
+/// A user's first connection in the cluster joined a presence channel (`user_info` set), or their last one
+/// left. Sent by the node where it happened; an empty origin is a node's cleanup of a dead node, which every
+/// node (the cleaner too) passes on to its subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub origin: String,
+    pub app_id: String,
+    pub channel: String,
+    pub user_id: String,
+    /// `Some(raw JSON)` for an added member, `None` for a removed one.
+    pub user_info: Option<String>,
+}
+
+impl MemberRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.channel.len() + self.user_id.len());
+        out.push(MEMBER_V1);
+        put(&mut out, self.origin.as_bytes());
+        put(&mut out, self.app_id.as_bytes());
+        put(&mut out, self.channel.as_bytes());
+        put(&mut out, self.user_id.as_bytes());
+        match &self.user_info {
+            Some(info) => {
+                out.push(1);
+                put(&mut out, info.as_bytes());
+            }
+            None => out.push(0),
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<MemberRecord> {
+        let mut r = Reader { b: bytes, i: 0 };
+        if r.byte()? != MEMBER_V1 {
+            return None;
+        }
+        let origin = r.text()?;
+        let app_id = r.text()?;
+        let channel = r.text()?;
+        let user_id = r.text()?;
+        let user_info = match r.byte()? {
+            0 => None,
+            1 => Some(r.text()?),
+            _ => return None,
+        };
+        (r.i == bytes.len()).then_some(MemberRecord {
+            origin,
+            app_id,
+            channel,
+            user_id,
+            user_info,
+        })
+    }
+}
 
 /// A REST or client event published on one node, for the subscribers on the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,5 +262,23 @@ mod tests {
             redis_channel("relay", "app-id", "my-channel"),
             "relay:app-id:c:my-channel"
         );
+        let m = MemberRecord {
+            origin: String::new(),
+            app_id: "a".into(),
+            channel: "presence-r".into(),
+            user_id: "u\n1".into(),
+            user_info: Some("{\"n\":1}".into()),
+        };
+        assert_eq!(Record::decode(&m.encode()), Some(Record::Member(m.clone())));
+        let gone = MemberRecord {
+            user_info: None,
+            ..m
+        };
+        let bytes = gone.encode();
+        assert_eq!(Record::decode(&bytes), Some(Record::Member(gone)));
+        for cut in 0..bytes.len() {
+            assert_eq!(Record::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(Record::decode(b"X"), None);
     }
 }

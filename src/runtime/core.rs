@@ -6,9 +6,9 @@
 //! (presence, users, cache, counts, occupancy) keep their logic in their own modules; this file ties them to the
 //! session's lifetime and routes their messages.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -42,6 +42,8 @@ pub struct Core {
     /// Sessions whose connection ended, waiting for their teardown (see [`Core::retire`]).
     retiring: RefCell<VecDeque<Rc<Session>>>,
     retire_waker: Cell<Option<Waker>>,
+    /// The core's own `Rc`, for work that continues after an await (a cluster round trip) on this core.
+    me: OnceCell<Weak<Core>>,
 }
 
 /// Read buffers kept for reuse per core; more are allocated on demand and freed on return.
@@ -73,7 +75,20 @@ impl Core {
             floods: FloodSummary::default(),
             retiring: RefCell::new(VecDeque::new()),
             retire_waker: Cell::new(None),
+            me: OnceCell::new(),
         }
+    }
+
+    /// Builds a core that knows its own `Rc` ([`Core::rc`]).
+    pub fn new_rc(id: usize, shared: Arc<Shared>) -> Rc<Core> {
+        let core = Rc::new(Core::new(id, shared));
+        let _ = core.me.set(Rc::downgrade(&core));
+        core
+    }
+
+    /// This core's `Rc` (for a task spawned on it); `None` for a core not built by [`Core::new_rc`].
+    pub fn rc(&self) -> Option<Rc<Core>> {
+        self.me.get()?.upgrade()
     }
 
     pub fn app(&self, idx: AppIdx) -> &App {

@@ -16,6 +16,7 @@ use crate::app::AppIdx;
 use crate::channels::lifecycle::LifecycleEvent;
 use crate::channels::presence::{self, Join};
 use crate::channels::publication::Publication;
+use crate::cluster::PresenceJoined;
 use crate::protocol::inbound::Member;
 use crate::protocol::outbound;
 use crate::protocol::session::{Membership, Session};
@@ -76,6 +77,20 @@ pub enum PresenceMsg {
         channel: Box<str>,
         reply: oneshot::Sender<Vec<Box<str>>>,
     },
+    /// Cluster bridge -> home: a member joined (`user_info` set) or left on another node; tell the local
+    /// subscribers.
+    Remote {
+        app: AppIdx,
+        channel: Box<str>,
+        user_id: Box<str>,
+        user_info: Option<Box<str>>,
+    },
+    /// Cluster bridge -> home: this node removed a dead node's member; the webhook is this node's to send.
+    Gone {
+        app: AppIdx,
+        channel: Box<str>,
+        user_id: Box<str>,
+    },
 }
 
 impl PresenceMsg {
@@ -83,7 +98,10 @@ impl PresenceMsg {
         match self {
             PresenceMsg::Join { .. } | PresenceMsg::Users { .. } => Lane::Control,
             PresenceMsg::Joined { ordered: true, .. } => Lane::Publish,
-            PresenceMsg::Leave { .. } | PresenceMsg::Joined { .. } => Lane::Cleanup,
+            PresenceMsg::Leave { .. }
+            | PresenceMsg::Joined { .. }
+            | PresenceMsg::Remote { .. }
+            | PresenceMsg::Gone { .. } => Lane::Cleanup,
         }
     }
 }
@@ -188,62 +206,34 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
                 .facts
                 .borrow_mut()
                 .presence_join(app, &channel, &user_id, &user_info, max);
-            let success = result.snapshot.map(|snapshot| {
-                outbound::channel_event_json(
-                    "pusher_internal:subscription_succeeded",
-                    &channel,
-                    &snapshot,
-                )
-            });
-            let replay = match after {
-                Some(after) if success.is_some() && core.app(app).config.history_enabled => {
-                    Some(history::replay(core, app, &channel, &after))
-                }
-                _ => None,
-            };
-            // First the joiner's success, then member_added: both leave this core in that order.
-            let joined = PresenceMsg::Joined {
-                socket,
-                channel: channel.clone(),
-                success,
-                ordered: replay.is_some(),
-                replay,
-                reply,
-            };
-            if let Err(CoreMsg::Presence(PresenceMsg::Joined {
-                socket,
+            let new_member = result.join == Join::NewMember;
+            let pending = PendingJoin {
+                app,
                 channel,
-                success,
+                user_id,
+                user_info,
+                socket,
+                joiner,
+                after,
                 reply,
-                ..
-            })) = core.offer_to(joiner, CoreMsg::Presence(joined))
-            {
-                // The joiner's publish lane is full: join without the replay, telling the client it did not
-                // recover.
-                let fallback = PresenceMsg::Joined {
-                    socket,
-                    channel,
-                    success,
-                    replay: Some(Replay {
-                        recovered: false,
-                        frames: Vec::new(),
-                    }),
-                    ordered: false,
-                    reply,
-                };
-                let _ = core.send_to(joiner, CoreMsg::Presence(fallback));
-            }
-            if result.join == Join::NewMember {
-                let data = presence::member_added_json(&user_id, &user_info);
-                let mut p =
-                    Publication::server_event(app, &channel, "pusher_internal:member_added", &data);
-                p.except = Some(socket);
-                core.broadcast(p);
-                core.lifecycle(LifecycleEvent::MemberAdded {
-                    app,
-                    channel,
-                    user_id,
-                });
+            };
+            match (core.shared.cluster.get(), core.rc(), result.snapshot) {
+                // In a cluster the roster and the first join are the cluster's: ask Redis, go on when it answers
+                // (the bridge keeps this core's joins and leaves in order).
+                (Some(cluster), Some(me), Some(local)) => {
+                    let rx = cluster.presence_join(
+                        &core.app(app).config.id,
+                        &pending.channel,
+                        &pending.user_id,
+                        &pending.user_info,
+                        max,
+                    );
+                    monoio::spawn(async move {
+                        let answer = message::reply(rx).await.ok().flatten();
+                        joined_in_cluster(&me, pending, local, new_member, answer);
+                    });
+                }
+                (_, _, snapshot) => complete_join(core, pending, snapshot, new_member),
             }
         }
         PresenceMsg::Leave {
@@ -255,22 +245,46 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
                 .facts
                 .borrow_mut()
                 .presence_leave(app, &channel, &user_id);
-            if last {
-                let data = presence::member_removed_json(&user_id);
-                let p = Publication::server_event(
-                    app,
-                    &channel,
-                    "pusher_internal:member_removed",
-                    &data,
-                );
-                core.broadcast(p);
-                core.lifecycle(LifecycleEvent::MemberRemoved {
-                    app,
-                    channel,
-                    user_id,
-                });
+            if !last {
+                return;
+            }
+            match (core.shared.cluster.get(), core.rc()) {
+                (Some(cluster), Some(me)) => {
+                    let rx = cluster.presence_leave(&core.app(app).config.id, &channel, &user_id);
+                    monoio::spawn(async move {
+                        // Unanswered (Redis unreachable): this node's view, its last connection left.
+                        let cluster_last = message::reply(rx).await.ok().flatten().unwrap_or(true);
+                        if cluster_last {
+                            member_removed(&me, app, channel, user_id, true);
+                        }
+                    });
+                }
+                _ => member_removed(core, app, channel, user_id, true),
             }
         }
+        PresenceMsg::Remote {
+            app,
+            channel,
+            user_id,
+            user_info,
+        } => match user_info {
+            Some(info) => {
+                let data = presence::member_added_json(&user_id, &info);
+                let p =
+                    Publication::server_event(app, &channel, "pusher_internal:member_added", &data);
+                core.broadcast(p);
+            }
+            None => member_removed(core, app, channel, user_id, false),
+        },
+        PresenceMsg::Gone {
+            app,
+            channel,
+            user_id,
+        } => core.lifecycle(LifecycleEvent::MemberRemoved {
+            app,
+            channel,
+            user_id,
+        }),
         PresenceMsg::Joined {
             socket,
             channel,
@@ -305,5 +319,125 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
         } => {
             let _ = reply.send(core.facts.borrow().presence_users(app, &channel));
         }
+    }
+}
+
+/// A join the home core took, waiting for its answer.
+struct PendingJoin {
+    app: AppIdx,
+    channel: Box<str>,
+    user_id: Box<str>,
+    user_info: Box<str>,
+    socket: SocketId,
+    joiner: usize,
+    after: Option<Box<str>>,
+    reply: oneshot::Sender<JoinReply>,
+}
+
+/// The cluster answered a join (or did not: then this node's roster stands).
+fn joined_in_cluster(
+    core: &Core,
+    j: PendingJoin,
+    local: String,
+    new_member: bool,
+    answer: Option<PresenceJoined>,
+) {
+    match answer {
+        None => complete_join(core, j, Some(local), new_member),
+        Some(c) if c.full => {
+            // Nobody was told of this connection: undo it here without a member_removed.
+            core.facts
+                .borrow_mut()
+                .presence_leave(j.app, &j.channel, &j.user_id);
+            complete_join(core, j, None, false);
+        }
+        Some(c) => {
+            let snapshot =
+                presence::snapshot_json_of(c.roster.iter().map(|(u, i)| (u.as_str(), i.as_str())));
+            complete_join(core, j, Some(snapshot), c.first);
+        }
+    }
+}
+
+/// Answers the joiner with `snapshot` (None: the channel is full), then tells the others of a new member.
+fn complete_join(core: &Core, j: PendingJoin, snapshot: Option<String>, new_member: bool) {
+    let PendingJoin {
+        app,
+        channel,
+        user_id,
+        user_info,
+        socket,
+        joiner,
+        after,
+        reply,
+    } = j;
+    let success = snapshot.map(|snapshot| {
+        outbound::channel_event_json(
+            "pusher_internal:subscription_succeeded",
+            &channel,
+            &snapshot,
+        )
+    });
+    let replay = match after {
+        Some(after) if success.is_some() && core.app(app).config.history_enabled => {
+            Some(history::replay(core, app, &channel, &after))
+        }
+        _ => None,
+    };
+    // First the joiner's success, then member_added: both leave this core in that order.
+    let joined = PresenceMsg::Joined {
+        socket,
+        channel: channel.clone(),
+        success,
+        ordered: replay.is_some(),
+        replay,
+        reply,
+    };
+    if let Err(CoreMsg::Presence(PresenceMsg::Joined {
+        socket,
+        channel,
+        success,
+        reply,
+        ..
+    })) = core.offer_to(joiner, CoreMsg::Presence(joined))
+    {
+        // The joiner's publish lane is full: join without the replay, telling the client it did not recover.
+        let fallback = PresenceMsg::Joined {
+            socket,
+            channel,
+            success,
+            replay: Some(Replay {
+                recovered: false,
+                frames: Vec::new(),
+            }),
+            ordered: false,
+            reply,
+        };
+        let _ = core.send_to(joiner, CoreMsg::Presence(fallback));
+    }
+    if new_member {
+        let data = presence::member_added_json(&user_id, &user_info);
+        let mut p = Publication::server_event(app, &channel, "pusher_internal:member_added", &data);
+        p.except = Some(socket);
+        core.broadcast(p);
+        core.lifecycle(LifecycleEvent::MemberAdded {
+            app,
+            channel,
+            user_id,
+        });
+    }
+}
+
+/// Tells the local subscribers a member left; `webhook`: this node's to report (not a remote node's leave).
+fn member_removed(core: &Core, app: AppIdx, channel: Box<str>, user_id: Box<str>, webhook: bool) {
+    let data = presence::member_removed_json(&user_id);
+    let p = Publication::server_event(app, &channel, "pusher_internal:member_removed", &data);
+    core.broadcast(p);
+    if webhook {
+        core.lifecycle(LifecycleEvent::MemberRemoved {
+            app,
+            channel,
+            user_id,
+        });
     }
 }

@@ -38,9 +38,7 @@ impl Cores {
         };
         let (senders, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| inbox(1024)).unzip();
         let shared = Arc::new(Shared::new(config, senders));
-        let cores = (0..n)
-            .map(|i| Rc::new(Core::new(i, shared.clone())))
-            .collect();
+        let cores = (0..n).map(|i| Core::new_rc(i, shared.clone())).collect();
         Cores { cores, inboxes }
     }
 

@@ -19,13 +19,14 @@ use monoio::net::TcpListener;
 use crate::app::AppIdx;
 use crate::channels::facts::home_core;
 use crate::channels::publication::{Publication, Source};
-use crate::cluster::{Cluster, RemotePublish};
+use crate::cluster::{Cluster, Delivery};
 use crate::config::{CORE_STACK_BYTES, Config};
 use crate::protocol::codes::close;
 use crate::runtime::core::Core;
 use crate::runtime::inbox::{InboxReceiver, inbox};
 use crate::runtime::liveness::SCAN_INTERVAL;
 use crate::runtime::message::CoreMsg;
+use crate::runtime::presence::PresenceMsg;
 use crate::runtime::shared::Shared;
 use crate::server::listener::{bind_reuseport, claim_port};
 use crate::webhooks::{DeliveryReport, Webhooks};
@@ -168,30 +169,53 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
         return Ok(());
     };
     let to_cores = shared.clone();
-    let deliver = Box::new(move |r: RemotePublish| {
-        let Some(app) = to_cores.apps.by_id(&r.app_id) else {
+    let deliver = Box::new(move |d: Delivery| {
+        let (app_id, channel) = match &d {
+            Delivery::Publish(r) => (&r.app_id, &r.channel),
+            Delivery::Member(m) => (&m.app_id, &m.channel),
+            Delivery::MemberGone {
+                app_id, channel, ..
+            } => (app_id, channel),
+        };
+        let Some(app) = to_cores.apps.by_id(app_id) else {
             return;
         };
-        let source = if r.client {
-            Source::Client
-        } else {
-            Source::Rest
+        let home = home_core(app.idx, channel, to_cores.cores());
+        let msg = match d {
+            Delivery::Publish(r) => {
+                let source = if r.client {
+                    Source::Client
+                } else {
+                    Source::Rest
+                };
+                let mut p = Publication::new(
+                    app.idx,
+                    source,
+                    &[&r.channel],
+                    &r.name_token,
+                    &r.data_token,
+                    r.user_id.as_deref(),
+                    r.except,
+                );
+                p.remote = true;
+                CoreMsg::Remote(Box::new(p))
+            }
+            Delivery::Member(m) => CoreMsg::Presence(PresenceMsg::Remote {
+                app: app.idx,
+                channel: m.channel.into(),
+                user_id: m.user_id.into(),
+                user_info: m.user_info.map(Into::into),
+            }),
+            Delivery::MemberGone {
+                channel, user_id, ..
+            } => CoreMsg::Presence(PresenceMsg::Gone {
+                app: app.idx,
+                channel: channel.into(),
+                user_id: user_id.into(),
+            }),
         };
-        let mut p = Publication::new(
-            app.idx,
-            source,
-            &[&r.channel],
-            &r.name_token,
-            &r.data_token,
-            r.user_id.as_deref(),
-            r.except,
-        );
-        p.remote = true;
-        let home = home_core(app.idx, &r.channel, to_cores.cores());
         // A core's counters are its own to write: a full inbox is counted with the bridge's losses.
-        if to_cores.inboxes[home]
-            .send(CoreMsg::Remote(Box::new(p)))
-            .is_err()
+        if to_cores.inboxes[home].send(msg).is_err()
             && let Some(c) = to_cores.cluster.get()
         {
             c.stats
@@ -282,7 +306,7 @@ fn run_core(
             }
         };
         let _ = ready.send(Ok(()));
-        let core = Rc::new(Core::new(id, shared));
+        let core = Core::new_rc(id, shared);
         let accept = monoio::spawn(accept_loop(core.clone(), listener));
         let scan = monoio::spawn(scan_loop(core.clone()));
         let retire = monoio::spawn(retire_loop(core.clone()));

@@ -1,0 +1,536 @@
+//! The bridge's command thread: one Redis connection that sends this node's publications, keeps the cluster's
+//! presence rosters, beats this node's heart and cleans up after dead nodes (docs/protocol.md#cluster).
+//!
+//! Presence in Redis, per app and channel: `…:p:{channel}:info` (user -> user_info, the first connection's) and
+//! `…:p:{channel}:nodes` (user -> number of nodes with a connection of that user), plus each node's own set of
+//! the (app, channel, user) it contributes (`{prefix}:node:{id}:members`). Joins and leaves are Lua scripts, so a
+//! user's first node and last node are decided atomically, and they publish the member record that tells the
+//! other nodes. The node set makes every step idempotent: after a reconnect the node replays what it has
+//! (`mirror`), and when a node stops beating (`{prefix}:node:{id}:alive` expires) one survivor takes a lock,
+//! removes that node's members and tells everyone.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use futures_channel::oneshot;
+
+use crate::cluster::bridge::{Cluster, Delivery};
+use crate::cluster::wire::{MemberRecord, redis_channel};
+use crate::json::push_json_string_into;
+
+/// Reconnect backoff: from the first to the most.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Connect, read and write deadline of the command connection.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Publications sent in one pipeline.
+const PUBLISH_BATCH: usize = 512;
+/// After an outage, publications held meanwhile wait this long before they are sent, so the other nodes (whose
+/// reconnect backoff is at most [`RECONNECT_MAX`]) listen again when they arrive.
+const RESUBSCRIBE_GRACE: Duration = Duration::from_millis(5500);
+/// How often this node renews its heartbeat and looks for dead nodes.
+const BEAT: Duration = Duration::from_secs(1);
+
+/// What a presence join found in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceJoined {
+    /// This user's first connection in the whole cluster: the joining node sends `member_added`.
+    pub first: bool,
+    /// The channel already has its maximum of distinct users in the cluster.
+    pub full: bool,
+    /// Every member in the cluster: (user id, user_info as raw JSON).
+    pub roster: Vec<(String, String)>,
+}
+
+pub enum PresenceCmd {
+    Join {
+        app_id: String,
+        channel: String,
+        user_id: String,
+        user_info: String,
+        max: usize,
+        /// `None` while Redis is unreachable: the node answers from its own roster.
+        reply: oneshot::Sender<Option<PresenceJoined>>,
+    },
+    Leave {
+        app_id: String,
+        channel: String,
+        user_id: String,
+        /// `Some(true)`: the user's last connection in the cluster left.
+        reply: oneshot::Sender<Option<bool>>,
+    },
+}
+
+const JOIN: &str = r"
+if redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 0 then
+  if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[3]) then
+    return {0, 1, {}}
+  end
+  redis.call('SADD', KEYS[3], ARGV[4])
+  if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+    redis.call('PUBLISH', ARGV[5], ARGV[6])
+    return {1, 0, redis.call('HGETALL', KEYS[1])}
+  end
+end
+return {0, 0, redis.call('HGETALL', KEYS[1])}
+";
+
+const LEAVE: &str = r"
+if redis.call('SREM', KEYS[3], ARGV[2]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    redis.call('PUBLISH', ARGV[3], ARGV[4])
+    return 1
+  end
+end
+return 0
+";
+
+/// Removes a dead node's members; returns the entries whose user is now gone from the cluster.
+const CLEANUP: &str = r"
+local gone = {}
+for _, e in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local m = cjson.decode(e)
+  local base = ARGV[1] .. ':' .. m[1] .. ':p:' .. m[2]
+  if redis.call('HINCRBY', base .. ':nodes', m[3], -1) <= 0 then
+    redis.call('HDEL', base .. ':nodes', m[3])
+    redis.call('HDEL', base .. ':info', m[3])
+    table.insert(gone, e)
+  end
+end
+redis.call('DEL', KEYS[1])
+return gone
+";
+
+/// A node's contribution: `["app","channel","user"]` (JSON, so any user id round-trips, and Lua can read it).
+fn entry(app_id: &str, channel: &str, user_id: &str) -> String {
+    let mut e = String::from("[");
+    push_json_string_into(&mut e, app_id);
+    e.push(',');
+    push_json_string_into(&mut e, channel);
+    e.push(',');
+    push_json_string_into(&mut e, user_id);
+    e.push(']');
+    e
+}
+
+fn parse_entry(e: &str) -> Option<(String, String, String)> {
+    let v: Vec<String> = crate::json::parse_str(e).ok()?;
+    let [a, c, u]: [String; 3] = v.try_into().ok()?;
+    Some((a, c, u))
+}
+
+pub struct Commands<'a> {
+    pub cluster: &'a Cluster,
+    pub client: redis::Client,
+    pub presence: Receiver<PresenceCmd>,
+    pub node_timeout: Duration,
+    /// This node's presence contributions: entry -> user_info.
+    mirror: HashMap<String, String>,
+    pending: VecDeque<(String, Vec<u8>)>,
+    con: Option<redis::Connection>,
+    failures: u32,
+    next_try: Instant,
+    hold_until: Option<Instant>,
+    last_beat: Option<Instant>,
+}
+
+impl<'a> Commands<'a> {
+    pub fn new(
+        cluster: &'a Cluster,
+        client: redis::Client,
+        presence: Receiver<PresenceCmd>,
+        node_timeout: Duration,
+    ) -> Self {
+        Commands {
+            cluster,
+            client,
+            presence,
+            node_timeout,
+            mirror: HashMap::new(),
+            pending: VecDeque::new(),
+            con: None,
+            failures: 0,
+            next_try: Instant::now(),
+            hold_until: None,
+            last_beat: None,
+        }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.cluster.prefix)
+    }
+
+    fn node_key(&self, node: &str, what: &str) -> String {
+        self.key(&format!("node:{node}:{what}"))
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            if self.con.is_none() && now >= self.next_try {
+                self.connect(now);
+            }
+            let cmds: Vec<PresenceCmd> = self.presence.try_iter().take(1024).collect();
+            for cmd in cmds {
+                self.presence_cmd(cmd);
+            }
+            self.cluster.hold(&mut self.pending);
+            self.send_publications(now);
+            if self.last_beat.is_none_or(|t| now.duration_since(t) >= BEAT) {
+                self.beat(now);
+            }
+            let wait = if self.presence.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            };
+            std::thread::park_timeout(wait);
+        }
+    }
+
+    fn connect(&mut self, now: Instant) {
+        let con = self
+            .client
+            .get_connection_with_timeout(IO_TIMEOUT)
+            .and_then(|c| {
+                c.set_read_timeout(Some(IO_TIMEOUT))?;
+                c.set_write_timeout(Some(IO_TIMEOUT))?;
+                Ok(c)
+            });
+        match con {
+            Ok(c) => {
+                self.con = Some(c);
+                if self.failures > 0 {
+                    self.cluster
+                        .stats
+                        .reconnects
+                        .fetch_add(1, Ordering::Relaxed);
+                    crate::info!(
+                        "cluster: reconnected to Redis; re-registering {} presence entries",
+                        self.mirror.len()
+                    );
+                    self.hold_until = Some(now + RESUBSCRIBE_GRACE);
+                }
+                self.failures = 0;
+                self.reconcile();
+            }
+            Err(e) => {
+                if self.failures == 0 {
+                    crate::warn!(
+                        "cluster: cannot reach Redis ({e}); serving local clients, holding up to {} publications",
+                        self.cluster.buffer_cap()
+                    );
+                }
+                self.failures += 1;
+                self.next_try = now
+                    + RECONNECT_MIN
+                        .saturating_mul(1 << self.failures.min(6))
+                        .min(RECONNECT_MAX);
+            }
+        }
+    }
+
+    /// A command failed on the connection: drop it and reconnect with backoff.
+    fn lost(&mut self, e: &redis::RedisError) {
+        if self.con.take().is_some() {
+            crate::warn!("cluster: lost the Redis command connection ({e}); reconnecting");
+        }
+        self.failures = self.failures.max(1);
+        self.next_try = Instant::now() + RECONNECT_MIN;
+    }
+
+    fn send_publications(&mut self, now: Instant) {
+        if self.hold_until.is_some_and(|t| now < t) || self.pending.is_empty() {
+            return;
+        }
+        self.hold_until = None;
+        let Some(con) = self.con.as_mut() else {
+            return;
+        };
+        let n = self.pending.len().min(PUBLISH_BATCH);
+        let mut pipe = redis::pipe();
+        for (key, payload) in self.pending.iter().take(n) {
+            pipe.cmd("PUBLISH").arg(key).arg(payload).ignore();
+        }
+        match pipe.query::<()>(con) {
+            Ok(()) => {
+                self.pending.drain(..n);
+                self.cluster
+                    .stats
+                    .published
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => self.lost(&e),
+        }
+    }
+
+    fn presence_cmd(&mut self, cmd: PresenceCmd) {
+        match cmd {
+            PresenceCmd::Join {
+                app_id,
+                channel,
+                user_id,
+                user_info,
+                max,
+                reply,
+            } => {
+                let e = entry(&app_id, &channel, &user_id);
+                self.mirror.insert(e.clone(), user_info.clone());
+                let result = self.join(&app_id, &channel, &user_id, &user_info, max, &e);
+                if result.as_ref().is_some_and(|j| j.full) {
+                    self.mirror.remove(&e);
+                }
+                let _ = reply.send(result);
+            }
+            PresenceCmd::Leave {
+                app_id,
+                channel,
+                user_id,
+                reply,
+            } => {
+                let e = entry(&app_id, &channel, &user_id);
+                self.mirror.remove(&e);
+                let _ = reply.send(self.leave(&app_id, &channel, &user_id, &e));
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        app_id: &str,
+        channel: &str,
+        user_id: &str,
+        user_info: &str,
+        max: usize,
+        e: &str,
+    ) -> Option<PresenceJoined> {
+        let base = self.key(&format!("{app_id}:p:{channel}"));
+        let record = MemberRecord {
+            origin: self.cluster.node_id.clone(),
+            app_id: app_id.into(),
+            channel: channel.into(),
+            user_id: user_id.into(),
+            user_info: Some(user_info.into()),
+        };
+        let members = self.node_key(&self.cluster.node_id, "members");
+        let pubsub = redis_channel(&self.cluster.prefix, app_id, channel);
+        let con = self.con.as_mut()?;
+        let result: redis::RedisResult<(i64, i64, Vec<String>)> = redis::cmd("EVAL")
+            .arg(JOIN)
+            .arg(3)
+            .arg(format!("{base}:info"))
+            .arg(format!("{base}:nodes"))
+            .arg(&members)
+            .arg(user_id)
+            .arg(user_info)
+            .arg(max)
+            .arg(e)
+            .arg(&pubsub)
+            .arg(record.encode())
+            .query(con);
+        match result {
+            Ok((first, full, flat)) => {
+                let roster = flat
+                    .chunks_exact(2)
+                    .map(|kv| (kv[0].clone(), kv[1].clone()))
+                    .collect();
+                Some(PresenceJoined {
+                    first: first == 1,
+                    full: full == 1,
+                    roster,
+                })
+            }
+            Err(err) => {
+                self.lost(&err);
+                None
+            }
+        }
+    }
+
+    fn leave(&mut self, app_id: &str, channel: &str, user_id: &str, e: &str) -> Option<bool> {
+        let base = self.key(&format!("{app_id}:p:{channel}"));
+        let record = MemberRecord {
+            origin: self.cluster.node_id.clone(),
+            app_id: app_id.into(),
+            channel: channel.into(),
+            user_id: user_id.into(),
+            user_info: None,
+        };
+        let members = self.node_key(&self.cluster.node_id, "members");
+        let pubsub = redis_channel(&self.cluster.prefix, app_id, channel);
+        let con = self.con.as_mut()?;
+        let result: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(LEAVE)
+            .arg(3)
+            .arg(format!("{base}:info"))
+            .arg(format!("{base}:nodes"))
+            .arg(&members)
+            .arg(user_id)
+            .arg(e)
+            .arg(&pubsub)
+            .arg(record.encode())
+            .query(con);
+        match result {
+            Ok(last) => Some(last == 1),
+            Err(err) => {
+                self.lost(&err);
+                None
+            }
+        }
+    }
+
+    /// After a (re)connect: Redis gets exactly this node's presence entries again (what changed while it was
+    /// away, or everything if Redis lost its data; leftovers of an earlier run with the same node id go).
+    fn reconcile(&mut self) {
+        let members = self.node_key(&self.cluster.node_id, "members");
+        let Some(con) = self.con.as_mut() else {
+            return;
+        };
+        let in_redis: HashSet<String> = match redis::cmd("SMEMBERS").arg(&members).query(con) {
+            Ok(s) => s,
+            Err(e) => return self.lost(&e),
+        };
+        let stale: Vec<&String> = in_redis
+            .iter()
+            .filter(|e| !self.mirror.contains_key(*e))
+            .collect();
+        for e in stale {
+            if let Some((a, c, u)) = parse_entry(e) {
+                self.leave(&a, &c, &u, e);
+            }
+        }
+        let missing: Vec<(String, String)> = self
+            .mirror
+            .iter()
+            .filter(|(e, _)| !in_redis.contains(*e))
+            .map(|(e, i)| (e.clone(), i.clone()))
+            .collect();
+        for (e, info) in missing {
+            if let Some((a, c, u)) = parse_entry(&e) {
+                self.join(&a, &c, &u, &info, usize::MAX >> 1, &e);
+            }
+        }
+    }
+
+    /// Renews this node's heartbeat and cleans up after nodes whose heartbeat expired.
+    fn beat(&mut self, now: Instant) {
+        self.last_beat = Some(now);
+        let me = self.cluster.node_id.clone();
+        let alive = self.node_key(&me, "alive");
+        let nodes = self.key("nodes");
+        let ttl = self.node_timeout.as_millis() as u64;
+        let Some(con) = self.con.as_mut() else {
+            return;
+        };
+        let renewed: redis::RedisResult<()> = redis::pipe()
+            .cmd("SET")
+            .arg(&alive)
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("SADD")
+            .arg(&nodes)
+            .arg(&me)
+            .ignore()
+            .query(con);
+        if let Err(e) = renewed {
+            return self.lost(&e);
+        }
+        let others: Vec<String> = match redis::cmd("SMEMBERS").arg(&nodes).query(con) {
+            Ok(v) => v,
+            Err(e) => return self.lost(&e),
+        };
+        for node in others.into_iter().filter(|n| *n != me) {
+            if let Err(e) = self.check_node(&node) {
+                return self.lost(&e);
+            }
+        }
+    }
+
+    fn check_node(&mut self, node: &str) -> redis::RedisResult<()> {
+        let alive = self.node_key(node, "alive");
+        let lock = self.node_key(node, "cleanup");
+        let members = self.node_key(node, "members");
+        let nodes = self.key("nodes");
+        let prefix = self.cluster.prefix.clone();
+        let Some(con) = self.con.as_mut() else {
+            return Ok(());
+        };
+        let exists: bool = redis::cmd("EXISTS").arg(&alive).query(con)?;
+        if exists {
+            return Ok(());
+        }
+        // One survivor cleans up; the lock outlives the cleanup.
+        let got: Option<String> = redis::cmd("SET")
+            .arg(&lock)
+            .arg(&self.cluster.node_id)
+            .arg("NX")
+            .arg("PX")
+            .arg(30_000)
+            .query(con)?;
+        if got.is_none() {
+            return Ok(());
+        }
+        let gone: Vec<String> = redis::cmd("EVAL")
+            .arg(CLEANUP)
+            .arg(1)
+            .arg(&members)
+            .arg(&prefix)
+            .query(con)?;
+        redis::cmd("SREM").arg(&nodes).arg(node).query::<()>(con)?;
+        crate::warn!(
+            "cluster: node {node} stopped beating; removed it ({} members gone from their channels)",
+            gone.len()
+        );
+        let mut pipe = redis::pipe();
+        let mut removed = Vec::new();
+        for e in &gone {
+            let Some((app_id, channel, user_id)) = parse_entry(e) else {
+                continue;
+            };
+            let record = MemberRecord {
+                origin: String::new(),
+                app_id: app_id.clone(),
+                channel: channel.clone(),
+                user_id: user_id.clone(),
+                user_info: None,
+            };
+            pipe.cmd("PUBLISH")
+                .arg(redis_channel(&prefix, &app_id, &channel))
+                .arg(record.encode())
+                .ignore();
+            removed.push((app_id, channel, user_id));
+        }
+        pipe.query::<()>(con)?;
+        for (app_id, channel, user_id) in removed {
+            (self.cluster.deliver)(Delivery::MemberGone {
+                app_id,
+                channel,
+                user_id,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_any_user_id() {
+        let e = entry("app", "presence-r", "u \"1\"\n");
+        assert_eq!(
+            parse_entry(&e),
+            Some(("app".into(), "presence-r".into(), "u \"1\"\n".into()))
+        );
+        assert_eq!(parse_entry("[1,2]"), None);
+        assert_eq!(parse_entry("nope"), None);
+    }
+}
