@@ -331,3 +331,116 @@ fn a_dead_nodes_members_are_removed_within_the_node_timeout() {
     assert_eq!(roster(&e), ["u2", "u3"], "no ghost of the dead node");
     assert!(b.log().contains("stopped beating"), "{}", b.log());
 }
+
+#[test]
+fn rest_queries_are_answered_for_the_cluster() {
+    use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let mut on_a = a.client();
+    on_a.subscribe("only-on-a");
+    let mut member = a.client();
+    join(&mut member, "presence-q", "u1", None);
+    let get = |path: &str, query: &[(&str, &str)]| {
+        let (status, body) = b.rest("GET", &format!("/apps/{APP_ID}{path}"), query, "");
+        assert_eq!(status, 200, "{path}: {body}");
+        json(&body)
+    };
+    let listed = get("/channels", &[]);
+    let names = obj_keys(&listed["channels"]);
+    assert_eq!(
+        names,
+        ["only-on-a", "presence-q"],
+        "node b lists node a's channels"
+    );
+    assert_eq!(
+        get("/channels/only-on-a", &[])["occupied"].as_bool(),
+        Some(true)
+    );
+    let info = get("/channels/presence-q", &[("info", "user_count")]);
+    assert_eq!(info["user_count"].as_u64(), Some(1));
+    let users = get("/channels/presence-q/users", &[]);
+    assert_eq!(users["users"].as_array().unwrap().len(), 1);
+    assert_eq!(users["users"][0]["id"].as_str(), Some("u1"));
+    on_a.close_tcp();
+    member.close_tcp();
+    eventually("the channels vacated", Duration::from_secs(5), || {
+        get("/channels", &[])["channels"].as_object().unwrap().len() == 0
+    });
+    assert_eq!(
+        get("/channels/only-on-a", &[])["occupied"].as_bool(),
+        Some(false)
+    );
+}
+
+#[test]
+fn webhooks_come_once_per_cluster() {
+    use common::receiver::{Receiver, describe, named};
+    let rx = Receiver::start();
+    let url = rx.url();
+    let hooks = [
+        ("RELAY_WEBHOOK_URL", url.as_str()),
+        ("RELAY_WEBHOOK_DEBOUNCE_MS", "0"),
+        ("RELAY_WEBHOOK_BATCH_MS", "10"),
+        ("RELAY_CLUSTER_NODE_TIMEOUT", "2"),
+    ];
+    let redis = Redis::start();
+    let mut a = node_with(&redis, "a", &hooks);
+    let b = node_with(&redis, "b", &hooks);
+    let mut on_a = a.client();
+    on_a.subscribe("shared");
+    let mut on_b = b.client();
+    on_b.subscribe("shared");
+    let mut u1_a = a.client();
+    join(&mut u1_a, "presence-both", "u1", None);
+    let mut u1_b = b.client();
+    join(&mut u1_b, "presence-both", "u1", None);
+    let mut u2_a = a.client();
+    join(&mut u2_a, "presence-both", "u2", None);
+    rx.wait_for(TIMEOUT, "the joins", |e| {
+        named(e, "member_added", None).len() == 2
+    });
+    on_a.close_tcp();
+    on_b.close_tcp();
+    u1_a.close_tcp();
+    u1_b.close_tcp();
+    let events = rx.wait_for(TIMEOUT, "the leaves", |e| {
+        named(e, "channel_vacated", Some("shared")).len() == 1
+            && named(e, "member_removed", None).len() == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let events_later = rx.events();
+    assert_eq!(
+        events.len(),
+        events_later.len(),
+        "{}",
+        describe(&events_later)
+    );
+    let count = |name: &str, ch: &str| named(&events_later, name, Some(ch)).len();
+    assert_eq!(
+        count("channel_occupied", "shared"),
+        1,
+        "{}",
+        describe(&events_later)
+    );
+    assert_eq!(count("channel_vacated", "shared"), 1);
+    assert_eq!(count("channel_occupied", "presence-both"), 1);
+    assert_eq!(
+        count("member_added", "presence-both"),
+        2,
+        "u1 once, u2 once"
+    );
+    assert_eq!(count("member_removed", "presence-both"), 1, "u1 once");
+    // Node a dies with u2 in the presence channel: node b reports member_removed and channel_vacated, once.
+    a.kill();
+    let events = rx.wait_for(Duration::from_secs(10), "the dead node's leaves", |e| {
+        named(e, "member_removed", None).len() == 2
+            && named(e, "channel_vacated", Some("presence-both")).len() == 1
+    });
+    let gone: Vec<&str> = named(&events, "member_removed", None)
+        .iter()
+        .map(|e| sonic_rs::JsonValueTrait::as_str(&e["user_id"]).unwrap())
+        .collect();
+    assert_eq!(gone, ["u1", "u2"]);
+}

@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use crate::api::ApiRequest;
 use crate::channels::history::CursorError;
+use crate::cluster::{ClusterAnswer, ClusterQuery};
 use crate::http::response::Response;
 use crate::json::{push_json_string, push_json_string_into};
 use crate::protocol::channel_name::{self, ChannelKind, ChannelType, SERVER_TO_USER_PREFIX};
 use crate::runtime;
 use crate::runtime::facts::Facts;
-use crate::runtime::message::NoReply;
+use crate::runtime::message::{NoReply, reply};
 use crate::runtime::query::{Answer, Query};
 
 /// Attributes a request may ask for with `info=`.
@@ -60,15 +61,29 @@ pub async fn subscription_count(req: &ApiRequest<'_>, channel: &str) -> Result<u
         .sum())
 }
 
-/// Distinct users of a presence channel, from its home core.
+/// Distinct users of a presence channel: the cluster's from Redis on a node of a cluster (this node's roster if
+/// Redis is unreachable), else from the channel's home core.
 pub async fn presence_users(
     req: &ApiRequest<'_>,
     channel: &str,
 ) -> Result<Vec<Box<str>>, Response> {
+    let q = ClusterQuery::Users {
+        app_id: req.app.config.id.clone(),
+        channel: channel.into(),
+    };
+    if let Some(ClusterAnswer::Names(users)) = ask_cluster(req, q).await {
+        return Ok(users.into_iter().map(Into::into).collect());
+    }
     req.core
         .presence_users(req.app.idx, channel)
         .await
         .map_err(busy)
+}
+
+/// Asks Redis on a node of a cluster; `None` on a single node or while Redis is unreachable.
+async fn ask_cluster(req: &ApiRequest<'_>, q: ClusterQuery) -> Option<ClusterAnswer> {
+    let cluster = req.core.shared.cluster.get()?;
+    reply(cluster.query(q)).await.ok().flatten()
 }
 
 /// The `{...}` object of requested attributes for one channel (publish responses, docs/protocol.md#publish).
@@ -131,12 +146,23 @@ pub async fn list(req: &ApiRequest<'_>) -> Response {
             }
         }
     }
+    // In a cluster a channel is listed when any node has a subscriber (its count is this node's).
+    let q = ClusterQuery::Channels {
+        app_id: req.app.config.id.clone(),
+        prefix: prefix.into(),
+    };
+    let mut elsewhere = std::collections::BTreeSet::new();
+    if let Some(ClusterAnswer::Names(names)) = ask_cluster(req, q).await {
+        for name in names {
+            counts.entry(name.clone().into()).or_default();
+            elsewhere.insert(name);
+        }
+    }
     let mut out = String::from(r#"{"channels":{"#);
     let mut first = true;
-    for (name, n) in counts
-        .iter()
-        .filter(|(name, n)| **n > 0 && !name.starts_with(SERVER_TO_USER_PREFIX))
-    {
+    for (name, n) in counts.iter().filter(|(name, n)| {
+        (**n > 0 || elsewhere.contains(&***name)) && !name.starts_with(SERVER_TO_USER_PREFIX)
+    }) {
         if !first {
             out.push(',');
         }
@@ -189,7 +215,12 @@ pub async fn one(req: &ApiRequest<'_>, raw_name: &str) -> Response {
         Ok(n) => n,
         Err(r) => return r,
     };
-    let mut out = format!(r#"{{"occupied":{}"#, count > 0);
+    let q = ClusterQuery::Occupied {
+        app_id: req.app.config.id.clone(),
+        channel: channel.clone(),
+    };
+    let occupied = count > 0 || ask_cluster(req, q).await == Some(ClusterAnswer::Yes(true));
+    let mut out = format!(r#"{{"occupied":{occupied}"#);
     if info.user_count {
         match presence_users(req, &channel).await {
             Ok(users) => out.push_str(&format!(r#","user_count":{}"#, users.len())),

@@ -21,7 +21,7 @@ use crossbeam_queue::ArrayQueue;
 use futures_channel::oneshot;
 
 use crate::cluster::commands::{
-    Commands, PresenceCmd, PresenceJoined, RECONNECT_MAX, RECONNECT_MIN,
+    ClusterAnswer, ClusterQuery, Command, Commands, PresenceJoined, RECONNECT_MAX, RECONNECT_MIN,
 };
 use crate::cluster::wire::{MemberRecord, Record, RemotePublish, redis_channel};
 use crate::config::ClusterConfig;
@@ -70,6 +70,13 @@ pub enum Delivery {
         channel: String,
         user_id: String,
     },
+    /// The cluster's occupancy of a channel changed through this node (or its cleanup of a dead node): the
+    /// `channel_occupied` / `channel_vacated` webhook is this node's to send.
+    Occupancy {
+        app_id: String,
+        channel: String,
+        occupied: bool,
+    },
 }
 
 pub type DeliverFn = Box<dyn Fn(Delivery) + Send + Sync>;
@@ -81,7 +88,7 @@ pub struct Cluster {
     outgoing: ArrayQueue<(String, Vec<u8>)>,
     publisher: OnceLock<Thread>,
     ops: Sender<Op>,
-    presence: Sender<PresenceCmd>,
+    presence: Sender<Command>,
     pub(crate) deliver: DeliverFn,
     /// Whether the subscriber's connection is up.
     pub connected: AtomicBool,
@@ -139,7 +146,7 @@ impl Cluster {
         max: usize,
     ) -> oneshot::Receiver<Option<PresenceJoined>> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.presence.send(PresenceCmd::Join {
+        let _ = self.presence.send(Command::Join {
             app_id: app_id.into(),
             channel: channel.into(),
             user_id: user_id.into(),
@@ -159,12 +166,20 @@ impl Cluster {
         user_id: &str,
     ) -> oneshot::Receiver<Option<bool>> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.presence.send(PresenceCmd::Leave {
+        let _ = self.presence.send(Command::Leave {
             app_id: app_id.into(),
             channel: channel.into(),
             user_id: user_id.into(),
             reply,
         });
+        self.wake_commands();
+        rx
+    }
+
+    /// Asks Redis about the cluster's state; `None` when it is unreachable.
+    pub fn query(&self, query: ClusterQuery) -> oneshot::Receiver<Option<ClusterAnswer>> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.presence.send(Command::Query { query, reply });
         self.wake_commands();
         rx
     }
@@ -195,6 +210,12 @@ impl Cluster {
     pub fn interest(&self, app_id: &str, channel: &str, held: bool) {
         let key = redis_channel(&self.prefix, app_id, channel);
         let _ = self.ops.send(Op::Interest { key, held });
+        let _ = self.presence.send(Command::Occupancy {
+            app_id: app_id.into(),
+            channel: channel.into(),
+            held,
+        });
+        self.wake_commands();
     }
 
     /// Resolves once this node listens to the channel in Redis.

@@ -44,7 +44,34 @@ pub struct PresenceJoined {
     pub roster: Vec<(String, String)>,
 }
 
-pub enum PresenceCmd {
+/// A question about the cluster's state, answered from Redis (`None` while it is unreachable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterQuery {
+    /// The channels of an app occupied on some node, whose names start with `prefix`.
+    Channels { app_id: String, prefix: String },
+    /// Whether a channel is occupied on some node.
+    Occupied { app_id: String, channel: String },
+    /// The distinct users of a presence channel, cluster-wide.
+    Users { app_id: String, channel: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterAnswer {
+    Names(Vec<String>),
+    Yes(bool),
+}
+
+pub enum Command {
+    /// This node's first subscriber of a channel arrived (`held`) or its last left.
+    Occupancy {
+        app_id: String,
+        channel: String,
+        held: bool,
+    },
+    Query {
+        query: ClusterQuery,
+        reply: oneshot::Sender<Option<ClusterAnswer>>,
+    },
     Join {
         app_id: String,
         channel: String,
@@ -90,7 +117,8 @@ end
 return 0
 ";
 
-/// Removes a dead node's members; returns the entries whose user is now gone from the cluster.
+/// Removes a dead node's members and occupied channels; returns the members whose user is now gone from the
+/// cluster, and the channels no node occupies any more.
 const CLEANUP: &str = r"
 local gone = {}
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -102,9 +130,46 @@ for _, e in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     table.insert(gone, e)
   end
 end
-redis.call('DEL', KEYS[1])
-return gone
+local vacated = {}
+for _, e in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local m = cjson.decode(e)
+  local occ = ARGV[1] .. ':' .. m[1] .. ':occ'
+  if redis.call('HINCRBY', occ, m[2], -1) <= 0 then
+    redis.call('HDEL', occ, m[2])
+    table.insert(vacated, e)
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return {gone, vacated}
 ";
+
+/// A node's occupied channel comes (+1) or goes (-1); returns 1 when the cluster's occupancy changed.
+const OCCUPANCY: &str = r"
+if ARGV[3] == '1' then
+  if redis.call('SADD', KEYS[2], ARGV[2]) == 1 and redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
+    return 1
+  end
+elseif redis.call('SREM', KEYS[2], ARGV[2]) == 1 and redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+fn channel_entry(app_id: &str, channel: &str) -> String {
+    let mut e = String::from("[");
+    push_json_string_into(&mut e, app_id);
+    e.push(',');
+    push_json_string_into(&mut e, channel);
+    e.push(']');
+    e
+}
+
+fn parse_channel_entry(e: &str) -> Option<(String, String)> {
+    let v: Vec<String> = crate::json::parse_str(e).ok()?;
+    let [a, c]: [String; 2] = v.try_into().ok()?;
+    Some((a, c))
+}
 
 /// A node's contribution: `["app","channel","user"]` (JSON, so any user id round-trips, and Lua can read it).
 fn entry(app_id: &str, channel: &str, user_id: &str) -> String {
@@ -127,10 +192,12 @@ fn parse_entry(e: &str) -> Option<(String, String, String)> {
 pub struct Commands<'a> {
     pub cluster: &'a Cluster,
     pub client: redis::Client,
-    pub presence: Receiver<PresenceCmd>,
+    pub presence: Receiver<Command>,
     pub node_timeout: Duration,
     /// This node's presence contributions: entry -> user_info.
     mirror: HashMap<String, String>,
+    /// This node's occupied channels (entries of [`channel_entry`]).
+    occupied: HashSet<String>,
     pending: VecDeque<(String, Vec<u8>)>,
     con: Option<redis::Connection>,
     failures: u32,
@@ -143,7 +210,7 @@ impl<'a> Commands<'a> {
     pub fn new(
         cluster: &'a Cluster,
         client: redis::Client,
-        presence: Receiver<PresenceCmd>,
+        presence: Receiver<Command>,
         node_timeout: Duration,
     ) -> Self {
         Commands {
@@ -152,6 +219,7 @@ impl<'a> Commands<'a> {
             presence,
             node_timeout,
             mirror: HashMap::new(),
+            occupied: HashSet::new(),
             pending: VecDeque::new(),
             con: None,
             failures: 0,
@@ -175,7 +243,7 @@ impl<'a> Commands<'a> {
             if self.con.is_none() && now >= self.next_try {
                 self.connect(now);
             }
-            let cmds: Vec<PresenceCmd> = self.presence.try_iter().take(1024).collect();
+            let cmds: Vec<Command> = self.presence.try_iter().take(1024).collect();
             for cmd in cmds {
                 self.presence_cmd(cmd);
             }
@@ -269,9 +337,25 @@ impl<'a> Commands<'a> {
         }
     }
 
-    fn presence_cmd(&mut self, cmd: PresenceCmd) {
+    fn presence_cmd(&mut self, cmd: Command) {
         match cmd {
-            PresenceCmd::Join {
+            Command::Occupancy {
+                app_id,
+                channel,
+                held,
+            } => {
+                let e = channel_entry(&app_id, &channel);
+                if held {
+                    self.occupied.insert(e.clone());
+                } else {
+                    self.occupied.remove(&e);
+                }
+                self.occupancy(&app_id, &channel, held, &e);
+            }
+            Command::Query { query, reply } => {
+                let _ = reply.send(self.query(&query));
+            }
+            Command::Join {
                 app_id,
                 channel,
                 user_id,
@@ -287,7 +371,7 @@ impl<'a> Commands<'a> {
                 }
                 let _ = reply.send(result);
             }
-            PresenceCmd::Leave {
+            Command::Leave {
                 app_id,
                 channel,
                 user_id,
@@ -384,6 +468,66 @@ impl<'a> Commands<'a> {
         }
     }
 
+    /// Counts a node's occupied channel in the cluster; a change of the cluster's occupancy is this node's
+    /// `channel_occupied` / `channel_vacated` webhook to send.
+    fn occupancy(&mut self, app_id: &str, channel: &str, held: bool, e: &str) {
+        let occ = self.key(&format!("{app_id}:occ"));
+        let set = self.node_key(&self.cluster.node_id, "occupied");
+        let Some(con) = self.con.as_mut() else {
+            return;
+        };
+        let changed: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(OCCUPANCY)
+            .arg(2)
+            .arg(&occ)
+            .arg(&set)
+            .arg(channel)
+            .arg(e)
+            .arg(if held { "1" } else { "-1" })
+            .query(con);
+        match changed {
+            Ok(1) => (self.cluster.deliver)(Delivery::Occupancy {
+                app_id: app_id.into(),
+                channel: channel.into(),
+                occupied: held,
+            }),
+            Ok(_) => {}
+            Err(err) => self.lost(&err),
+        }
+    }
+
+    fn query(&mut self, q: &ClusterQuery) -> Option<ClusterAnswer> {
+        let prefix = self.cluster.prefix.clone();
+        let con = self.con.as_mut()?;
+        let answer = match q {
+            ClusterQuery::Channels { app_id, prefix: p } => {
+                let names: redis::RedisResult<Vec<String>> = redis::cmd("HKEYS")
+                    .arg(format!("{prefix}:{app_id}:occ"))
+                    .query(con);
+                names.map(|mut n| {
+                    n.retain(|c| c.starts_with(p.as_str()));
+                    ClusterAnswer::Names(n)
+                })
+            }
+            ClusterQuery::Occupied { app_id, channel } => redis::cmd("HEXISTS")
+                .arg(format!("{prefix}:{app_id}:occ"))
+                .arg(channel)
+                .query(con)
+                .map(ClusterAnswer::Yes),
+            ClusterQuery::Users { app_id, channel } => redis::cmd("HKEYS")
+                .arg(format!("{prefix}:{app_id}:p:{channel}:nodes"))
+                .query(con)
+                .map(ClusterAnswer::Names),
+        };
+        match answer {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.lost(&e);
+                None
+            }
+        }
+    }
+
     /// After a (re)connect: Redis gets exactly this node's presence entries again (what changed while it was
     /// away, or everything if Redis lost its data; leftovers of an earlier run with the same node id go).
     fn reconcile(&mut self) {
@@ -413,6 +557,25 @@ impl<'a> Commands<'a> {
         for (e, info) in missing {
             if let Some((a, c, u)) = parse_entry(&e) {
                 self.join(&a, &c, &u, &info, usize::MAX >> 1, &e);
+            }
+        }
+        let set = self.node_key(&self.cluster.node_id, "occupied");
+        let Some(con) = self.con.as_mut() else {
+            return;
+        };
+        let in_redis: HashSet<String> = match redis::cmd("SMEMBERS").arg(&set).query(con) {
+            Ok(s) => s,
+            Err(e) => return self.lost(&e),
+        };
+        let stale: Vec<String> = in_redis.difference(&self.occupied).cloned().collect();
+        let missing: Vec<String> = self.occupied.difference(&in_redis).cloned().collect();
+        for (e, held) in stale
+            .into_iter()
+            .map(|e| (e, false))
+            .chain(missing.into_iter().map(|e| (e, true)))
+        {
+            if let Some((a, c)) = parse_channel_entry(&e) {
+                self.occupancy(&a, &c, held, &e);
             }
         }
     }
@@ -457,6 +620,7 @@ impl<'a> Commands<'a> {
         let alive = self.node_key(node, "alive");
         let lock = self.node_key(node, "cleanup");
         let members = self.node_key(node, "members");
+        let occupied = self.node_key(node, "occupied");
         let nodes = self.key("nodes");
         let prefix = self.cluster.prefix.clone();
         let Some(con) = self.con.as_mut() else {
@@ -477,10 +641,11 @@ impl<'a> Commands<'a> {
         if got.is_none() {
             return Ok(());
         }
-        let gone: Vec<String> = redis::cmd("EVAL")
+        let (gone, vacated): (Vec<String>, Vec<String>) = redis::cmd("EVAL")
             .arg(CLEANUP)
-            .arg(1)
+            .arg(2)
             .arg(&members)
+            .arg(&occupied)
             .arg(&prefix)
             .query(con)?;
         redis::cmd("SREM").arg(&nodes).arg(node).query::<()>(con)?;
@@ -513,6 +678,13 @@ impl<'a> Commands<'a> {
                 app_id,
                 channel,
                 user_id,
+            });
+        }
+        for (app_id, channel) in vacated.iter().filter_map(|e| parse_channel_entry(e)) {
+            (self.cluster.deliver)(Delivery::Occupancy {
+                app_id,
+                channel,
+                occupied: false,
             });
         }
         Ok(())

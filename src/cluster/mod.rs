@@ -8,5 +8,5 @@ pub mod commands;
 pub mod wire;
 
 pub use bridge::{Cluster, ClusterStats, DeliverFn, Delivery};
-pub use commands::PresenceJoined;
+pub use commands::{ClusterAnswer, ClusterQuery, PresenceJoined};
 pub use wire::{MemberRecord, RemotePublish};

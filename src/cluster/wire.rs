@@ -21,9 +21,9 @@ pub enum Record {
 
 impl Record {
     pub fn decode(bytes: &[u8]) -> Option<Record> {
-                match *bytes.first()? {
+        match *bytes.first()? {
             PUBLISH_V1 => RemotePublish::decode(bytes).map(Record::Publish),
-                        MEMBER_V1 => MemberRecord::decode(bytes).map(Record::Member),
+            MEMBER_V1 => MemberRecord::decode(bytes).map(Record::Member),
             _ => None,
         }
     }

@@ -37,7 +37,11 @@ impl Core {
         if is_internal(&event) {
             return;
         }
+        let clustered = self.shared.cluster.get().is_some();
         match event {
+            // In a cluster these come from the cluster's occupancy ([`Core::cluster_occupancy`]).
+            LifecycleEvent::ChannelOccupied { .. } | LifecycleEvent::ChannelVacated { .. }
+                if clustered => {}
             LifecycleEvent::ChannelOccupied { app, channel } => {
                 let kind = WebhookKind::ChannelOccupied;
                 self.webhook(app, kind, || WebhookEvent::channel(app, kind, &channel));
@@ -86,6 +90,20 @@ impl Core {
                 self.webhook(app, kind, || WebhookEvent::user(app, kind, &user_id));
             }
         }
+    }
+
+    /// The cluster's first node got a subscriber of the channel, or its last node lost its last: sent by the
+    /// node where that happened (or that cleaned up a dead node), so once per cluster.
+    pub fn cluster_occupancy(&self, app: AppIdx, channel: &str, occupied: bool) {
+        if channel.starts_with('#') {
+            return;
+        }
+        let kind = if occupied {
+            WebhookKind::ChannelOccupied
+        } else {
+            WebhookKind::ChannelVacated
+        };
+        self.webhook(app, kind, || WebhookEvent::channel(app, kind, channel));
     }
 
     /// Hands a webhook event to the sender if some webhook of the app receives `kind`; `build` runs only then.

@@ -17,6 +17,13 @@ pub enum OccupancyMsg {
         channel: Box<str>,
         delta: i32,
     },
+    /// Cluster bridge -> home: the cluster's occupancy of the channel changed through this node; its
+    /// `channel_occupied` / `channel_vacated` webhook is this node's to send.
+    Cluster {
+        app: AppIdx,
+        channel: Box<str>,
+        occupied: bool,
+    },
 }
 
 impl OccupancyMsg {
@@ -36,11 +43,18 @@ pub fn changed(core: &Core, app: AppIdx, channel: &str, delta: i32) {
 }
 
 pub fn on_message(core: &Core, msg: OccupancyMsg) {
-    let OccupancyMsg::Delta {
-        app,
-        channel,
-        delta,
-    } = msg;
+    let (app, channel, delta) = match msg {
+        OccupancyMsg::Delta {
+            app,
+            channel,
+            delta,
+        } => (app, channel, delta),
+        OccupancyMsg::Cluster {
+            app,
+            channel,
+            occupied,
+        } => return core.cluster_occupancy(app, &channel, occupied),
+    };
     let change = core
         .facts
         .borrow_mut()

@@ -26,6 +26,7 @@ use crate::runtime::core::Core;
 use crate::runtime::inbox::{InboxReceiver, inbox};
 use crate::runtime::liveness::SCAN_INTERVAL;
 use crate::runtime::message::CoreMsg;
+use crate::runtime::occupancy::OccupancyMsg;
 use crate::runtime::presence::PresenceMsg;
 use crate::runtime::shared::Shared;
 use crate::server::listener::{bind_reuseport, claim_port};
@@ -175,6 +176,9 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
             Delivery::Member(m) => (&m.app_id, &m.channel),
             Delivery::MemberGone {
                 app_id, channel, ..
+            }
+            | Delivery::Occupancy {
+                app_id, channel, ..
             } => (app_id, channel),
         };
         let Some(app) = to_cores.apps.by_id(app_id) else {
@@ -212,6 +216,13 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
                 app: app.idx,
                 channel: channel.into(),
                 user_id: user_id.into(),
+            }),
+            Delivery::Occupancy {
+                channel, occupied, ..
+            } => CoreMsg::Occupancy(OccupancyMsg::Cluster {
+                app: app.idx,
+                channel: channel.into(),
+                occupied,
             }),
         };
         // A core's counters are its own to write: a full inbox is counted with the bridge's losses.
