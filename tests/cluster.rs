@@ -366,7 +366,10 @@ fn rest_queries_are_answered_for_the_cluster() {
     on_a.close_tcp();
     member.close_tcp();
     eventually("the channels vacated", Duration::from_secs(5), || {
-        get("/channels", &[])["channels"].as_object().unwrap().len() == 0
+        get("/channels", &[])["channels"]
+            .as_object()
+            .unwrap()
+            .is_empty()
     });
     assert_eq!(
         get("/channels/only-on-a", &[])["occupied"].as_bool(),
