@@ -447,3 +447,38 @@ fn webhooks_come_once_per_cluster() {
         .collect();
     assert_eq!(gone, ["u1", "u2"]);
 }
+
+#[test]
+fn users_are_reached_and_terminated_on_every_node() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let mut on_a = a.client();
+    assert_eq!(signin(&mut on_a, r#"{"id":"u1"}"#).name(), "pusher:signin_success");
+    let mut on_b = b.client();
+    assert_eq!(signin(&mut on_b, r#"{"id":"u1"}"#).name(), "pusher:signin_success");
+    let mut other = b.client();
+    assert_eq!(signin(&mut other, r#"{"id":"u2"}"#).name(), "pusher:signin_success");
+    // pusher-js subscribes a signed-in user to #server-to-user-{id}.
+    for c in [&mut on_a, &mut on_b] {
+        c.send_text(
+            r##"{"event":"pusher:subscribe","data":{"channel":"#server-to-user-u1"}}"##,
+        );
+        c.expect_event("pusher_internal:subscription_succeeded");
+    }
+    // sendToUser through node b reaches u1 on both nodes.
+    let body = r##"{"name":"notice","channel":"#server-to-user-u1","data":"hi"}"##;
+    let (status, _) = b.rest("POST", &format!("/apps/{APP_ID}/events"), &[], body);
+    assert_eq!(status, 200);
+    assert_eq!(on_a.expect_event("notice").data_str(), "hi");
+    assert_eq!(on_b.expect_event("notice").data_str(), "hi");
+    // terminate_connections through node b closes u1 on node a too, and nobody else.
+    let path = format!("/apps/{APP_ID}/users/u1/terminate_connections");
+    let (status, body) = b.rest("POST", &path, &[], "{}");
+    assert_eq!(status, 200, "{body}");
+    for c in [&mut on_a, &mut on_b] {
+        let (code, _) = c.expect_close();
+        assert_eq!(code, Some(4009));
+    }
+    other.expect_silence(Duration::from_millis(300));
+}

@@ -23,7 +23,7 @@ use futures_channel::oneshot;
 use crate::cluster::commands::{
     ClusterAnswer, ClusterQuery, Command, Commands, PresenceJoined, RECONNECT_MAX, RECONNECT_MIN,
 };
-use crate::cluster::wire::{MemberRecord, Record, RemotePublish, redis_channel};
+use crate::cluster::wire::{MemberRecord, Record, RemotePublish, control_channel, redis_channel};
 use crate::config::ClusterConfig;
 
 /// How long the subscriber waits for a message before it looks at new interest.
@@ -64,6 +64,8 @@ pub enum Delivery {
     /// A member joined (first in the cluster) or left (last) on another node, or a dead node's member was
     /// removed: this node's subscribers are told.
     Member(MemberRecord),
+        /// Another node's `terminate_connections`: close this node's connections of the user.
+    Terminate { app_id: String, user_id: String },
     /// This node removed a dead node's member: the `member_removed` webhook is this node's to send.
     MemberGone {
         app_id: String,
@@ -131,6 +133,19 @@ impl Cluster {
     pub fn publish(&self, p: &RemotePublish) {
         let key = redis_channel(&self.prefix, &p.app_id, &p.channel);
         if self.outgoing.force_push((key, p.encode())).is_some() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake_commands();
+    }
+
+        /// Tells every other node to close a user's connections (`terminate_connections`).
+    pub fn terminate(&self, app_id: &str, user_id: &str) {
+        let record = Record::terminate(&self.node_id, app_id, user_id);
+        if self
+            .outgoing
+            .force_push((control_channel(&self.prefix), record))
+            .is_some()
+        {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
         self.wake_commands();
@@ -278,7 +293,7 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
             }
         };
         let mut pubsub = con.as_pubsub();
-        let resubscribed = resubscribe(&mut pubsub, &wanted);
+                let resubscribed = resubscribe(&mut pubsub, &wanted, &control_channel(&cluster.prefix));
         if let Err(e) = resubscribed.and_then(|()| pubsub.set_read_timeout(Some(POLL))) {
             crate::warn!("cluster: cannot subscribe in Redis ({e}); reconnecting");
             failures += 1;
@@ -317,7 +332,10 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
                     cluster.stats.received.fetch_add(1, Ordering::Relaxed);
                     (cluster.deliver)(match record {
                         Record::Publish(p) => Delivery::Publish(p),
-                        Record::Member(m) => Delivery::Member(m),
+                                                Record::Member(m) => Delivery::Member(m),
+                        Record::Terminate {
+                            app_id, user_id, ..
+                        } => Delivery::Terminate { app_id, user_id },
                     });
                 }
                 Err(e) if e.is_timeout() => {}
@@ -335,7 +353,9 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
 fn resubscribe(
     pubsub: &mut redis::PubSub<'_>,
     wanted: &HashMap<String, Interest>,
+    control: &str,
 ) -> redis::RedisResult<()> {
+    pubsub.subscribe(control)?;
     let keys: Vec<&String> = wanted.keys().collect();
     for chunk in keys.chunks(SUBSCRIBE_CHUNK) {
         pubsub.subscribe(chunk)?;

@@ -11,19 +11,35 @@ use crate::socket_id::SocketId;
 /// The record's first byte: its kind and version.
 const PUBLISH_V1: u8 = b'P';
 const MEMBER_V1: u8 = b'M';
+const TERMINATE_V1: u8 = b'T';
 
 /// What a node hears on a channel's Redis channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Publish(RemotePublish),
     Member(MemberRecord),
+    /// `terminate_connections` of a user, for every node (on the control channel).
+    Terminate {
+        origin: String,
+        app_id: String,
+        user_id: String,
+    },
 }
 
 impl Record {
     pub fn decode(bytes: &[u8]) -> Option<Record> {
         match *bytes.first()? {
             PUBLISH_V1 => RemotePublish::decode(bytes).map(Record::Publish),
-            MEMBER_V1 => MemberRecord::decode(bytes).map(Record::Member),
+                        MEMBER_V1 => MemberRecord::decode(bytes).map(Record::Member),
+            TERMINATE_V1 => {
+                let mut r = Reader { b: bytes, i: 1 };
+                let (origin, app_id, user_id) = (r.text()?, r.text()?, r.text()?);
+                (r.i == bytes.len()).then_some(Record::Terminate {
+                    origin,
+                    app_id,
+                    user_id,
+                })
+            }
             _ => None,
         }
     }
@@ -31,9 +47,24 @@ impl Record {
     pub fn origin(&self) -> &str {
         match self {
             Record::Publish(p) => &p.origin,
-            Record::Member(m) => &m.origin,
+                        Record::Member(m) => &m.origin,
+            Record::Terminate { origin, .. } => origin,
         }
     }
+
+    /// The bytes of a [`Record::Terminate`].
+    pub fn terminate(origin: &str, app_id: &str, user_id: &str) -> Vec<u8> {
+        let mut out = vec![TERMINATE_V1];
+        put(&mut out, origin.as_bytes());
+        put(&mut out, app_id.as_bytes());
+        put(&mut out, user_id.as_bytes());
+        out
+    }
+}
+
+/// The Redis channel every node listens to, for what concerns them all (terminate).
+pub fn control_channel(prefix: &str) -> String {
+    format!("{prefix}:control")
 }
 
 /// A user's first connection in the cluster joined a presence channel (`user_info` set), or their last one
@@ -279,6 +310,16 @@ mod tests {
         for cut in 0..bytes.len() {
             assert_eq!(Record::decode(&bytes[..cut]), None, "cut at {cut}");
         }
-        assert_eq!(Record::decode(b"X"), None);
+                assert_eq!(Record::decode(b"X"), None);
+        let t = Record::terminate("n", "a", "u");
+        assert_eq!(
+            Record::decode(&t),
+            Some(Record::Terminate {
+                origin: "n".into(),
+                app_id: "a".into(),
+                user_id: "u".into()
+            })
+        );
+        assert_eq!(Record::decode(&t[..t.len() - 1]), None);
     }
 }

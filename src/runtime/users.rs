@@ -185,8 +185,11 @@ pub fn unwatch(core: &Core, app: AppIdx, users: Vec<Box<str>>, watcher: SocketId
     }
 }
 
-/// `terminate_connections`: every core closes the user's connections (4009).
+/// `terminate_connections`: every core closes the user's connections (4009), on every node of a cluster.
 pub fn terminate(core: &Core, app: AppIdx, user_id: &str) {
+    if let Some(cluster) = core.shared.cluster.get() {
+        cluster.terminate(&core.app(app).config.id, user_id);
+    }
     let user_id: Arc<str> = Arc::from(user_id);
     for to in 0..core.shared.cores() {
         let msg = UserMsg::Terminate {

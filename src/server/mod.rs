@@ -28,6 +28,7 @@ use crate::runtime::liveness::SCAN_INTERVAL;
 use crate::runtime::message::CoreMsg;
 use crate::runtime::occupancy::OccupancyMsg;
 use crate::runtime::presence::PresenceMsg;
+use crate::runtime::users::UserMsg;
 use crate::runtime::shared::Shared;
 use crate::server::listener::{bind_reuseport, claim_port};
 use crate::webhooks::{DeliveryReport, Webhooks};
@@ -170,8 +171,23 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
         return Ok(());
     };
     let to_cores = shared.clone();
-    let deliver = Box::new(move |d: Delivery| {
+        let deliver = Box::new(move |d: Delivery| {
+        if let Delivery::Terminate { app_id, user_id } = &d {
+            let Some(app) = to_cores.apps.by_id(app_id) else {
+                return;
+            };
+            let user_id: Arc<str> = Arc::from(user_id.as_str());
+            for inbox in &to_cores.inboxes {
+                let msg = UserMsg::Terminate {
+                    app: app.idx,
+                    user_id: user_id.clone(),
+                };
+                let _ = inbox.send(CoreMsg::Users(msg));
+            }
+            return;
+        }
         let (app_id, channel) = match &d {
+            Delivery::Terminate { .. } => return,
             Delivery::Publish(r) => (&r.app_id, &r.channel),
             Delivery::Member(m) => (&m.app_id, &m.channel),
             Delivery::MemberGone {
@@ -185,7 +201,8 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
             return;
         };
         let home = home_core(app.idx, channel, to_cores.cores());
-        let msg = match d {
+                let msg = match d {
+            Delivery::Terminate { .. } => return,
             Delivery::Publish(r) => {
                 let source = if r.client {
                     Source::Client
