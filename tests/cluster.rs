@@ -454,16 +454,23 @@ fn users_are_reached_and_terminated_on_every_node() {
     let a = node(&redis, "a");
     let b = node(&redis, "b");
     let mut on_a = a.client();
-    assert_eq!(signin(&mut on_a, r#"{"id":"u1"}"#).name(), "pusher:signin_success");
+    assert_eq!(
+        signin(&mut on_a, r#"{"id":"u1"}"#).name(),
+        "pusher:signin_success"
+    );
     let mut on_b = b.client();
-    assert_eq!(signin(&mut on_b, r#"{"id":"u1"}"#).name(), "pusher:signin_success");
+    assert_eq!(
+        signin(&mut on_b, r#"{"id":"u1"}"#).name(),
+        "pusher:signin_success"
+    );
     let mut other = b.client();
-    assert_eq!(signin(&mut other, r#"{"id":"u2"}"#).name(), "pusher:signin_success");
+    assert_eq!(
+        signin(&mut other, r#"{"id":"u2"}"#).name(),
+        "pusher:signin_success"
+    );
     // pusher-js subscribes a signed-in user to #server-to-user-{id}.
     for c in [&mut on_a, &mut on_b] {
-        c.send_text(
-            r##"{"event":"pusher:subscribe","data":{"channel":"#server-to-user-u1"}}"##,
-        );
+        c.send_text(r##"{"event":"pusher:subscribe","data":{"channel":"#server-to-user-u1"}}"##);
         c.expect_event("pusher_internal:subscription_succeeded");
     }
     // sendToUser through node b reaches u1 on both nodes.
@@ -481,4 +488,44 @@ fn users_are_reached_and_terminated_on_every_node() {
         assert_eq!(code, Some(4009));
     }
     other.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn watchlists_see_users_on_every_node_once() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let data = |e: &Event| sonic_rs::to_string(&e.value["data"]).unwrap();
+    // "9" is online on node b before the watcher on node a signs in: the snapshot is the cluster's.
+    let mut nine = b.client();
+    signin(&mut nine, r#"{"id":"9"}"#);
+    let mut watcher = a.client();
+    let e = signin(&mut watcher, r#"{"id":"42","watchlist":["7","9"]}"#);
+    assert_eq!(e.name(), "pusher:signin_success");
+    let e = watcher.expect_event("pusher_internal:watchlist_events");
+    assert_eq!(
+        data(&e),
+        r#"{"events":[{"name":"online","user_ids":["9"]},{"name":"offline","user_ids":["7"]}]}"#
+    );
+    // "7" comes online on node b, then opens a second connection on node a: one online event.
+    let mut seven_b = b.client();
+    signin(&mut seven_b, r#"{"id":"7"}"#);
+    let e = watcher.expect_event("pusher_internal:watchlist_events");
+    assert_eq!(
+        data(&e),
+        r#"{"events":[{"name":"online","user_ids":["7"]}]}"#
+    );
+    let mut seven_a = a.client();
+    signin(&mut seven_a, r#"{"id":"7"}"#);
+    watcher.expect_silence(Duration::from_millis(300));
+    // Offline once, when the last connection in the cluster closes.
+    seven_b.close_tcp();
+    watcher.expect_silence(Duration::from_millis(300));
+    seven_a.close_tcp();
+    let e = watcher.expect_event("pusher_internal:watchlist_events");
+    assert_eq!(
+        data(&e),
+        r#"{"events":[{"name":"offline","user_ids":["7"]}]}"#
+    );
+    watcher.expect_silence(Duration::from_millis(300));
 }

@@ -272,6 +272,15 @@ impl FactsTable {
         (u.online == 1).then(|| u.watchers.clone())
     }
 
+    /// Who watches a user (to tell them of a change seen elsewhere in the cluster).
+    pub fn watchers(&self, app: AppIdx, user_id: &str) -> Vec<(usize, SocketId)> {
+        self.users
+            .get(&app)
+            .and_then(|t| t.get(user_id))
+            .map(|u| u.watchers.clone())
+            .unwrap_or_default()
+    }
+
     /// One signed-in connection fewer; on the last, the watchers to tell it went offline.
     pub fn user_offline(&mut self, app: AppIdx, user_id: &str) -> Option<Vec<(usize, SocketId)>> {
         let users = self.users.get_mut(&app)?;

@@ -64,8 +64,17 @@ pub enum Delivery {
     /// A member joined (first in the cluster) or left (last) on another node, or a dead node's member was
     /// removed: this node's subscribers are told.
     Member(MemberRecord),
-        /// Another node's `terminate_connections`: close this node's connections of the user.
+    /// Another node's `terminate_connections`: close this node's connections of the user.
     Terminate { app_id: String, user_id: String },
+    /// A user came online in the cluster or went offline (on another node, or a dead node's cleanup): this
+    /// node's watchers are told.
+    UserOnline {
+        app_id: String,
+        user_id: String,
+        online: bool,
+    },
+    /// This node removed a dead node's signed-in user, offline now: the `user_offline` webhook is this node's.
+    UserGone { app_id: String, user_id: String },
     /// This node removed a dead node's member: the `member_removed` webhook is this node's to send.
     MemberGone {
         app_id: String,
@@ -138,7 +147,26 @@ impl Cluster {
         self.wake_commands();
     }
 
-        /// Tells every other node to close a user's connections (`terminate_connections`).
+    /// This node's first signed-in connection of a user opened (`online`) or its last closed; resolves to
+    /// whether it was the cluster's first or last (`None`: Redis unreachable).
+    pub fn online(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        online: bool,
+    ) -> oneshot::Receiver<Option<bool>> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.presence.send(Command::Online {
+            app_id: app_id.into(),
+            user_id: user_id.into(),
+            online,
+            reply,
+        });
+        self.wake_commands();
+        rx
+    }
+
+    /// Tells every other node to close a user's connections (`terminate_connections`).
     pub fn terminate(&self, app_id: &str, user_id: &str) {
         let record = Record::terminate(&self.node_id, app_id, user_id);
         if self
@@ -293,7 +321,7 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
             }
         };
         let mut pubsub = con.as_pubsub();
-                let resubscribed = resubscribe(&mut pubsub, &wanted, &control_channel(&cluster.prefix));
+        let resubscribed = resubscribe(&mut pubsub, &wanted, &control_channel(&cluster.prefix));
         if let Err(e) = resubscribed.and_then(|()| pubsub.set_read_timeout(Some(POLL))) {
             crate::warn!("cluster: cannot subscribe in Redis ({e}); reconnecting");
             failures += 1;
@@ -332,10 +360,20 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
                     cluster.stats.received.fetch_add(1, Ordering::Relaxed);
                     (cluster.deliver)(match record {
                         Record::Publish(p) => Delivery::Publish(p),
-                                                Record::Member(m) => Delivery::Member(m),
+                        Record::Member(m) => Delivery::Member(m),
                         Record::Terminate {
                             app_id, user_id, ..
                         } => Delivery::Terminate { app_id, user_id },
+                        Record::Online {
+                            app_id,
+                            user_id,
+                            online,
+                            ..
+                        } => Delivery::UserOnline {
+                            app_id,
+                            user_id,
+                            online,
+                        },
                     });
                 }
                 Err(e) if e.is_timeout() => {}

@@ -17,7 +17,7 @@ use crossbeam_channel::Receiver;
 use futures_channel::oneshot;
 
 use crate::cluster::bridge::{Cluster, Delivery};
-use crate::cluster::wire::{MemberRecord, redis_channel};
+use crate::cluster::wire::{MemberRecord, Record, control_channel, redis_channel};
 use crate::json::push_json_string_into;
 
 /// Reconnect backoff: from the first to the most.
@@ -53,15 +53,26 @@ pub enum ClusterQuery {
     Occupied { app_id: String, channel: String },
     /// The distinct users of a presence channel, cluster-wide.
     Users { app_id: String, channel: String },
+    /// Which of these users are online on some node.
+    Online { app_id: String, users: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterAnswer {
     Names(Vec<String>),
     Yes(bool),
+    Flags(Vec<bool>),
 }
 
 pub enum Command {
+    /// A signed-in user's first connection on this node opened (`online`) or their last closed; the answer says
+    /// whether that was the cluster's first or last (`None`: Redis unreachable).
+    Online {
+        app_id: String,
+        user_id: String,
+        online: bool,
+        reply: oneshot::Sender<Option<bool>>,
+    },
     /// This node's first subscriber of a channel arrived (`held`) or its last left.
     Occupancy {
         app_id: String,
@@ -130,6 +141,15 @@ for _, e in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     table.insert(gone, e)
   end
 end
+local offline = {}
+for _, e in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local m = cjson.decode(e)
+  local online = ARGV[1] .. ':' .. m[1] .. ':online'
+  if redis.call('HINCRBY', online, m[2], -1) <= 0 then
+    redis.call('HDEL', online, m[2])
+    table.insert(offline, e)
+  end
+end
 local vacated = {}
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local m = cjson.decode(e)
@@ -139,8 +159,24 @@ for _, e in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     table.insert(vacated, e)
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2])
-return {gone, vacated}
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return {gone, vacated, offline}
+";
+
+/// A node's signed-in user comes (+1) or goes (-1); on the cluster's first or last, publishes the record and
+/// returns 1.
+const ONLINE: &str = r"
+if ARGV[3] == '1' then
+  if redis.call('SADD', KEYS[2], ARGV[2]) == 1 and redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
+    redis.call('PUBLISH', ARGV[4], ARGV[5])
+    return 1
+  end
+elseif redis.call('SREM', KEYS[2], ARGV[2]) == 1 and redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+  return 1
+end
+return 0
 ";
 
 /// A node's occupied channel comes (+1) or goes (-1); returns 1 when the cluster's occupancy changed.
@@ -198,6 +234,8 @@ pub struct Commands<'a> {
     mirror: HashMap<String, String>,
     /// This node's occupied channels (entries of [`channel_entry`]).
     occupied: HashSet<String>,
+    /// This node's signed-in users (entries of [`channel_entry`]: app and user id).
+    online: HashSet<String>,
     pending: VecDeque<(String, Vec<u8>)>,
     con: Option<redis::Connection>,
     failures: u32,
@@ -220,6 +258,7 @@ impl<'a> Commands<'a> {
             node_timeout,
             mirror: HashMap::new(),
             occupied: HashSet::new(),
+            online: HashSet::new(),
             pending: VecDeque::new(),
             con: None,
             failures: 0,
@@ -354,6 +393,20 @@ impl<'a> Commands<'a> {
             }
             Command::Query { query, reply } => {
                 let _ = reply.send(self.query(&query));
+            }
+            Command::Online {
+                app_id,
+                user_id,
+                online,
+                reply,
+            } => {
+                let e = channel_entry(&app_id, &user_id);
+                if online {
+                    self.online.insert(e.clone());
+                } else {
+                    self.online.remove(&e);
+                }
+                let _ = reply.send(self.user_online(&app_id, &user_id, online, &e));
             }
             Command::Join {
                 app_id,
@@ -496,6 +549,32 @@ impl<'a> Commands<'a> {
         }
     }
 
+    fn user_online(&mut self, app_id: &str, user_id: &str, online: bool, e: &str) -> Option<bool> {
+        let hash = self.key(&format!("{app_id}:online"));
+        let set = self.node_key(&self.cluster.node_id, "users");
+        let control = control_channel(&self.cluster.prefix);
+        let record = Record::online(&self.cluster.node_id, app_id, user_id, online);
+        let con = self.con.as_mut()?;
+        let changed: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(ONLINE)
+            .arg(2)
+            .arg(&hash)
+            .arg(&set)
+            .arg(user_id)
+            .arg(e)
+            .arg(if online { "1" } else { "-1" })
+            .arg(&control)
+            .arg(record)
+            .query(con);
+        match changed {
+            Ok(n) => Some(n == 1),
+            Err(err) => {
+                self.lost(&err);
+                None
+            }
+        }
+    }
+
     fn query(&mut self, q: &ClusterQuery) -> Option<ClusterAnswer> {
         let prefix = self.cluster.prefix.clone();
         let con = self.con.as_mut()?;
@@ -518,6 +597,17 @@ impl<'a> Commands<'a> {
                 .arg(format!("{prefix}:{app_id}:p:{channel}:nodes"))
                 .query(con)
                 .map(ClusterAnswer::Names),
+            ClusterQuery::Online { app_id, users } if users.is_empty() => {
+                let _ = app_id;
+                Ok(ClusterAnswer::Flags(Vec::new()))
+            }
+            ClusterQuery::Online { app_id, users } => redis::cmd("HMGET")
+                .arg(format!("{prefix}:{app_id}:online"))
+                .arg(users)
+                .query::<Vec<Option<i64>>>(con)
+                .map(|v| {
+                    ClusterAnswer::Flags(v.iter().map(|n| n.is_some_and(|n| n > 0)).collect())
+                }),
         };
         match answer {
             Ok(a) => Some(a),
@@ -560,6 +650,7 @@ impl<'a> Commands<'a> {
             }
         }
         let set = self.node_key(&self.cluster.node_id, "occupied");
+        let users = self.node_key(&self.cluster.node_id, "users");
         let Some(con) = self.con.as_mut() else {
             return;
         };
@@ -567,6 +658,21 @@ impl<'a> Commands<'a> {
             Ok(s) => s,
             Err(e) => return self.lost(&e),
         };
+        let online_in_redis: HashSet<String> = match redis::cmd("SMEMBERS").arg(&users).query(con) {
+            Ok(s) => s,
+            Err(e) => return self.lost(&e),
+        };
+        let went: Vec<String> = online_in_redis.difference(&self.online).cloned().collect();
+        let came: Vec<String> = self.online.difference(&online_in_redis).cloned().collect();
+        for (e, online) in went
+            .into_iter()
+            .map(|e| (e, false))
+            .chain(came.into_iter().map(|e| (e, true)))
+        {
+            if let Some((a, u)) = parse_channel_entry(&e) {
+                self.user_online(&a, &u, online, &e);
+            }
+        }
         let stale: Vec<String> = in_redis.difference(&self.occupied).cloned().collect();
         let missing: Vec<String> = self.occupied.difference(&in_redis).cloned().collect();
         for (e, held) in stale
@@ -621,6 +727,7 @@ impl<'a> Commands<'a> {
         let lock = self.node_key(node, "cleanup");
         let members = self.node_key(node, "members");
         let occupied = self.node_key(node, "occupied");
+        let users = self.node_key(node, "users");
         let nodes = self.key("nodes");
         let prefix = self.cluster.prefix.clone();
         let Some(con) = self.con.as_mut() else {
@@ -641,11 +748,12 @@ impl<'a> Commands<'a> {
         if got.is_none() {
             return Ok(());
         }
-        let (gone, vacated): (Vec<String>, Vec<String>) = redis::cmd("EVAL")
+        let (gone, vacated, offline): (Vec<String>, Vec<String>, Vec<String>) = redis::cmd("EVAL")
             .arg(CLEANUP)
-            .arg(2)
+            .arg(3)
             .arg(&members)
             .arg(&occupied)
+            .arg(&users)
             .arg(&prefix)
             .query(con)?;
         redis::cmd("SREM").arg(&nodes).arg(node).query::<()>(con)?;
@@ -672,7 +780,18 @@ impl<'a> Commands<'a> {
                 .ignore();
             removed.push((app_id, channel, user_id));
         }
+        let mut went_offline = Vec::new();
+        for (app_id, user_id) in offline.iter().filter_map(|e| parse_channel_entry(e)) {
+            pipe.cmd("PUBLISH")
+                .arg(control_channel(&prefix))
+                .arg(Record::online("", &app_id, &user_id, false))
+                .ignore();
+            went_offline.push((app_id, user_id));
+        }
         pipe.query::<()>(con)?;
+        for (app_id, user_id) in went_offline {
+            (self.cluster.deliver)(Delivery::UserGone { app_id, user_id });
+        }
         for (app_id, channel, user_id) in removed {
             (self.cluster.deliver)(Delivery::MemberGone {
                 app_id,

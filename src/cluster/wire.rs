@@ -12,6 +12,7 @@ use crate::socket_id::SocketId;
 const PUBLISH_V1: u8 = b'P';
 const MEMBER_V1: u8 = b'M';
 const TERMINATE_V1: u8 = b'T';
+const ONLINE_V1: u8 = b'U';
 
 /// What a node hears on a channel's Redis channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,13 +25,36 @@ pub enum Record {
         app_id: String,
         user_id: String,
     },
+    /// A signed-in user's first connection in the cluster opened, or their last closed (control channel; an empty
+    /// origin is a node's cleanup of a dead node).
+    Online {
+        origin: String,
+        app_id: String,
+        user_id: String,
+        online: bool,
+    },
 }
 
 impl Record {
     pub fn decode(bytes: &[u8]) -> Option<Record> {
         match *bytes.first()? {
             PUBLISH_V1 => RemotePublish::decode(bytes).map(Record::Publish),
-                        MEMBER_V1 => MemberRecord::decode(bytes).map(Record::Member),
+            MEMBER_V1 => MemberRecord::decode(bytes).map(Record::Member),
+            ONLINE_V1 => {
+                let mut r = Reader { b: bytes, i: 1 };
+                let online = match r.byte()? {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                };
+                let (origin, app_id, user_id) = (r.text()?, r.text()?, r.text()?);
+                (r.i == bytes.len()).then_some(Record::Online {
+                    origin,
+                    app_id,
+                    user_id,
+                    online,
+                })
+            }
             TERMINATE_V1 => {
                 let mut r = Reader { b: bytes, i: 1 };
                 let (origin, app_id, user_id) = (r.text()?, r.text()?, r.text()?);
@@ -47,9 +71,18 @@ impl Record {
     pub fn origin(&self) -> &str {
         match self {
             Record::Publish(p) => &p.origin,
-                        Record::Member(m) => &m.origin,
-            Record::Terminate { origin, .. } => origin,
+            Record::Member(m) => &m.origin,
+            Record::Terminate { origin, .. } | Record::Online { origin, .. } => origin,
         }
+    }
+
+    /// The bytes of a [`Record::Online`].
+    pub fn online(origin: &str, app_id: &str, user_id: &str, online: bool) -> Vec<u8> {
+        let mut out = vec![ONLINE_V1, u8::from(online)];
+        put(&mut out, origin.as_bytes());
+        put(&mut out, app_id.as_bytes());
+        put(&mut out, user_id.as_bytes());
+        out
     }
 
     /// The bytes of a [`Record::Terminate`].
@@ -310,7 +343,7 @@ mod tests {
         for cut in 0..bytes.len() {
             assert_eq!(Record::decode(&bytes[..cut]), None, "cut at {cut}");
         }
-                assert_eq!(Record::decode(b"X"), None);
+        assert_eq!(Record::decode(b"X"), None);
         let t = Record::terminate("n", "a", "u");
         assert_eq!(
             Record::decode(&t),
@@ -321,5 +354,15 @@ mod tests {
             })
         );
         assert_eq!(Record::decode(&t[..t.len() - 1]), None);
+        let o = Record::online("", "a", "u", false);
+        assert_eq!(
+            Record::decode(&o),
+            Some(Record::Online {
+                origin: String::new(),
+                app_id: "a".into(),
+                user_id: "u".into(),
+                online: false
+            })
+        );
     }
 }

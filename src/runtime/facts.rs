@@ -99,6 +99,14 @@ impl Facts for Core {
 /// The prefix users are homed by, so channel names and user ids spread independently.
 const USER_HOME_PREFIX: &str = "#user:";
 
+/// The core of `cores` that keeps a user's online state and watchers.
+pub fn user_home_core(app: AppIdx, user_id: &str, cores: usize) -> usize {
+    let mut key = String::with_capacity(USER_HOME_PREFIX.len() + user_id.len());
+    key.push_str(USER_HOME_PREFIX);
+    key.push_str(user_id);
+    home_core(app, &key, cores)
+}
+
 impl Core {
     /// The core that keeps `(app, channel)`'s facts.
     pub fn home_of(&self, app: AppIdx, channel: &str) -> usize {
@@ -107,10 +115,7 @@ impl Core {
 
     /// The core that keeps user `user_id`'s online state and watchers.
     pub fn user_home(&self, app: AppIdx, user_id: &str) -> usize {
-        let mut key = String::with_capacity(USER_HOME_PREFIX.len() + user_id.len());
-        key.push_str(USER_HOME_PREFIX);
-        key.push_str(user_id);
-        home_core(app, &key, self.shared.cores())
+        user_home_core(app, user_id, self.shared.cores())
     }
 
     /// Sends `msg` to core `to`, handling it right here when that is this core. Fails only for a message that

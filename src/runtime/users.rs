@@ -11,6 +11,7 @@ use futures_channel::oneshot;
 
 use crate::app::AppIdx;
 use crate::channels::lifecycle::LifecycleEvent;
+use crate::cluster::{ClusterAnswer, ClusterQuery};
 use crate::protocol::codes::close;
 use crate::protocol::outbound;
 use crate::protocol::session::{Session, SignedInUser};
@@ -47,6 +48,15 @@ pub enum UserMsg {
     },
     /// REST -> every core: close the user's connections with 4009.
     Terminate { app: AppIdx, user_id: Arc<str> },
+    /// Cluster bridge -> user's home: the user came online on another node (first in the cluster) or went
+    /// offline there (last); tell this node's watchers.
+    Remote {
+        app: AppIdx,
+        user_id: Box<str>,
+        online: bool,
+    },
+    /// Cluster bridge -> user's home: this node removed a dead node's user, offline now; the webhook is ours.
+    Gone { app: AppIdx, user_id: Box<str> },
 }
 
 impl UserMsg {
@@ -57,7 +67,9 @@ impl UserMsg {
             UserMsg::Offline { .. }
             | UserMsg::Unwatch { .. }
             | UserMsg::Changed { .. }
-            | UserMsg::Terminate { .. } => Lane::Cleanup,
+            | UserMsg::Terminate { .. }
+            | UserMsg::Remote { .. }
+            | UserMsg::Gone { .. } => Lane::Cleanup,
         }
     }
 }
@@ -215,17 +227,26 @@ pub fn on_message(core: &Core, msg: UserMsg) {
     match msg {
         UserMsg::Online { app, user_id } => {
             let first = core.facts.borrow_mut().user_online(app, &user_id);
-            if let Some(watchers) = first {
-                notify(core, &watchers, &user_id, true);
-                core.lifecycle(LifecycleEvent::UserOnline { app, user_id });
+            if first.is_some() {
+                went(core, app, user_id, true);
             }
         }
         UserMsg::Offline { app, user_id } => {
             let last = core.facts.borrow_mut().user_offline(app, &user_id);
-            if let Some(watchers) = last {
-                notify(core, &watchers, &user_id, false);
-                core.lifecycle(LifecycleEvent::UserOffline { app, user_id });
+            if last.is_some() {
+                went(core, app, user_id, false);
             }
+        }
+        UserMsg::Remote {
+            app,
+            user_id,
+            online,
+        } => {
+            let watchers = core.facts.borrow().watchers(app, &user_id);
+            notify(core, &watchers, &user_id, online);
+        }
+        UserMsg::Gone { app, user_id } => {
+            core.lifecycle(LifecycleEvent::UserOffline { app, user_id })
         }
         UserMsg::Watch {
             app,
@@ -241,7 +262,27 @@ pub fn on_message(core: &Core, msg: UserMsg) {
             if states.iter().any(Option::is_none) {
                 crate::warn!("watchlist registration dropped: a user has too many watchers");
             }
-            let _ = reply.send(states.into_iter().map(|s| s.unwrap_or(false)).collect());
+            let here: Vec<bool> = states.into_iter().map(|s| s.unwrap_or(false)).collect();
+            // In a cluster a user online on another node is online too.
+            let Some(cluster) = core.shared.cluster.get() else {
+                let _ = reply.send(here);
+                return;
+            };
+            let q = ClusterQuery::Online {
+                app_id: core.app(app).config.id.clone(),
+                users: users.iter().map(|u| u.to_string()).collect(),
+            };
+            let rx = cluster.query(q);
+            monoio::spawn(async move {
+                let answer = message::reply(rx).await.ok().flatten();
+                let states = match answer {
+                    Some(ClusterAnswer::Flags(flags)) if flags.len() == here.len() => {
+                        here.iter().zip(flags).map(|(h, c)| *h || c).collect()
+                    }
+                    _ => here,
+                };
+                let _ = reply.send(states);
+            });
         }
         UserMsg::Unwatch {
             app,
@@ -270,6 +311,32 @@ pub fn on_message(core: &Core, msg: UserMsg) {
             }
         }
     }
+}
+
+/// This node's first signed-in connection of the user opened (`online`) or its last closed. In a cluster Redis
+/// says whether that was the cluster's first or last (the other nodes hear it from Redis); only then are the
+/// watchers told and the webhook sent, once per cluster.
+fn went(core: &Core, app: AppIdx, user_id: Box<str>, online: bool) {
+    let (Some(cluster), Some(me)) = (core.shared.cluster.get(), core.rc()) else {
+        return announce(core, app, user_id, online);
+    };
+    let rx = cluster.online(&core.app(app).config.id, &user_id, online);
+    monoio::spawn(async move {
+        // Unanswered (Redis unreachable): this node's view.
+        if message::reply(rx).await.ok().flatten().unwrap_or(true) {
+            announce(&me, app, user_id, online);
+        }
+    });
+}
+
+fn announce(core: &Core, app: AppIdx, user_id: Box<str>, online: bool) {
+    let watchers = core.facts.borrow().watchers(app, &user_id);
+    notify(core, &watchers, &user_id, online);
+    core.lifecycle(if online {
+        LifecycleEvent::UserOnline { app, user_id }
+    } else {
+        LifecycleEvent::UserOffline { app, user_id }
+    });
 }
 
 fn notify(core: &Core, watchers: &[(usize, SocketId)], user_id: &str, online: bool) {

@@ -23,13 +23,14 @@ use crate::cluster::{Cluster, Delivery};
 use crate::config::{CORE_STACK_BYTES, Config};
 use crate::protocol::codes::close;
 use crate::runtime::core::Core;
+use crate::runtime::facts::user_home_core;
 use crate::runtime::inbox::{InboxReceiver, inbox};
 use crate::runtime::liveness::SCAN_INTERVAL;
 use crate::runtime::message::CoreMsg;
 use crate::runtime::occupancy::OccupancyMsg;
 use crate::runtime::presence::PresenceMsg;
-use crate::runtime::users::UserMsg;
 use crate::runtime::shared::Shared;
+use crate::runtime::users::UserMsg;
 use crate::server::listener::{bind_reuseport, claim_port};
 use crate::webhooks::{DeliveryReport, Webhooks};
 
@@ -171,7 +172,7 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
         return Ok(());
     };
     let to_cores = shared.clone();
-        let deliver = Box::new(move |d: Delivery| {
+    let deliver = Box::new(move |d: Delivery| {
         if let Delivery::Terminate { app_id, user_id } = &d {
             let Some(app) = to_cores.apps.by_id(app_id) else {
                 return;
@@ -186,8 +187,39 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
             }
             return;
         }
+        // A user's facts live on the user's home core.
+        if let Delivery::UserOnline {
+            app_id, user_id, ..
+        }
+        | Delivery::UserGone { app_id, user_id } = &d
+        {
+            let Some(app) = to_cores.apps.by_id(app_id) else {
+                return;
+            };
+            let home = user_home_core(app.idx, user_id, to_cores.cores());
+            let msg = match d {
+                Delivery::UserOnline {
+                    user_id, online, ..
+                } => UserMsg::Remote {
+                    app: app.idx,
+                    user_id: user_id.into(),
+                    online,
+                },
+                Delivery::UserGone { user_id, .. } => UserMsg::Gone {
+                    app: app.idx,
+                    user_id: user_id.into(),
+                },
+                _ => return,
+            };
+            let _ = to_cores.inboxes[home].send(CoreMsg::Users(msg));
+            return;
+        }
         let (app_id, channel) = match &d {
-            Delivery::Terminate { .. } => return,
+            Delivery::Terminate { .. }
+            | Delivery::UserOnline { .. }
+            | Delivery::UserGone { .. } => {
+                return;
+            }
             Delivery::Publish(r) => (&r.app_id, &r.channel),
             Delivery::Member(m) => (&m.app_id, &m.channel),
             Delivery::MemberGone {
@@ -201,8 +233,12 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
             return;
         };
         let home = home_core(app.idx, channel, to_cores.cores());
-                let msg = match d {
-            Delivery::Terminate { .. } => return,
+        let msg = match d {
+            Delivery::Terminate { .. }
+            | Delivery::UserOnline { .. }
+            | Delivery::UserGone { .. } => {
+                return;
+            }
             Delivery::Publish(r) => {
                 let source = if r.client {
                     Source::Client
