@@ -529,3 +529,58 @@ fn watchlists_see_users_on_every_node_once() {
     );
     watcher.expect_silence(Duration::from_millis(300));
 }
+
+#[test]
+fn subscription_counts_are_the_clusters() {
+    use sonic_rs::JsonValueTrait;
+    let redis = Redis::start();
+    let counting = [("RELAY_SUBSCRIPTION_COUNT", "true")];
+    let a = node_with(&redis, "a", &counting);
+    let b = node_with(&redis, "b", &counting);
+    let count_of = |e: &Event| e.data_json()["subscription_count"].as_u64().unwrap();
+    let mut first = a.client();
+    first.subscribe("counted");
+    assert_eq!(
+        count_of(&first.expect_event("pusher_internal:subscription_count")),
+        1
+    );
+    let mut second = b.client();
+    second.subscribe("counted");
+    assert_eq!(
+        count_of(&second.expect_event("pusher_internal:subscription_count")),
+        2
+    );
+    assert_eq!(
+        count_of(&first.expect_event("pusher_internal:subscription_count")),
+        2
+    );
+    let mut third = a.client();
+    third.subscribe("counted");
+    for c in [&mut first, &mut second, &mut third] {
+        assert_eq!(
+            count_of(&c.expect_event("pusher_internal:subscription_count")),
+            3
+        );
+    }
+    let (status, body) = b.rest(
+        "GET",
+        &format!("/apps/{APP_ID}/channels/counted"),
+        &[("info", "subscription_count")],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json(&body)["subscription_count"].as_u64(),
+        Some(3),
+        "{body}"
+    );
+    third.close_tcp();
+    assert_eq!(
+        count_of(&second.expect_event("pusher_internal:subscription_count")),
+        2
+    );
+    assert_eq!(
+        count_of(&first.expect_event("pusher_internal:subscription_count")),
+        2
+    );
+}

@@ -49,7 +49,23 @@ fn busy(_: NoReply) -> Response {
     Response::error(503, "Server busy: a core did not answer in time")
 }
 
+/// A channel's subscriptions: over every node from Redis in a cluster (this node's if Redis is unreachable).
 pub async fn subscription_count(req: &ApiRequest<'_>, channel: &str) -> Result<u64, Response> {
+    // Presence channels keep no subscription count (their rosters are the cluster's): this node's.
+    if ChannelType::of(channel).kind == ChannelKind::Presence {
+        return local_subscription_count(req, channel).await;
+    }
+    let q = ClusterQuery::SubscriptionCount {
+        app_id: req.app.config.id.clone(),
+        channel: channel.into(),
+    };
+    if let Some(ClusterAnswer::Count(n)) = ask_cluster(req, q).await {
+        return Ok(n);
+    }
+    local_subscription_count(req, channel).await
+}
+
+async fn local_subscription_count(req: &ApiRequest<'_>, channel: &str) -> Result<u64, Response> {
     let q = Query::Channel {
         app: req.app.idx,
         name: Arc::from(channel),
@@ -175,6 +191,13 @@ pub async fn list(req: &ApiRequest<'_>) -> Response {
             }
         }
         if info.subscription_count {
+            let n = match req.core.shared.cluster.get() {
+                Some(_) => match subscription_count(req, name).await {
+                    Ok(n) => n,
+                    Err(r) => return r,
+                },
+                None => *n,
+            };
             fields.push(format!(r#""subscription_count":{n}"#));
         }
         push_json_string_into(&mut out, name);
@@ -215,11 +238,16 @@ pub async fn one(req: &ApiRequest<'_>, raw_name: &str) -> Response {
         Ok(n) => n,
         Err(r) => return r,
     };
+    let local = match local_subscription_count(req, &channel).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
     let q = ClusterQuery::Occupied {
         app_id: req.app.config.id.clone(),
         channel: channel.clone(),
     };
-    let occupied = count > 0 || ask_cluster(req, q).await == Some(ClusterAnswer::Yes(true));
+    let occupied =
+        count > 0 || local > 0 || ask_cluster(req, q).await == Some(ClusterAnswer::Yes(true));
     let mut out = format!(r#"{{"occupied":{occupied}"#);
     if info.user_count {
         match presence_users(req, &channel).await {

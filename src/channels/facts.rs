@@ -192,6 +192,14 @@ impl FactsTable {
         (due && n > 0).then_some(n)
     }
 
+    /// This core's count of the channel's subscriptions (this node's, on its home core).
+    pub fn subscriptions(&self, app: AppIdx, channel: &str) -> u64 {
+        self.channels
+            .get(&app)
+            .and_then(|m| m.get(channel))
+            .map_or(0, |f| f.subscriptions)
+    }
+
     /// Throttled channels whose count changed since the last broadcast and whose window has passed; marks them
     /// sent.
     pub fn throttled_due(&mut self, now: Instant) -> Vec<(AppIdx, Box<str>, u64)> {

@@ -73,6 +73,14 @@ pub enum Delivery {
         user_id: String,
         online: bool,
     },
+    /// A channel's subscription count in the cluster changed: this node's subscribers get it; `report`: the
+    /// change came through this node, so the `subscription_count` webhook is this node's to send.
+    Count {
+        app_id: String,
+        channel: String,
+        total: u64,
+        report: bool,
+    },
     /// This node removed a dead node's signed-in user, offline now: the `user_offline` webhook is this node's.
     UserGone { app_id: String, user_id: String },
     /// This node removed a dead node's member: the `member_removed` webhook is this node's to send.
@@ -164,6 +172,16 @@ impl Cluster {
         });
         self.wake_commands();
         rx
+    }
+
+    /// This node's count of a channel's subscriptions is now `count` (sent on from its home core).
+    pub fn count(&self, app_id: &str, channel: &str, count: u64) {
+        let _ = self.presence.send(Command::Count {
+            app_id: app_id.into(),
+            channel: channel.into(),
+            count,
+        });
+        self.wake_commands();
     }
 
     /// Tells every other node to close a user's connections (`terminate_connections`).
@@ -364,6 +382,17 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
                         Record::Terminate {
                             app_id, user_id, ..
                         } => Delivery::Terminate { app_id, user_id },
+                        Record::Count {
+                            app_id,
+                            channel,
+                            total,
+                            ..
+                        } => Delivery::Count {
+                            app_id,
+                            channel,
+                            total,
+                            report: false,
+                        },
                         Record::Online {
                             app_id,
                             user_id,

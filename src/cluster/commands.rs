@@ -55,6 +55,8 @@ pub enum ClusterQuery {
     Users { app_id: String, channel: String },
     /// Which of these users are online on some node.
     Online { app_id: String, users: Vec<String> },
+    /// A channel's subscriptions on every node.
+    SubscriptionCount { app_id: String, channel: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +64,16 @@ pub enum ClusterAnswer {
     Names(Vec<String>),
     Yes(bool),
     Flags(Vec<bool>),
+    Count(u64),
 }
 
 pub enum Command {
+    /// This node's count of a channel's subscriptions changed (from the channel's home core).
+    Count {
+        app_id: String,
+        channel: String,
+        count: u64,
+    },
     /// A signed-in user's first connection on this node opened (`online`) or their last closed; the answer says
     /// whether that was the cluster's first or last (`None`: Redis unreachable).
     Online {
@@ -150,6 +159,16 @@ for _, e in ipairs(redis.call('SMEMBERS', KEYS[3])) do
     table.insert(offline, e)
   end
 end
+local counts = {}
+for _, e in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  local m = cjson.decode(e)
+  local subs = ARGV[1] .. ':' .. m[1] .. ':subs:' .. m[2]
+  redis.call('HDEL', subs, ARGV[2])
+  local total = 0
+  for _, v in ipairs(redis.call('HVALS', subs)) do total = total + tonumber(v) end
+  table.insert(counts, e)
+  table.insert(counts, tostring(total))
+end
 local vacated = {}
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local m = cjson.decode(e)
@@ -159,8 +178,8 @@ for _, e in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     table.insert(vacated, e)
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-return {gone, vacated, offline}
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return {gone, vacated, offline, counts}
 ";
 
 /// A node's signed-in user comes (+1) or goes (-1); on the cluster's first or last, publishes the record and
@@ -178,6 +197,24 @@ elseif redis.call('SREM', KEYS[2], ARGV[2]) == 1 and redis.call('HINCRBY', KEYS[
 end
 return 0
 ";
+
+/// Sets this node's count of a channel's subscriptions; returns the channel's total over every node.
+const COUNT: &str = r"
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('SADD', KEYS[2], ARGV[3])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[3])
+end
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+return total
+";
+
+/// Counts above this are broadcast at most every [`COUNT_THROTTLE`] (as a single node does).
+const COUNT_THROTTLE_ABOVE: u64 = 100;
+const COUNT_THROTTLE: Duration = Duration::from_secs(5);
 
 /// A node's occupied channel comes (+1) or goes (-1); returns 1 when the cluster's occupancy changed.
 const OCCUPANCY: &str = r"
@@ -236,6 +273,12 @@ pub struct Commands<'a> {
     occupied: HashSet<String>,
     /// This node's signed-in users (entries of [`channel_entry`]: app and user id).
     online: HashSet<String>,
+    /// This node's subscription counts (entries of [`channel_entry`]), and those not yet written to Redis.
+    counts: HashMap<String, u64>,
+    counts_dirty: HashSet<String>,
+    /// Per channel: the total last broadcast and when, and a total held back by the throttle.
+    counts_sent: HashMap<String, (u64, Instant)>,
+    counts_held: HashMap<String, u64>,
     pending: VecDeque<(String, Vec<u8>)>,
     con: Option<redis::Connection>,
     failures: u32,
@@ -259,6 +302,10 @@ impl<'a> Commands<'a> {
             mirror: HashMap::new(),
             occupied: HashSet::new(),
             online: HashSet::new(),
+            counts: HashMap::new(),
+            counts_dirty: HashSet::new(),
+            counts_sent: HashMap::new(),
+            counts_held: HashMap::new(),
             pending: VecDeque::new(),
             con: None,
             failures: 0,
@@ -288,6 +335,7 @@ impl<'a> Commands<'a> {
             }
             self.cluster.hold(&mut self.pending);
             self.send_publications(now);
+            self.write_counts(now);
             if self.last_beat.is_none_or(|t| now.duration_since(t) >= BEAT) {
                 self.beat(now);
             }
@@ -393,6 +441,20 @@ impl<'a> Commands<'a> {
             }
             Command::Query { query, reply } => {
                 let _ = reply.send(self.query(&query));
+            }
+            Command::Count {
+                app_id,
+                channel,
+                count,
+            } => {
+                let e = channel_entry(&app_id, &channel);
+                if count > 0 {
+                    self.counts.insert(e.clone(), count);
+                } else {
+                    self.counts.remove(&e);
+                }
+                // Written on this turn, after every command of the batch: a burst of subscribes costs one write.
+                self.counts_dirty.insert(e);
             }
             Command::Online {
                 app_id,
@@ -549,6 +611,86 @@ impl<'a> Commands<'a> {
         }
     }
 
+    /// Writes this node's changed counts and broadcasts each channel's new total (throttled above 100).
+    fn write_counts(&mut self, now: Instant) {
+        if self.con.is_none() {
+            return;
+        }
+        let dirty: Vec<String> = self.counts_dirty.drain().collect();
+        for e in dirty {
+            let Some((app_id, channel)) = parse_channel_entry(&e) else {
+                continue;
+            };
+            let count = self.counts.get(&e).copied().unwrap_or(0);
+            let subs = self.key(&format!("{app_id}:subs:{channel}"));
+            let set = self.node_key(&self.cluster.node_id, "subs");
+            let Some(con) = self.con.as_mut() else {
+                self.counts_dirty.insert(e);
+                continue;
+            };
+            let total: redis::RedisResult<u64> = redis::cmd("EVAL")
+                .arg(COUNT)
+                .arg(2)
+                .arg(&subs)
+                .arg(&set)
+                .arg(&self.cluster.node_id)
+                .arg(count)
+                .arg(&e)
+                .query(con);
+            match total {
+                Ok(total) => {
+                    self.counts_held.insert(e, total);
+                }
+                Err(err) => {
+                    self.counts_dirty.insert(e);
+                    return self.lost(&err);
+                }
+            }
+        }
+        let held: Vec<(String, u64)> = self
+            .counts_held
+            .iter()
+            .map(|(e, t)| (e.clone(), *t))
+            .collect();
+        for (e, total) in held {
+            let last = self.counts_sent.get(&e).copied();
+            if last.is_some_and(|(sent, _)| sent == total) || total == 0 {
+                self.counts_held.remove(&e);
+                if total == 0 {
+                    self.counts_sent.remove(&e);
+                }
+                continue;
+            }
+            let throttled = total > COUNT_THROTTLE_ABOVE
+                && last.is_some_and(|(_, at)| now.duration_since(at) < COUNT_THROTTLE);
+            if throttled {
+                continue;
+            }
+            self.counts_held.remove(&e);
+            self.counts_sent.insert(e.clone(), (total, now));
+            if let Some((app_id, channel)) = parse_channel_entry(&e) {
+                self.publish_count(&app_id, &channel, total, true);
+            }
+        }
+    }
+
+    /// Tells every node listening to the channel its total; this node's own subscribers through `deliver`.
+    fn publish_count(&mut self, app_id: &str, channel: &str, total: u64, report: bool) {
+        let record = Record::count(&self.cluster.node_id, app_id, channel, total);
+        let key = redis_channel(&self.cluster.prefix, app_id, channel);
+        if let Some(con) = self.con.as_mut()
+            && let Err(err) = redis::cmd("PUBLISH").arg(&key).arg(record).query::<()>(con)
+        {
+            self.lost(&err);
+        }
+        (self.cluster.deliver)(Delivery::Count {
+            app_id: app_id.into(),
+            channel: channel.into(),
+            total,
+            report,
+        });
+    }
+
     fn user_online(&mut self, app_id: &str, user_id: &str, online: bool, e: &str) -> Option<bool> {
         let hash = self.key(&format!("{app_id}:online"));
         let set = self.node_key(&self.cluster.node_id, "users");
@@ -597,6 +739,10 @@ impl<'a> Commands<'a> {
                 .arg(format!("{prefix}:{app_id}:p:{channel}:nodes"))
                 .query(con)
                 .map(ClusterAnswer::Names),
+            ClusterQuery::SubscriptionCount { app_id, channel } => redis::cmd("HVALS")
+                .arg(format!("{prefix}:{app_id}:subs:{channel}"))
+                .query::<Vec<u64>>(con)
+                .map(|v| ClusterAnswer::Count(v.iter().sum())),
             ClusterQuery::Online { app_id, users } if users.is_empty() => {
                 let _ = app_id;
                 Ok(ClusterAnswer::Flags(Vec::new()))
@@ -673,6 +819,17 @@ impl<'a> Commands<'a> {
                 self.user_online(&a, &u, online, &e);
             }
         }
+        // Counts: every one this node has is written again; ones Redis has and this node no longer does go.
+        self.counts_dirty.extend(self.counts.keys().cloned());
+        let subs = self.node_key(&self.cluster.node_id, "subs");
+        if let Some(con) = self.con.as_mut() {
+            match redis::cmd("SMEMBERS").arg(&subs).query::<Vec<String>>(con) {
+                Ok(old) => self
+                    .counts_dirty
+                    .extend(old.into_iter().filter(|e| !self.counts.contains_key(e))),
+                Err(e) => return self.lost(&e),
+            }
+        }
         let stale: Vec<String> = in_redis.difference(&self.occupied).cloned().collect();
         let missing: Vec<String> = self.occupied.difference(&in_redis).cloned().collect();
         for (e, held) in stale
@@ -728,6 +885,7 @@ impl<'a> Commands<'a> {
         let members = self.node_key(node, "members");
         let occupied = self.node_key(node, "occupied");
         let users = self.node_key(node, "users");
+        let subs = self.node_key(node, "subs");
         let nodes = self.key("nodes");
         let prefix = self.cluster.prefix.clone();
         let Some(con) = self.con.as_mut() else {
@@ -748,13 +906,16 @@ impl<'a> Commands<'a> {
         if got.is_none() {
             return Ok(());
         }
-        let (gone, vacated, offline): (Vec<String>, Vec<String>, Vec<String>) = redis::cmd("EVAL")
+        type Cleaned = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+        let (gone, vacated, offline, counts): Cleaned = redis::cmd("EVAL")
             .arg(CLEANUP)
-            .arg(3)
+            .arg(4)
             .arg(&members)
             .arg(&occupied)
             .arg(&users)
+            .arg(&subs)
             .arg(&prefix)
+            .arg(node)
             .query(con)?;
         redis::cmd("SREM").arg(&nodes).arg(node).query::<()>(con)?;
         crate::warn!(
@@ -791,6 +952,14 @@ impl<'a> Commands<'a> {
         pipe.query::<()>(con)?;
         for (app_id, user_id) in went_offline {
             (self.cluster.deliver)(Delivery::UserGone { app_id, user_id });
+        }
+        for pair in counts.chunks_exact(2) {
+            if let (Some((app_id, channel)), Ok(total)) =
+                (parse_channel_entry(&pair[0]), pair[1].parse::<u64>())
+                && total > 0
+            {
+                self.publish_count(&app_id, &channel, total, true);
+            }
         }
         for (app_id, channel, user_id) in removed {
             (self.cluster.deliver)(Delivery::MemberGone {

@@ -13,6 +13,7 @@ const PUBLISH_V1: u8 = b'P';
 const MEMBER_V1: u8 = b'M';
 const TERMINATE_V1: u8 = b'T';
 const ONLINE_V1: u8 = b'U';
+const COUNT_V1: u8 = b'C';
 
 /// What a node hears on a channel's Redis channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,13 @@ pub enum Record {
         origin: String,
         app_id: String,
         user_id: String,
+    },
+    /// A channel's subscription count in the whole cluster (on the channel's Redis channel).
+    Count {
+        origin: String,
+        app_id: String,
+        channel: String,
+        total: u64,
     },
     /// A signed-in user's first connection in the cluster opened, or their last closed (control channel; an empty
     /// origin is a node's cleanup of a dead node).
@@ -40,6 +48,17 @@ impl Record {
         match *bytes.first()? {
             PUBLISH_V1 => RemotePublish::decode(bytes).map(Record::Publish),
             MEMBER_V1 => MemberRecord::decode(bytes).map(Record::Member),
+            COUNT_V1 => {
+                let mut r = Reader { b: bytes, i: 1 };
+                let total = r.u64()?;
+                let (origin, app_id, channel) = (r.text()?, r.text()?, r.text()?);
+                (r.i == bytes.len()).then_some(Record::Count {
+                    origin,
+                    app_id,
+                    channel,
+                    total,
+                })
+            }
             ONLINE_V1 => {
                 let mut r = Reader { b: bytes, i: 1 };
                 let online = match r.byte()? {
@@ -72,8 +91,20 @@ impl Record {
         match self {
             Record::Publish(p) => &p.origin,
             Record::Member(m) => &m.origin,
-            Record::Terminate { origin, .. } | Record::Online { origin, .. } => origin,
+            Record::Terminate { origin, .. }
+            | Record::Online { origin, .. }
+            | Record::Count { origin, .. } => origin,
         }
+    }
+
+    /// The bytes of a [`Record::Count`].
+    pub fn count(origin: &str, app_id: &str, channel: &str, total: u64) -> Vec<u8> {
+        let mut out = vec![COUNT_V1];
+        out.extend_from_slice(&total.to_le_bytes());
+        put(&mut out, origin.as_bytes());
+        put(&mut out, app_id.as_bytes());
+        put(&mut out, channel.as_bytes());
+        out
     }
 
     /// The bytes of a [`Record::Online`].
@@ -354,6 +385,16 @@ mod tests {
             })
         );
         assert_eq!(Record::decode(&t[..t.len() - 1]), None);
+        let c = Record::count("n", "a", "ch", 12);
+        assert_eq!(
+            Record::decode(&c),
+            Some(Record::Count {
+                origin: "n".into(),
+                app_id: "a".into(),
+                channel: "ch".into(),
+                total: 12
+            })
+        );
         let o = Record::online("", "a", "u", false);
         assert_eq!(
             Record::decode(&o),

@@ -23,6 +23,7 @@ use crate::cluster::{Cluster, Delivery};
 use crate::config::{CORE_STACK_BYTES, Config};
 use crate::protocol::codes::close;
 use crate::runtime::core::Core;
+use crate::runtime::counts::CountMsg;
 use crate::runtime::facts::user_home_core;
 use crate::runtime::inbox::{InboxReceiver, inbox};
 use crate::runtime::liveness::SCAN_INTERVAL;
@@ -227,6 +228,9 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
             }
             | Delivery::Occupancy {
                 app_id, channel, ..
+            }
+            | Delivery::Count {
+                app_id, channel, ..
             } => (app_id, channel),
         };
         let Some(app) = to_cores.apps.by_id(app_id) else {
@@ -269,6 +273,17 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
                 app: app.idx,
                 channel: channel.into(),
                 user_id: user_id.into(),
+            }),
+            Delivery::Count {
+                channel,
+                total,
+                report,
+                ..
+            } => CoreMsg::Counts(CountMsg::Total {
+                app: app.idx,
+                channel: channel.into(),
+                total,
+                report,
             }),
             Delivery::Occupancy {
                 channel, occupied, ..
