@@ -584,3 +584,37 @@ fn subscription_counts_are_the_clusters() {
         2
     );
 }
+
+#[test]
+fn cache_channels_replay_what_another_node_published() {
+    use sonic_rs::JsonValueTrait;
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    // Published on node a while no node has a subscriber.
+    let (status, _) = a.publish("cache-news", "headline", "extra");
+    assert_eq!(status, 200);
+    let mut late = b.client();
+    late.subscribe("cache-news");
+    let e = late.expect_event("headline");
+    assert_eq!((e.channel(), e.data_str()), (Some("cache-news"), "extra"));
+    let (status, body) = b.rest(
+        "GET",
+        &format!("/apps/{APP_ID}/channels/cache-news"),
+        &[("info", "cache")],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json(&body)["cache"]["data"].as_str(),
+        Some("extra"),
+        "{body}"
+    );
+    // An empty cache channel is a miss on every node.
+    let mut empty = a.client();
+    empty.subscribe("cache-empty");
+    empty.expect_event("pusher:cache_miss");
+    let mut empty_b = b.client();
+    empty_b.subscribe("cache-empty");
+    empty_b.expect_event("pusher:cache_miss");
+}

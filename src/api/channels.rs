@@ -259,7 +259,7 @@ pub async fn one(req: &ApiRequest<'_>, raw_name: &str) -> Response {
         out.push_str(&format!(r#","subscription_count":{count}"#));
     }
     if info.cache {
-        match req.core.cached(req.app.idx, &channel).await {
+        match runtime::cache::lookup(req.core, req.app.idx, &channel).await {
             Ok(Some(event)) => {
                 let ttl = event
                     .expires

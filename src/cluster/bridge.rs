@@ -174,6 +174,17 @@ impl Cluster {
         rx
     }
 
+    /// Keeps a REST event on a cache channel in Redis, for nodes that had no subscriber when it was published.
+    pub fn cache_store(&self, p: &RemotePublish, ttl: Duration) {
+        let _ = self.presence.send(Command::CacheStore {
+            app_id: p.app_id.clone(),
+            channel: p.channel.clone(),
+            record: p.encode(),
+            ttl,
+        });
+        self.wake_commands();
+    }
+
     /// This node's count of a channel's subscriptions is now `count` (sent on from its home core).
     pub fn count(&self, app_id: &str, channel: &str, count: u64) {
         let _ = self.presence.send(Command::Count {

@@ -57,6 +57,13 @@ pub enum ClusterQuery {
     Online { app_id: String, users: Vec<String> },
     /// A channel's subscriptions on every node.
     SubscriptionCount { app_id: String, channel: String },
+    /// A cache channel's last event (docs/protocol.md#cache-channels); on a miss, whether it is the first miss
+    /// of the channel in the cluster within `miss_window` (for one `cache_miss` webhook).
+    Cache {
+        app_id: String,
+        channel: String,
+        miss_window: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +72,20 @@ pub enum ClusterAnswer {
     Yes(bool),
     Flags(Vec<bool>),
     Count(u64),
+    /// The cached event (its [`RemotePublish`](crate::cluster::RemotePublish) record) and its time left.
+    Cached(Vec<u8>, Duration),
+    /// No cached event; `true` for the first miss within the window.
+    Missed(bool),
 }
 
 pub enum Command {
+    /// A REST event on a cache channel: keep it as the channel's last event for `ttl`, for every node.
+    CacheStore {
+        app_id: String,
+        channel: String,
+        record: Vec<u8>,
+        ttl: Duration,
+    },
     /// This node's count of a channel's subscriptions changed (from the channel's home core).
     Count {
         app_id: String,
@@ -210,6 +228,13 @@ end
 local total = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
 return total
+";
+
+const CACHE_GET: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v, redis.call('PTTL', KEYS[1])} end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return {0, '', 1} end
+return {0, '', 0}
 ";
 
 /// Counts above this are broadcast at most every [`COUNT_THROTTLE`] (as a single node does).
@@ -441,6 +466,26 @@ impl<'a> Commands<'a> {
             }
             Command::Query { query, reply } => {
                 let _ = reply.send(self.query(&query));
+            }
+            Command::CacheStore {
+                app_id,
+                channel,
+                record,
+                ttl,
+            } => {
+                let key = self.key(&format!("{app_id}:cache:{channel}"));
+                if let Some(con) = self.con.as_mut() {
+                    let ms = ttl.as_millis().max(1) as u64;
+                    if let Err(e) = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(record)
+                        .arg("PX")
+                        .arg(ms)
+                        .query::<()>(con)
+                    {
+                        self.lost(&e);
+                    }
+                }
             }
             Command::Count {
                 app_id,
@@ -739,6 +784,24 @@ impl<'a> Commands<'a> {
                 .arg(format!("{prefix}:{app_id}:p:{channel}:nodes"))
                 .query(con)
                 .map(ClusterAnswer::Names),
+            ClusterQuery::Cache {
+                app_id,
+                channel,
+                miss_window,
+            } => redis::cmd("EVAL")
+                .arg(CACHE_GET)
+                .arg(2)
+                .arg(format!("{prefix}:{app_id}:cache:{channel}"))
+                .arg(format!("{prefix}:{app_id}:miss:{channel}"))
+                .arg(miss_window.as_millis().max(1) as u64)
+                .query::<(i64, Vec<u8>, i64)>(con)
+                .map(|(found, record, n)| {
+                    if found == 1 {
+                        ClusterAnswer::Cached(record, Duration::from_millis(n.max(1) as u64))
+                    } else {
+                        ClusterAnswer::Missed(n == 1)
+                    }
+                }),
             ClusterQuery::SubscriptionCount { app_id, channel } => redis::cmd("HVALS")
                 .arg(format!("{prefix}:{app_id}:subs:{channel}"))
                 .query::<Vec<u64>>(con)

@@ -10,6 +10,7 @@ use futures_channel::oneshot;
 use crate::app::AppIdx;
 use crate::channels::facts::CachedEvent;
 use crate::channels::publication::{Publication, Source};
+use crate::cluster::{ClusterAnswer, ClusterQuery, RemotePublish};
 use crate::config::WebhookKind;
 use crate::protocol::channel_name::ChannelType;
 use crate::protocol::outbound;
@@ -17,7 +18,7 @@ use crate::protocol::session::Session;
 use crate::runtime::core::Core;
 use crate::runtime::facts::Facts;
 use crate::runtime::inbox::Lane;
-use crate::runtime::message::{CoreMsg, NoReply};
+use crate::runtime::message::{CoreMsg, NoReply, reply};
 use crate::webhooks::WebhookEvent;
 
 pub enum CacheMsg {
@@ -68,15 +69,70 @@ pub async fn replay(core: &Core, session: &Rc<Session>, channel: &str) {
     match core.cached(session.app, channel).await {
         Ok(Some(event)) => session.send(event.frame),
         Ok(None) => {
-            let kind = WebhookKind::CacheMiss;
-            core.webhook(session.app, kind, || {
-                WebhookEvent::channel(session.app, kind, channel)
-            });
+            // In a cluster the event may have been published while this node had no subscriber.
+            let first_miss = match from_cluster(core, session.app, channel).await {
+                Some(Ok(event)) => {
+                    session.send(event.frame);
+                    return;
+                }
+                Some(Err(first)) => first,
+                None => true,
+            };
+            if first_miss {
+                let kind = WebhookKind::CacheMiss;
+                core.webhook(session.app, kind, || {
+                    WebhookEvent::channel(session.app, kind, channel)
+                });
+            }
             session.send(outbound::cache_miss(channel))
         }
         // The home core did not answer: the client is told of a miss, the backend is not asked to refill.
         Err(_) => session.send(outbound::cache_miss(channel)),
     };
+}
+
+/// The channel's last event from Redis (kept here too from now on), or whether this is the cluster's first miss
+/// within the webhook debounce; `None` on a single node or while Redis is unreachable.
+async fn from_cluster(
+    core: &Core,
+    app: AppIdx,
+    channel: &str,
+) -> Option<Result<CachedEvent, bool>> {
+    let cluster = core.shared.cluster.get()?;
+    let q = ClusterQuery::Cache {
+        app_id: core.app(app).config.id.clone(),
+        channel: channel.into(),
+        miss_window: core.shared.config.webhooks.debounce,
+    };
+    match reply(cluster.query(q)).await.ok().flatten()? {
+        ClusterAnswer::Cached(record, ttl) => {
+            let r = RemotePublish::decode(&record)?;
+            let event = CachedEvent {
+                frame: outbound::channel_event(&r.name_token, channel, &r.data_token, None, None),
+                data_token: bytes::Bytes::from(r.data_token),
+                expires: Instant::now() + ttl,
+            };
+            core.store_cached(app, channel, event.clone());
+            Some(Ok(event))
+        }
+        ClusterAnswer::Missed(first) => Some(Err(first)),
+        _ => None,
+    }
+}
+
+/// The channel's last event for `GET /channels/{name}?info=cache`: this node's, else the cluster's.
+pub async fn lookup(
+    core: &Core,
+    app: AppIdx,
+    channel: &str,
+) -> Result<Option<CachedEvent>, NoReply> {
+    if let Some(event) = core.cached(app, channel).await? {
+        return Ok(Some(event));
+    }
+    Ok(match from_cluster(core, app, channel).await {
+        Some(Ok(event)) => Some(event),
+        _ => None,
+    })
 }
 
 pub fn store(core: &Core, app: AppIdx, channel: &str, event: CachedEvent) {

@@ -13,10 +13,12 @@ use crate::channels::index::Deliveries;
 use crate::channels::publication::{Publication, Source};
 use crate::cluster::RemotePublish;
 use crate::metrics::Counter;
+use crate::protocol::channel_name::ChannelType;
 use crate::runtime::core::Core;
 use crate::runtime::inbox::InboxFull;
 use crate::runtime::message::CoreMsg;
 use crate::runtime::{cache, history};
+use std::time::Duration;
 
 impl Core {
     /// Publishes on every core. Fails if a core's inbox is full; cores that took it deliver it.
@@ -48,18 +50,23 @@ impl Core {
         if p.remote || p.source == Source::Server {
             return;
         }
-        let app_id = &self.app(p.app).config.id;
+        let config = &self.app(p.app).config;
         for cf in &p.frames {
-            cluster.publish(&RemotePublish {
+            let remote = RemotePublish {
                 origin: cluster.node_id.clone(),
-                app_id: app_id.clone(),
+                app_id: config.id.clone(),
                 channel: cf.channel.to_string(),
                 name_token: p.name_token.to_vec(),
                 data_token: p.data_token.to_vec(),
                 user_id: p.user_id.as_deref().map(String::from),
                 except: p.except,
                 client: p.source == Source::Client,
-            });
+            };
+            cluster.publish(&remote);
+            // Nodes with no subscriber now find a cache channel's last event in Redis later.
+            if p.source == Source::Rest && ChannelType::of(&cf.channel).cache {
+                cluster.cache_store(&remote, Duration::from_secs(config.cache_ttl_secs));
+            }
         }
     }
 
