@@ -618,3 +618,44 @@ fn cache_channels_replay_what_another_node_published() {
     empty_b.subscribe("cache-empty");
     empty_b.expect_event("pusher:cache_miss");
 }
+
+#[test]
+fn the_publish_rate_limit_is_the_clusters() {
+    let redis = Redis::start();
+    let limited = [
+        ("RELAY_RATE_LIMIT_ENABLED", "true"),
+        ("RELAY_RATE_LIMIT_MAX", "5"),
+    ];
+    let a = node_with(&redis, "a", &limited);
+    let b = node_with(&redis, "b", &limited);
+    let batch = |n: usize| {
+        let items: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"name":"e{i}","channel":"rated","data":"x"}}"#))
+            .collect();
+        format!(r#"{{"batch":[{}]}}"#, items.join(","))
+    };
+    let path = format!("/apps/{APP_ID}/batch_events");
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    for _ in 0..5 {
+        // Start just after a second begins, so both requests fall in it.
+        let into = unix().subsec_millis();
+        std::thread::sleep(Duration::from_millis(u64::from(1050 - into.min(1000))));
+        let second = unix().as_secs();
+        let (first, _) = a.rest("POST", &path, &[], &batch(4));
+        let (second_status, body) = b.rest("POST", &path, &[], &batch(4));
+        if unix().as_secs() != second {
+            continue;
+        }
+        assert_eq!(first, 200);
+        assert_eq!(
+            second_status, 429,
+            "8 events in one second over two nodes: {body}"
+        );
+        return;
+    }
+    panic!("never managed two requests within one second");
+}

@@ -11,6 +11,7 @@ use sonic_rs::{JsonValueTrait, LazyValue};
 use crate::api::ApiRequest;
 use crate::api::channels::{self, Info};
 use crate::channels::publication::{Publication, Source};
+use crate::cluster::{ClusterAnswer, ClusterQuery};
 use crate::config::AppConfig;
 use crate::http::response::Response;
 use crate::json::{ArrayError, JsonError, array_items};
@@ -18,6 +19,7 @@ use crate::metrics::Counter;
 use crate::protocol::channel_name::{self, ChannelKind, ChannelType};
 use crate::protocol::outbound::string_token;
 use crate::runtime::event_log::LogEvent;
+use crate::runtime::message::reply;
 use crate::socket_id::SocketId;
 
 #[derive(Deserialize)]
@@ -213,19 +215,35 @@ fn check_event(cfg: &AppConfig, body: &EventBody<'_>, batch_item: bool) -> Resul
 }
 
 /// With rate limiting on, a request whose `events` do not fit in the app's rate this second is refused whole:
-/// 429 with `Retry-After`, nothing delivered, noted in the event log.
-fn over_rate(req: &ApiRequest<'_>, events: usize) -> Option<Response> {
+/// 429 with `Retry-After`, nothing delivered, noted in the event log. In a cluster the window is the cluster's
+/// (Redis; this node's own window while Redis is unreachable).
+async fn over_rate(req: &ApiRequest<'_>, events: usize) -> Option<Response> {
     let cfg = &req.app.config;
     if !cfg.rate_limit_enabled {
         return None;
     }
     let events = u32::try_from(events).unwrap_or(u32::MAX);
+    let in_cluster = match req.core.shared.cluster.get() {
+        Some(cluster) => {
+            let q = ClusterQuery::Rate {
+                app_id: cfg.id.clone(),
+                events,
+                max: cfg.rate_limit_max,
+            };
+            match reply(cluster.query(q)).await.ok().flatten() {
+                Some(ClusterAnswer::Yes(fits)) => Some(fits),
+                _ => None,
+            }
+        }
+        None => None,
+    };
     let second = req.core.shared.started.elapsed().as_secs() as u32;
-    if req
-        .app
-        .publish_rate
-        .try_take(events, cfg.rate_limit_max, second)
-    {
+    let fits = in_cluster.unwrap_or_else(|| {
+        req.app
+            .publish_rate
+            .try_take(events, cfg.rate_limit_max, second)
+    });
+    if fits {
         return None;
     }
     req.core
@@ -348,7 +366,7 @@ pub async fn trigger(req: &ApiRequest<'_>) -> Response {
         Ok(e) => e,
         Err(r) => return r,
     };
-    if let Some(r) = over_rate(req, 1) {
+    if let Some(r) = over_rate(req, 1).await {
         return r;
     }
     if let Err(r) = publish(req, &event) {
@@ -379,7 +397,7 @@ pub async fn batch(req: &ApiRequest<'_>) -> Response {
         Ok(e) => e,
         Err(r) => return r,
     };
-    if let Some(r) = over_rate(req, events.len()) {
+    if let Some(r) = over_rate(req, events.len()).await {
         return r;
     }
     for e in &events {
@@ -406,7 +424,7 @@ pub async fn batch(req: &ApiRequest<'_>) -> Response {
 
 /// Deprecated `POST /apps/{id}/channels/{name}/events?name=..&socket_id=..` with the raw data as body; 202
 /// (seed 004).
-pub fn legacy_trigger(req: &ApiRequest<'_>, channel: &str) -> Response {
+pub async fn legacy_trigger(req: &ApiRequest<'_>, channel: &str) -> Response {
     let event = parse_legacy(
         &req.app.config,
         channel,
@@ -414,10 +432,13 @@ pub fn legacy_trigger(req: &ApiRequest<'_>, channel: &str) -> Response {
         req.query.get("socket_id"),
         req.body,
     );
-    let event = event.and_then(|e| match over_rate(req, 1) {
-        Some(r) => Err(r),
-        None => Ok(e),
-    });
+    let event = match event {
+        Ok(e) => match over_rate(req, 1).await {
+            Some(r) => Err(r),
+            None => Ok(e),
+        },
+        Err(r) => Err(r),
+    };
     match event.and_then(|e| publish(req, &e)) {
         Ok(()) => Response::json(202, Vec::new()),
         Err(r) => r,

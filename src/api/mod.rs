@@ -133,7 +133,7 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
     match handler {
         Route::Trigger => events::trigger(&req).await,
         Route::Batch => events::batch(&req).await,
-        Route::LegacyTrigger(name) => events::legacy_trigger(&req, name),
+        Route::LegacyTrigger(name) => events::legacy_trigger(&req, name).await,
         Route::Channels => channels::list(&req).await,
         Route::Channel(name) => channels::one(&req, name).await,
         Route::ChannelStats(name) => channels::legacy_stats(&req, name).await,

@@ -57,6 +57,12 @@ pub enum ClusterQuery {
     Online { app_id: String, users: Vec<String> },
     /// A channel's subscriptions on every node.
     SubscriptionCount { app_id: String, channel: String },
+    /// Takes `events` from the app's publish rate of the current second (Unix time), if they fit under `max`.
+    Rate {
+        app_id: String,
+        events: u32,
+        max: u32,
+    },
     /// A cache channel's last event (docs/protocol.md#cache-channels); on a miss, whether it is the first miss
     /// of the channel in the cluster within `miss_window` (for one `cache_miss` webhook).
     Cache {
@@ -228,6 +234,17 @@ end
 local total = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
 return total
+";
+
+/// A fixed one-second window shared by every node: all or nothing.
+const RATE: &str = r"
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], 2000)
+if n > tonumber(ARGV[2]) then
+  redis.call('DECRBY', KEYS[1], ARGV[1])
+  return 0
+end
+return 1
 ";
 
 const CACHE_GET: &str = r"
@@ -784,6 +801,23 @@ impl<'a> Commands<'a> {
                 .arg(format!("{prefix}:{app_id}:p:{channel}:nodes"))
                 .query(con)
                 .map(ClusterAnswer::Names),
+            ClusterQuery::Rate {
+                app_id,
+                events,
+                max,
+            } => {
+                let second = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                redis::cmd("EVAL")
+                    .arg(RATE)
+                    .arg(1)
+                    .arg(format!("{prefix}:{app_id}:rate:{second}"))
+                    .arg(events)
+                    .arg(max)
+                    .query::<i64>(con)
+                    .map(|ok| ClusterAnswer::Yes(ok == 1))
+            }
             ClusterQuery::Cache {
                 app_id,
                 channel,
