@@ -659,3 +659,30 @@ fn the_publish_rate_limit_is_the_clusters() {
     }
     panic!("never managed two requests within one second");
 }
+
+#[test]
+fn an_apps_connection_quota_is_the_clusters() {
+    let redis = Redis::start();
+    let quota = [("RELAY_MAX_CONNECTIONS", "3")];
+    let a = node_with(&redis, "a", &quota);
+    let b = node_with(&redis, "b", &quota);
+    let _one = a.client();
+    let _two = a.client();
+    let mut three = b.client();
+    let mut refused = b.ws();
+    let (code, _) = refused.expect_close();
+    assert_eq!(
+        code,
+        Some(4004),
+        "three connections over two nodes fill the quota"
+    );
+    let mut refused_a = a.ws();
+    assert_eq!(refused_a.expect_close().0, Some(4004));
+    // One leaves: there is room again, on either node.
+    three.close_tcp();
+    eventually("a slot freed", Duration::from_secs(5), || {
+        let mut c = a.ws();
+        let e = c.recv_event();
+        e.name() == "pusher:connection_established"
+    });
+}

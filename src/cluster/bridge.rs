@@ -174,6 +174,27 @@ impl Cluster {
         rx
     }
 
+    /// A connection of an app with a connection quota opens; resolves to whether the cluster has room
+    /// (`None`: Redis unreachable).
+    pub fn conn_admit(&self, app_id: &str, max: u64) -> oneshot::Receiver<Option<bool>> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.presence.send(Command::ConnAdmit {
+            app_id: app_id.into(),
+            max,
+            reply,
+        });
+        self.wake_commands();
+        rx
+    }
+
+    /// A connection [`Cluster::conn_admit`] let in closed.
+    pub fn conn_release(&self, app_id: &str) {
+        let _ = self.presence.send(Command::ConnRelease {
+            app_id: app_id.into(),
+        });
+        self.wake_commands();
+    }
+
     /// Keeps a REST event on a cache channel in Redis, for nodes that had no subscriber when it was published.
     pub fn cache_store(&self, p: &RemotePublish, ttl: Duration) {
         let _ = self.presence.send(Command::CacheStore {

@@ -85,6 +85,15 @@ pub enum ClusterAnswer {
 }
 
 pub enum Command {
+    /// A connection of an app with a connection quota opens: `Some(false)` when the cluster is at `max`
+    /// (`None`: Redis unreachable, this node's quota alone decides).
+    ConnAdmit {
+        app_id: String,
+        max: u64,
+        reply: oneshot::Sender<Option<bool>>,
+    },
+    /// A connection admitted by [`Command::ConnAdmit`] closed.
+    ConnRelease { app_id: String },
     /// A REST event on a cache channel: keep it as the channel's last event for `ttl`, for every node.
     CacheStore {
         app_id: String,
@@ -193,6 +202,9 @@ for _, e in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   table.insert(counts, e)
   table.insert(counts, tostring(total))
 end
+for _, app in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  redis.call('HDEL', ARGV[1] .. ':' .. app .. ':conns', ARGV[2])
+end
 local vacated = {}
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local m = cjson.decode(e)
@@ -202,7 +214,7 @@ for _, e in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     table.insert(vacated, e)
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return {gone, vacated, offline, counts}
 ";
 
@@ -234,6 +246,16 @@ end
 local total = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
 return total
+";
+
+/// Admits one connection if the app's connections over every node are under ARGV[2].
+const CONN_ADMIT: &str = r"
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+if total >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('SADD', KEYS[2], ARGV[3])
+return 1
 ";
 
 /// A fixed one-second window shared by every node: all or nothing.
@@ -321,6 +343,8 @@ pub struct Commands<'a> {
     /// Per channel: the total last broadcast and when, and a total held back by the throttle.
     counts_sent: HashMap<String, (u64, Instant)>,
     counts_held: HashMap<String, u64>,
+    /// This node's admitted connections per app (apps with a connection quota).
+    conns: HashMap<String, u64>,
     pending: VecDeque<(String, Vec<u8>)>,
     con: Option<redis::Connection>,
     failures: u32,
@@ -348,6 +372,7 @@ impl<'a> Commands<'a> {
             counts_dirty: HashSet::new(),
             counts_sent: HashMap::new(),
             counts_held: HashMap::new(),
+            conns: HashMap::new(),
             pending: VecDeque::new(),
             con: None,
             failures: 0,
@@ -483,6 +508,38 @@ impl<'a> Commands<'a> {
             }
             Command::Query { query, reply } => {
                 let _ = reply.send(self.query(&query));
+            }
+            Command::ConnAdmit { app_id, max, reply } => {
+                let admitted = self.conn_admit(&app_id, max);
+                if admitted != Some(false) {
+                    *self.conns.entry(app_id).or_default() += 1;
+                }
+                let _ = reply.send(admitted);
+            }
+            Command::ConnRelease { app_id } => {
+                if let Some(n) = self.conns.get_mut(&app_id) {
+                    *n = n.saturating_sub(1);
+                    let n = *n;
+                    if n == 0 {
+                        self.conns.remove(&app_id);
+                    }
+                    let hash = self.key(&format!("{app_id}:conns"));
+                    let me = self.cluster.node_id.clone();
+                    if let Some(con) = self.con.as_mut() {
+                        let r = if n == 0 {
+                            redis::cmd("HDEL").arg(&hash).arg(&me).query::<()>(con)
+                        } else {
+                            redis::cmd("HSET")
+                                .arg(&hash)
+                                .arg(&me)
+                                .arg(n)
+                                .query::<()>(con)
+                        };
+                        if let Err(e) = r {
+                            self.lost(&e);
+                        }
+                    }
+                }
             }
             Command::CacheStore {
                 app_id,
@@ -670,6 +727,29 @@ impl<'a> Commands<'a> {
             }),
             Ok(_) => {}
             Err(err) => self.lost(&err),
+        }
+    }
+
+    fn conn_admit(&mut self, app_id: &str, max: u64) -> Option<bool> {
+        let hash = self.key(&format!("{app_id}:conns"));
+        let set = self.node_key(&self.cluster.node_id, "conns");
+        let me = self.cluster.node_id.clone();
+        let con = self.con.as_mut()?;
+        let r: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(CONN_ADMIT)
+            .arg(2)
+            .arg(&hash)
+            .arg(&set)
+            .arg(&me)
+            .arg(max)
+            .arg(app_id)
+            .query(con);
+        match r {
+            Ok(n) => Some(n == 1),
+            Err(e) => {
+                self.lost(&e);
+                None
+            }
         }
     }
 
@@ -916,6 +996,29 @@ impl<'a> Commands<'a> {
                 self.user_online(&a, &u, online, &e);
             }
         }
+        // Connections: this node's count per app, as it is now.
+        let me = self.cluster.node_id.clone();
+        let conn_set = self.node_key(&me, "conns");
+        let conns: Vec<(String, u64)> = self.conns.iter().map(|(a, n)| (a.clone(), *n)).collect();
+        for (app_id, n) in conns {
+            let hash = self.key(&format!("{app_id}:conns"));
+            if let Some(con) = self.con.as_mut() {
+                let r = redis::pipe()
+                    .cmd("HSET")
+                    .arg(&hash)
+                    .arg(&me)
+                    .arg(n)
+                    .ignore()
+                    .cmd("SADD")
+                    .arg(&conn_set)
+                    .arg(&app_id)
+                    .ignore()
+                    .query::<()>(con);
+                if let Err(e) = r {
+                    return self.lost(&e);
+                }
+            }
+        }
         // Counts: every one this node has is written again; ones Redis has and this node no longer does go.
         self.counts_dirty.extend(self.counts.keys().cloned());
         let subs = self.node_key(&self.cluster.node_id, "subs");
@@ -983,6 +1086,7 @@ impl<'a> Commands<'a> {
         let occupied = self.node_key(node, "occupied");
         let users = self.node_key(node, "users");
         let subs = self.node_key(node, "subs");
+        let conns = self.node_key(node, "conns");
         let nodes = self.key("nodes");
         let prefix = self.cluster.prefix.clone();
         let Some(con) = self.con.as_mut() else {
@@ -1006,11 +1110,12 @@ impl<'a> Commands<'a> {
         type Cleaned = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
         let (gone, vacated, offline, counts): Cleaned = redis::cmd("EVAL")
             .arg(CLEANUP)
-            .arg(4)
+            .arg(5)
             .arg(&members)
             .arg(&occupied)
             .arg(&users)
             .arg(&subs)
+            .arg(&conns)
             .arg(&prefix)
             .arg(node)
             .query(con)?;

@@ -23,6 +23,7 @@ use crate::protocol::session::Session;
 use crate::protocol::{handshake as pusher_handshake, outbound};
 use crate::runtime::core::Core;
 use crate::runtime::handler;
+use crate::runtime::message::reply;
 use crate::ws::frame::{self, FrameDecoder, Message};
 use crate::ws::{handshake, writer};
 
@@ -58,6 +59,22 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
         Ok(app) => app,
         Err(r) => return refuse(stream, r.code, &r.message).await,
     };
+    // An app's connection quota is the cluster's: Redis counts every node's connections.
+    if let Some(cluster) = shared.cluster.get()
+        && app.config.max_connections > 0
+    {
+        let room = reply(cluster.conn_admit(&app.config.id, app.config.max_connections)).await;
+        // Refused: Redis counted nothing for it, so there is nothing to release there.
+        if room == Ok(Some(false)) {
+            pusher_handshake::release(app, &shared.connections);
+            return refuse(
+                stream,
+                close::APP_OVER_QUOTA,
+                "Application is over connection quota",
+            )
+            .await;
+        }
+    }
     let _ = stream.set_nodelay(true);
     drop(head);
 
@@ -115,7 +132,13 @@ pub fn finish(core: &Core, session: &Rc<Session>) {
         // The client went away without a close handshake: nothing more can be written.
         session.outbox.kill();
     }
-    pusher_handshake::release(core.app(session.app), &core.shared.connections);
+    let app = core.app(session.app);
+    pusher_handshake::release(app, &core.shared.connections);
+    if let Some(cluster) = core.shared.cluster.get()
+        && app.config.max_connections > 0
+    {
+        cluster.conn_release(&app.config.id);
+    }
     if session.writer_alive.get() {
         // The session has left the table, so the liveness scan no longer sees it: a peer that stops reading
         // after its Close must not keep the writer (and socket) forever.
