@@ -246,8 +246,12 @@ pub async fn one(req: &ApiRequest<'_>, raw_name: &str) -> Response {
         app_id: req.app.config.id.clone(),
         channel: channel.clone(),
     };
-    let occupied =
-        count > 0 || local > 0 || ask_cluster(req, q).await == Some(ClusterAnswer::Yes(true));
+    // Occupied anywhere: the cluster's occupancy when Redis answers (counts reach it on their own path, a moment
+    // apart), else this node's subscribers.
+    let occupied = match ask_cluster(req, q).await {
+        Some(ClusterAnswer::Yes(anywhere)) => anywhere || local > 0,
+        _ => count > 0 || local > 0,
+    };
     let mut out = format!(r#"{{"occupied":{occupied}"#);
     if info.user_count {
         match presence_users(req, &channel).await {

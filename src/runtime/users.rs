@@ -111,8 +111,8 @@ pub async fn sign_in(core: &Core, session: &Rc<Session>, signin: SignIn) {
     session.watch_snapshot_pending.set(true);
     let online = core.watch(app, &watchlist, session.socket_id).await;
     let (mut on, mut off) = (Vec::new(), Vec::new());
-    for (u, is_online) in watchlist.iter().zip(online) {
-        if is_online {
+    for (u, is_online) in watchlist.iter().zip(&online) {
+        if *is_online {
             on.push(&**u)
         } else {
             off.push(&**u)
@@ -121,8 +121,15 @@ pub async fn sign_in(core: &Core, session: &Rc<Session>, signin: SignIn) {
     session.send(outbound::watchlist_events(&on, &off));
     session.watch_snapshot_pending.set(false);
     let held = std::mem::take(&mut *session.deferred_watch_events.borrow_mut());
-    for (u, online) in held {
-        session.send(watch_event(&u, online));
+    for (u, now_online) in held {
+        // A change the snapshot already shows (it was read after the change) is not news.
+        let shown = watchlist
+            .iter()
+            .zip(&online)
+            .any(|(w, o)| **w == *u && *o == now_online);
+        if !shown {
+            session.send(watch_event(&u, now_online));
+        }
     }
 }
 
