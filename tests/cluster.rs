@@ -197,6 +197,8 @@ fn publishes_during_a_redis_outage_arrive_when_it_is_back() {
     on_a.subscribe("resilient");
     let mut local_b = b.client();
     local_b.subscribe("resilient");
+    let mut member = a.client();
+    join(&mut member, "presence-kept", "u1", None);
     redis.stop();
     // Each node goes on serving its own clients.
     let (status, body) = b.publish("resilient", "during", "1");
@@ -221,6 +223,10 @@ fn publishes_during_a_redis_outage_arrive_when_it_is_back() {
     assert_eq!(status, 200);
     assert_eq!(on_a.expect_event("after").data_str(), "2");
     assert!(a.log().contains("reconnected"), "{}", a.log());
+    // Redis came back empty: node a wrote its presence entries again.
+    let mut joiner = b.client();
+    let e = join(&mut joiner, "presence-kept", "u2", None);
+    assert_eq!(roster(&e), ["u1", "u2"]);
 }
 
 fn node_with(redis: &Redis, id: &str, env: &[(&str, &str)]) -> Server {
@@ -347,12 +353,11 @@ fn rest_queries_are_answered_for_the_cluster() {
         assert_eq!(status, 200, "{path}: {body}");
         json(&body)
     };
-    let listed = get("/channels", &[]);
-    let names = obj_keys(&listed["channels"]);
-    assert_eq!(
-        names,
-        ["only-on-a", "presence-q"],
-        "node b lists node a's channels"
+    // Occupancy reaches Redis a moment after the subscriptions.
+    eventually(
+        "node b listing node a's channels",
+        Duration::from_secs(5),
+        || obj_keys(&get("/channels", &[])["channels"]) == ["only-on-a", "presence-q"],
     );
     assert_eq!(
         get("/channels/only-on-a", &[])["occupied"].as_bool(),
@@ -682,7 +687,34 @@ fn an_apps_connection_quota_is_the_clusters() {
     three.close_tcp();
     eventually("a slot freed", Duration::from_secs(5), || {
         let mut c = a.ws();
-        let e = c.recv_event();
-        e.name() == "pusher:connection_established"
+        c.try_recv_event(TIMEOUT)
+            .is_some_and(|e| e.name() == "pusher:connection_established")
     });
+}
+
+#[test]
+fn a_node_taken_for_dead_repairs_its_part_when_it_comes_back() {
+    let redis = Redis::start();
+    let timeout = [("RELAY_CLUSTER_NODE_TIMEOUT", "2")];
+    let a = node_with(&redis, "a", &timeout);
+    let b = node_with(&redis, "b", &timeout);
+    let mut u1 = a.client();
+    join(&mut u1, "presence-p", "u1", None);
+    let mut u2 = b.client();
+    join(&mut u2, "presence-p", "u2", None);
+    u1.expect_event("pusher_internal:member_added");
+    // Node a stops answering (a long pause, a partition): node b takes it for dead.
+    unsafe { libc::kill(a.pid() as i32, libc::SIGSTOP) };
+    let removed = u2.expect_event_within("pusher_internal:member_removed", Duration::from_secs(10));
+    assert_eq!(member_of(&removed), "u1");
+    // It comes back: its heartbeat finds its key gone, it writes its part again, node b hears u1 join again.
+    unsafe { libc::kill(a.pid() as i32, libc::SIGCONT) };
+    let added = u2.expect_event_within("pusher_internal:member_added", Duration::from_secs(10));
+    assert_eq!(member_of(&added), "u1");
+    // Node a's own subscribers never saw u1 (on node a all along) leave.
+    u1.expect_silence(Duration::from_millis(500));
+    let mut late = b.client();
+    let e = join(&mut late, "presence-p", "u3", None);
+    assert_eq!(roster(&e), ["u1", "u2", "u3"]);
+    assert!(a.log().contains("heartbeat lapsed"), "{}", a.log());
 }

@@ -162,6 +162,21 @@ impl FactsTable {
             .unwrap_or_default()
     }
 
+    /// Whether `user_id` has a connection in the channel's roster here.
+    pub fn presence_has(&self, app: AppIdx, channel: &str, user_id: &str) -> bool {
+        self.get(app, channel)
+            .and_then(|f| f.roster.as_ref())
+            .is_some_and(|r| r.contains(user_id))
+    }
+
+    /// Whether `user_id` has a signed-in connection here.
+    pub fn is_online(&self, app: AppIdx, user_id: &str) -> bool {
+        self.users
+            .get(&app)
+            .and_then(|t| t.get(user_id))
+            .is_some_and(|u| u.online > 0)
+    }
+
     // -- subscription counts -------------------------------------------------------------------------------
 
     /// Applies a change of the channel's total subscriptions; returns the count to broadcast now, if any

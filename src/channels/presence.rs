@@ -68,6 +68,10 @@ impl PresenceRoster {
         true
     }
 
+    pub fn contains(&self, user_id: &str) -> bool {
+        self.members.contains_key(user_id)
+    }
+
     pub fn user_count(&self) -> usize {
         self.members.len()
     }

@@ -22,6 +22,7 @@ use futures_channel::oneshot;
 
 use crate::cluster::commands::{
     ClusterAnswer, ClusterQuery, Command, Commands, PresenceJoined, RECONNECT_MAX, RECONNECT_MIN,
+    heartbeat,
 };
 use crate::cluster::wire::{MemberRecord, Record, RemotePublish, control_channel, redis_channel};
 use crate::config::ClusterConfig;
@@ -111,6 +112,8 @@ pub struct Cluster {
     pub(crate) deliver: DeliverFn,
     /// Whether the subscriber's connection is up.
     pub connected: AtomicBool,
+    /// Set by the heartbeat when this node's key had lapsed: the command thread writes its state again.
+    pub(crate) resync: AtomicBool,
     pub stats: ClusterStats,
 }
 
@@ -130,6 +133,7 @@ impl Cluster {
             presence: presence_tx,
             deliver,
             connected: AtomicBool::new(false),
+            resync: AtomicBool::new(false),
             stats: ClusterStats::default(),
         });
         let c = cluster.clone();
@@ -139,6 +143,11 @@ impl Cluster {
             .name("relay-cluster-cmd".into())
             .spawn(move || Commands::new(&c, pc, presence_rx, timeout).run())?;
         let _ = cluster.publisher.set(publisher.thread().clone());
+        let c = cluster.clone();
+        let hc = client.clone();
+        std::thread::Builder::new()
+            .name("relay-cluster-beat".into())
+            .spawn(move || heartbeat(&c, hc, timeout))?;
         let c = cluster.clone();
         std::thread::Builder::new()
             .name("relay-cluster-sub".into())
@@ -277,7 +286,7 @@ impl Cluster {
         rx
     }
 
-    fn wake_commands(&self) {
+    pub(crate) fn wake_commands(&self) {
         if let Some(t) = self.publisher.get() {
             t.unpark();
         }
@@ -375,6 +384,9 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
         if let Err(e) = resubscribed.and_then(|()| pubsub.set_read_timeout(Some(POLL))) {
             crate::warn!("cluster: cannot subscribe in Redis ({e}); reconnecting");
             failures += 1;
+            drop(pubsub);
+            apply_offline(&ops, &mut wanted);
+            std::thread::sleep(backoff(failures));
             continue;
         }
         if failures > 0 {
@@ -473,50 +485,68 @@ fn apply(
         return Ok(());
     }
     let now = Instant::now();
+    let mut replies = Vec::new();
+    // Each key's state before the batch; what Redis is told is the difference to its state after the batch.
+    let mut before: HashMap<String, bool> = HashMap::new();
+    for op in ops.try_iter().take(10_000) {
+        let key = match &op {
+            Op::Interest { key, .. } | Op::Ensure { key, .. } => key.clone(),
+        };
+        let entry = wanted.entry(key.clone()).or_default();
+        before.entry(key).or_insert(entry.wanted(now));
+        match op {
+            Op::Interest { held, .. } => {
+                entry.held = held;
+                // The hold the ensure was waiting for has come: the channel now lives as long as the hold. A
+                // vacated hold does not clear it: it may be an older one, still on its way.
+                if held {
+                    entry.ensured = None;
+                }
+            }
+            Op::Ensure { reply, .. } => {
+                replies.push(reply);
+                entry.ensured = Some(now);
+            }
+        }
+    }
     let mut subscribe = Vec::new();
     let mut unsubscribe = Vec::new();
-    let mut replies = Vec::new();
-    for op in ops.try_iter().take(10_000) {
-        let (key, before, entry) = match op {
-            Op::Interest { key, held } => {
-                let entry = wanted.entry(key.clone()).or_default();
-                let before = entry.wanted(now);
-                entry.held = held;
-                // The hold the ensure was waiting for has come: the channel now lives as long as the hold.
-                entry.ensured = None;
-                (key, before, entry)
-            }
-            Op::Ensure { key, reply } => {
-                replies.push(reply);
-                let entry = wanted.entry(key.clone()).or_default();
-                let before = entry.wanted(now);
-                // Set even while held: a vacated hold still on its way must not drop the channel under this
-                // subscriber (its own hold clears the mark when it arrives; otherwise the grace does).
-                entry.ensured = Some(now);
-                (key, before, entry)
-            }
-        };
-        let after = entry.wanted(now);
-        if !after {
+    for (key, was) in before {
+        let is = wanted.get(&key).is_some_and(|e| e.wanted(now));
+        if !is {
             wanted.remove(&key);
         }
-        match (before, after) {
+        match (was, is) {
             (false, true) => subscribe.push(key),
             (true, false) => unsubscribe.push(key),
             _ => {}
         }
     }
-    // A key both added and removed in this batch nets out in Redis too: SUBSCRIBE then UNSUBSCRIBE.
-    if !subscribe.is_empty() {
-        pubsub.subscribe(&subscribe)?;
-    }
-    if !unsubscribe.is_empty() {
-        pubsub.unsubscribe(&unsubscribe)?;
-    }
+    confirm(pubsub, &subscribe, &unsubscribe)?;
     for r in replies {
         let _ = r.send(());
     }
     Ok(())
+}
+
+/// SUBSCRIBE and UNSUBSCRIBE wait for Redis's confirmation with the connection's full deadline, not the short
+/// poll of `get_message`.
+fn confirm(
+    pubsub: &mut redis::PubSub<'_>,
+    subscribe: &[String],
+    unsubscribe: &[String],
+) -> redis::RedisResult<()> {
+    if subscribe.is_empty() && unsubscribe.is_empty() {
+        return Ok(());
+    }
+    pubsub.set_read_timeout(Some(IO_TIMEOUT))?;
+    if !subscribe.is_empty() {
+        pubsub.subscribe(subscribe)?;
+    }
+    if !unsubscribe.is_empty() {
+        pubsub.unsubscribe(unsubscribe)?;
+    }
+    pubsub.set_read_timeout(Some(POLL))
 }
 
 /// [`apply`] while Redis is unreachable: the interest is remembered for the resubscribe, ensures are answered.
@@ -552,8 +582,5 @@ fn sweep(
     for k in &stale {
         wanted.remove(k);
     }
-    if !stale.is_empty() {
-        pubsub.unsubscribe(&stale)?;
-    }
-    Ok(())
+    confirm(pubsub, &[], &stale)
 }

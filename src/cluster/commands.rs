@@ -173,6 +173,7 @@ return 0
 /// Removes a dead node's members and occupied channels; returns the members whose user is now gone from the
 /// cluster, and the channels no node occupies any more.
 const CLEANUP: &str = r"
+if redis.call('EXISTS', KEYS[6]) == 1 then return {{}, {}, {}, {}} end
 local gone = {}
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local m = cjson.decode(e)
@@ -406,7 +407,14 @@ impl<'a> Commands<'a> {
             if self.last_beat.is_none_or(|t| now.duration_since(t) >= BEAT) {
                 self.beat(now);
             }
-            let wait = if self.presence.is_empty() {
+            let sending = !self.pending.is_empty() && self.hold_until.is_none_or(|t| now >= t);
+            if self.cluster.resync.swap(false, Ordering::AcqRel) && self.con.is_some() {
+                crate::warn!(
+                    "cluster: this node's heartbeat lapsed; writing its state to Redis again"
+                );
+                self.reconcile();
+            }
+            let wait = if self.presence.is_empty() && !(sending && self.con.is_some()) {
                 Duration::from_millis(100)
             } else {
                 Duration::ZERO
@@ -457,8 +465,17 @@ impl<'a> Commands<'a> {
         }
     }
 
-    /// A command failed on the connection: drop it and reconnect with backoff.
+    /// A command failed: on a connection failure, drop the connection and reconnect with backoff; an error Redis
+    /// answered (out of memory, a script error) leaves the connection as it is.
     fn lost(&mut self, e: &redis::RedisError) {
+        let connection = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal();
+        if !connection {
+            crate::warn!("cluster: Redis refused a command: {e}");
+            return;
+        }
         if self.con.take().is_some() {
             crate::warn!("cluster: lost the Redis command connection ({e}); reconnecting");
         }
@@ -810,6 +827,10 @@ impl<'a> Commands<'a> {
             }
             self.counts_held.remove(&e);
             self.counts_sent.insert(e.clone(), (total, now));
+            // A channel this node has no subscriber of any more is the other nodes' to report.
+            if !self.counts.contains_key(&e) {
+                self.counts_sent.remove(&e);
+            }
             if let Some((app_id, channel)) = parse_channel_entry(&e) {
                 self.publish_count(&app_id, &channel, total, true);
             }
@@ -996,9 +1017,34 @@ impl<'a> Commands<'a> {
                 self.user_online(&a, &u, online, &e);
             }
         }
-        // Connections: this node's count per app, as it is now.
+        // Connections: this node's count per app, as it is now (apps it no longer has connections of go).
         let me = self.cluster.node_id.clone();
         let conn_set = self.node_key(&me, "conns");
+        let listed: Vec<String> = match self.con.as_mut() {
+            Some(con) => match redis::cmd("SMEMBERS").arg(&conn_set).query(con) {
+                Ok(v) => v,
+                Err(e) => return self.lost(&e),
+            },
+            None => return,
+        };
+        for app_id in listed.into_iter().filter(|a| !self.conns.contains_key(a)) {
+            let hash = self.key(&format!("{app_id}:conns"));
+            if let Some(con) = self.con.as_mut() {
+                let r = redis::pipe()
+                    .cmd("HDEL")
+                    .arg(&hash)
+                    .arg(&me)
+                    .ignore()
+                    .cmd("SREM")
+                    .arg(&conn_set)
+                    .arg(&app_id)
+                    .ignore()
+                    .query::<()>(con);
+                if let Err(e) = r {
+                    return self.lost(&e);
+                }
+            }
+        }
         let conns: Vec<(String, u64)> = self.conns.iter().map(|(a, n)| (a.clone(), *n)).collect();
         for (app_id, n) in conns {
             let hash = self.key(&format!("{app_id}:conns"));
@@ -1043,31 +1089,14 @@ impl<'a> Commands<'a> {
         }
     }
 
-    /// Renews this node's heartbeat and cleans up after nodes whose heartbeat expired.
+    /// Cleans up after nodes whose heartbeat expired (this node's own beats come from [`heartbeat`]).
     fn beat(&mut self, now: Instant) {
         self.last_beat = Some(now);
         let me = self.cluster.node_id.clone();
-        let alive = self.node_key(&me, "alive");
         let nodes = self.key("nodes");
-        let ttl = self.node_timeout.as_millis() as u64;
         let Some(con) = self.con.as_mut() else {
             return;
         };
-        let renewed: redis::RedisResult<()> = redis::pipe()
-            .cmd("SET")
-            .arg(&alive)
-            .arg(1)
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .cmd("SADD")
-            .arg(&nodes)
-            .arg(&me)
-            .ignore()
-            .query(con);
-        if let Err(e) = renewed {
-            return self.lost(&e);
-        }
         let others: Vec<String> = match redis::cmd("SMEMBERS").arg(&nodes).query(con) {
             Ok(v) => v,
             Err(e) => return self.lost(&e),
@@ -1110,12 +1139,13 @@ impl<'a> Commands<'a> {
         type Cleaned = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
         let (gone, vacated, offline, counts): Cleaned = redis::cmd("EVAL")
             .arg(CLEANUP)
-            .arg(5)
+            .arg(6)
             .arg(&members)
             .arg(&occupied)
             .arg(&users)
             .arg(&subs)
             .arg(&conns)
+            .arg(&alive)
             .arg(&prefix)
             .arg(node)
             .query(con)?;
@@ -1178,6 +1208,58 @@ impl<'a> Commands<'a> {
             });
         }
         Ok(())
+    }
+}
+
+/// Renews this node's heartbeat (`alive`, `RELAY_CLUSTER_NODE_TIMEOUT` to live) every [`BEAT`] on a connection of
+/// its own, so a command thread busy with a slow Redis does not look dead. A beat that finds the key gone after
+/// an earlier one succeeded means the others may have removed this node: the command thread writes its state
+/// again.
+const HEARTBEAT: &str = r"
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return existed
+";
+
+pub fn heartbeat(cluster: &Cluster, client: redis::Client, node_timeout: Duration) {
+    let alive = format!("{}:node:{}:alive", cluster.prefix, cluster.node_id);
+    let nodes = format!("{}:nodes", cluster.prefix);
+    let ttl = node_timeout.as_millis() as u64;
+    let mut con: Option<redis::Connection> = None;
+    let mut beaten = false;
+    loop {
+        if con.is_none() {
+            con = client
+                .get_connection_with_timeout(IO_TIMEOUT)
+                .and_then(|c| {
+                    c.set_read_timeout(Some(IO_TIMEOUT))?;
+                    c.set_write_timeout(Some(IO_TIMEOUT))?;
+                    Ok(c)
+                })
+                .ok();
+        }
+        if let Some(c) = con.as_mut() {
+            let beat: redis::RedisResult<i64> = redis::cmd("EVAL")
+                .arg(HEARTBEAT)
+                .arg(2)
+                .arg(&alive)
+                .arg(&nodes)
+                .arg(ttl)
+                .arg(&cluster.node_id)
+                .query(c);
+            match beat {
+                Ok(existed) => {
+                    if existed == 0 && beaten {
+                        cluster.resync.store(true, Ordering::Release);
+                        cluster.wake_commands();
+                    }
+                    beaten = true;
+                }
+                Err(_) => con = None,
+            }
+        }
+        std::thread::sleep(BEAT);
     }
 }
 

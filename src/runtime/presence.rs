@@ -268,6 +268,9 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
             user_id,
             user_info,
         } => match user_info {
+            // A user with a connection here has not left, whatever a record says (it can only come from a
+            // cleanup that mistook this node for dead, which this node repairs): its subscribers are not told.
+            None if core.facts.borrow().presence_has(app, &channel, &user_id) => {}
             Some(info) => {
                 let data = presence::member_added_json(&user_id, &info);
                 let p =

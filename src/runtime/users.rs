@@ -249,6 +249,10 @@ pub fn on_message(core: &Core, msg: UserMsg) {
             user_id,
             online,
         } => {
+            // A user signed in here is online for this node's watchers whatever a record says (see presence).
+            if !online && core.facts.borrow().is_online(app, &user_id) {
+                return;
+            }
             let watchers = core.facts.borrow().watchers(app, &user_id);
             notify(core, &watchers, &user_id, online);
         }

@@ -389,6 +389,15 @@ impl Ws {
         e
     }
 
+    /// The next event, named `name`, within `d` (for waits longer than [`TIMEOUT`]).
+    pub fn expect_event_within(&mut self, name: &str, d: Duration) -> Event {
+        let e = self
+            .try_recv_event(d)
+            .unwrap_or_else(|| panic!("no {name} within {d:?}"));
+        assert_eq!(e.name(), name, "unexpected event: {}", e.raw);
+        e
+    }
+
     /// Asserts nothing but control frames arrives for `d`.
     pub fn expect_silence(&mut self, d: Duration) {
         if let Some(e) = self.try_recv_event(d) {
