@@ -91,7 +91,7 @@ pub async fn replay(core: &Core, session: &Rc<Session>, channel: &str) {
     };
 }
 
-/// The channel's last event from Redis (kept here too from now on), or whether this is the cluster's first miss
+/// The channel's last event from Redis, or whether this is the cluster's first miss
 /// within the webhook debounce; `None` on a single node or while Redis is unreachable.
 async fn from_cluster(
     core: &Core,
@@ -112,7 +112,7 @@ async fn from_cluster(
                 data_token: bytes::Bytes::from(r.data_token),
                 expires: Instant::now() + ttl,
             };
-            core.store_cached(app, channel, event.clone());
+                        // Not kept here: a newer event may have arrived live meanwhile, and would be overwritten.
             Some(Ok(event))
         }
         ClusterAnswer::Missed(first) => Some(Err(first)),
