@@ -112,7 +112,7 @@ async fn from_cluster(
                 data_token: bytes::Bytes::from(r.data_token),
                 expires: Instant::now() + ttl,
             };
-                        // Not kept here: a newer event may have arrived live meanwhile, and would be overwritten.
+            // Not kept here: a newer event may have arrived live meanwhile, and would be overwritten.
             Some(Ok(event))
         }
         ClusterAnswer::Missed(first) => Some(Err(first)),

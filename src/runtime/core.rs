@@ -44,6 +44,10 @@ pub struct Core {
     retire_waker: Cell<Option<Waker>>,
     /// The core's own `Rc`, for work that continues after an await (a cluster round trip) on this core.
     me: OnceCell<Weak<Core>>,
+    /// Presence channels with a join waiting for Redis, and the other nodes' member records that arrived
+    /// meanwhile (held so the joiner, not subscribed yet, hears them after its roster).
+    pub(crate) presence_waits:
+        RefCell<HashMap<(AppIdx, Box<str>), (u32, Vec<(Box<str>, Option<Box<str>>)>)>>,
 }
 
 /// Read buffers kept for reuse per core; more are allocated on demand and freed on return.
@@ -76,6 +80,7 @@ impl Core {
             retiring: RefCell::new(VecDeque::new()),
             retire_waker: Cell::new(None),
             me: OnceCell::new(),
+            presence_waits: RefCell::new(HashMap::new()),
         }
     }
 

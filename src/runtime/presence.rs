@@ -221,6 +221,8 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
                 // In a cluster the roster and the first join are the cluster's: ask Redis, go on when it answers
                 // (the bridge keeps this core's joins and leaves in order).
                 (Some(cluster), Some(me), Some(local)) => {
+                    let key = (app, pending.channel.clone());
+                    core.presence_waits.borrow_mut().entry(key).or_default().0 += 1;
                     let rx = cluster.presence_join(
                         &core.app(app).config.id,
                         &pending.channel,
@@ -230,7 +232,9 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
                     );
                     monoio::spawn(async move {
                         let answer = message::reply(rx).await.ok().flatten();
+                        let key = (pending.app, pending.channel.clone());
                         joined_in_cluster(&me, pending, local, new_member, answer);
+                        join_settled(&me, key);
                     });
                 }
                 (_, _, snapshot) => complete_join(core, pending, snapshot, new_member),
@@ -267,18 +271,17 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
             channel,
             user_id,
             user_info,
-        } => match user_info {
-            // A user with a connection here has not left, whatever a record says (it can only come from a
-            // cleanup that mistook this node for dead, which this node repairs): its subscribers are not told.
-            None if core.facts.borrow().presence_has(app, &channel, &user_id) => {}
-            Some(info) => {
-                let data = presence::member_added_json(&user_id, &info);
-                let p =
-                    Publication::server_event(app, &channel, "pusher_internal:member_added", &data);
-                core.broadcast(p);
+        } => {
+            if let Some((_, held)) = core
+                .presence_waits
+                .borrow_mut()
+                .get_mut(&(app, channel.clone()))
+            {
+                held.push((user_id, user_info));
+                return;
             }
-            None => member_removed(core, app, channel, user_id, false),
-        },
+            remote_member(core, app, channel, user_id, user_info);
+        }
         PresenceMsg::Gone {
             app,
             channel,
@@ -442,5 +445,45 @@ fn member_removed(core: &Core, app: AppIdx, channel: Box<str>, user_id: Box<str>
             channel,
             user_id,
         });
+    }
+}
+
+/// Another node's member record: this node's subscribers are told.
+fn remote_member(
+    core: &Core,
+    app: AppIdx,
+    channel: Box<str>,
+    user_id: Box<str>,
+    user_info: Option<Box<str>>,
+) {
+    match user_info {
+        // A user with a connection here has not left, whatever a record says (it can only come from a cleanup
+        // that mistook this node for dead, which this node repairs): its subscribers are not told.
+        None if core.facts.borrow().presence_has(app, &channel, &user_id) => {}
+        Some(info) => {
+            let data = presence::member_added_json(&user_id, &info);
+            let p = Publication::server_event(app, &channel, "pusher_internal:member_added", &data);
+            core.broadcast(p);
+        }
+        None => member_removed(core, app, channel, user_id, false),
+    }
+}
+
+/// A join of the channel got its answer; with none left waiting, the records held meanwhile go out, after the
+/// joiners' rosters (pusher-js takes a member it already has, or a removal of one it has not, in its stride).
+fn join_settled(core: &Core, key: (AppIdx, Box<str>)) {
+    let held = {
+        let mut waits = core.presence_waits.borrow_mut();
+        let Some(w) = waits.get_mut(&key) else {
+            return;
+        };
+        w.0 -= 1;
+        if w.0 > 0 {
+            return;
+        }
+        waits.remove(&key).map(|(_, held)| held).unwrap_or_default()
+    };
+    for (user_id, user_info) in held {
+        remote_member(core, key.0, key.1.clone(), user_id, user_info);
     }
 }
