@@ -46,9 +46,12 @@ pub struct Core {
     me: OnceCell<Weak<Core>>,
     /// Presence channels with a join waiting for Redis, and the other nodes' member records that arrived
     /// meanwhile (held so the joiner, not subscribed yet, hears them after its roster).
-    pub(crate) presence_waits:
-        RefCell<HashMap<(AppIdx, Box<str>), (u32, Vec<(Box<str>, Option<Box<str>>)>)>>,
+    pub(crate) presence_waits: RefCell<HashMap<(AppIdx, Box<str>), PresenceWait>>,
 }
+
+/// Joins of a presence channel waiting for Redis, and the member records (user, `user_info` when added) held
+/// until they are answered.
+pub(crate) type PresenceWait = (u32, Vec<(Box<str>, Option<Box<str>>)>);
 
 /// Read buffers kept for reuse per core; more are allocated on demand and freed on return.
 const READ_BUFFER_POOL: usize = 64;
