@@ -718,3 +718,49 @@ fn a_node_taken_for_dead_repairs_its_part_when_it_comes_back() {
     assert_eq!(roster(&e), ["u1", "u2", "u3"]);
     assert!(a.log().contains("heartbeat lapsed"), "{}", a.log());
 }
+
+#[test]
+fn the_member_limit_is_the_clusters() {
+    let redis = Redis::start();
+    let dir = std::env::temp_dir().join(format!("relay-cluster-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("apps.json");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"apps":[{{"id":"{APP_ID}","key":"{APP_KEY}","secret":"{APP_SECRET}","max_presence_members":2}}]}}"#
+        ),
+    )
+    .unwrap();
+    let apps = [("RELAY_APPS_FILE", file.to_str().unwrap())];
+    let a = node_with(&redis, "a", &apps);
+    let b = node_with(&redis, "b", &apps);
+    let mut u1 = a.client();
+    join(&mut u1, "presence-small", "u1", None);
+    let mut u2 = b.client();
+    join(&mut u2, "presence-small", "u2", None);
+    // A third user, on node a: the cluster's roster is full.
+    let mut u3 = a.client();
+    let data = r#"{"user_id":"u3"}"#;
+    let auth = relay::protocol::auth::sign_channel(
+        APP_KEY,
+        APP_SECRET,
+        &u3.socket_id,
+        "presence-small",
+        Some(data),
+    );
+    u3.send_text(&sub_msg("presence-small", &auth, Some(data)));
+    let e = u3.expect_event("pusher:error");
+    assert!(e.raw.contains("over 2 members"), "{}", e.raw);
+    u2.expect_silence(Duration::from_millis(300));
+    // u1 leaves: room for u3, on node b, and the roster holds no trace of the refused join.
+    u1.close_tcp();
+    assert_eq!(
+        member_of(&u2.expect_event("pusher_internal:member_removed")),
+        "u1"
+    );
+    let mut u3b = b.client();
+    let e = join(&mut u3b, "presence-small", "u3", None);
+    assert_eq!(roster(&e), ["u2", "u3"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

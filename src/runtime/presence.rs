@@ -71,6 +71,13 @@ pub enum PresenceMsg {
         ordered: bool,
         reply: oneshot::Sender<JoinReply>,
     },
+    /// Home -> joiner's core: the cluster's roster is full; the home counted this connection, so the joiner's
+    /// membership (if the session still has it) leaves like any other, exactly once.
+    Refused {
+        socket: SocketId,
+        channel: Box<str>,
+        reply: oneshot::Sender<JoinReply>,
+    },
     /// Anyone -> home: the roster's user ids.
     Users {
         app: AppIdx,
@@ -101,6 +108,7 @@ impl PresenceMsg {
             PresenceMsg::Leave { .. }
             | PresenceMsg::Joined { .. }
             | PresenceMsg::Remote { .. }
+            | PresenceMsg::Refused { .. }
             | PresenceMsg::Gone { .. } => Lane::Cleanup,
         }
     }
@@ -325,6 +333,18 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
         } => {
             let _ = reply.send(core.facts.borrow().presence_users(app, &channel));
         }
+        PresenceMsg::Refused {
+            socket,
+            channel,
+            reply,
+        } => {
+            if let Some(s) = core.session_by_socket(socket)
+                && let Some(m) = s.take_membership(&channel)
+            {
+                leave(core, s.app, &channel, &m.user_id);
+            }
+            let _ = reply.send(JoinReply::Full);
+        }
     }
 }
 
@@ -351,11 +371,14 @@ fn joined_in_cluster(
     match answer {
         None => complete_join(core, j, Some(local), new_member),
         Some(c) if c.full => {
-            // Nobody was told of this connection: undo it here without a member_removed.
-            core.facts
-                .borrow_mut()
-                .presence_leave(j.app, &j.channel, &j.user_id);
-            complete_join(core, j, None, false);
+            // The local roster counted this connection: it leaves through the joiner's membership, once, whether
+            // the session is still there or its teardown already sent the leave.
+            let refused = PresenceMsg::Refused {
+                socket: j.socket,
+                channel: j.channel,
+                reply: j.reply,
+            };
+            let _ = core.send_to(j.joiner, CoreMsg::Presence(refused));
         }
         Some(c) => {
             let snapshot =
