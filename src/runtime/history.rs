@@ -77,7 +77,10 @@ impl HistoryMsg {
                 replay: Some(_), ..
             } => Lane::Publish,
             HistoryMsg::Recovered { replay: None, .. } => Lane::Cleanup,
-            HistoryMsg::Recover { .. } | HistoryMsg::Page { .. } => Lane::Control,
+            // Behind the appends sent before it: an event published before the client came back is in the
+            // replay, not after the recovery marker (control messages are taken before publishes).
+            // A page read after a publish lists it too, for the same reason.
+            HistoryMsg::Recover { .. } | HistoryMsg::Page { .. } => Lane::Publish,
         }
     }
 }
