@@ -365,6 +365,14 @@ fn rest_queries_are_answered_for_the_cluster() {
     );
     let info = get("/channels/presence-q", &[("info", "user_count")]);
     assert_eq!(info["user_count"].as_u64(), Some(1));
+    // /stats is the cluster's too (refreshed every second): node b has no connection of its own.
+    eventually("cluster-wide /stats", Duration::from_secs(5), || {
+        let (_, stats) = common::http(b.port, "GET", "/stats", "");
+        let s = json(&stats);
+        s["connections"].as_u64() == Some(2)
+            && s["channels"].as_u64() == Some(2)
+            && s["cluster"]["node_connections"].as_u64() == Some(0)
+    });
     let users = get("/channels/presence-q/users", &[]);
     assert_eq!(users["users"].as_array().unwrap().len(), 1);
     assert_eq!(users["users"][0]["id"].as_str(), Some("u1"));

@@ -17,11 +17,19 @@ pub fn health(core: &Rc<Core>) -> Response {
 
 /// `{"connections":N,"channels":N}` (the seed's shape): open WebSocket connections and occupied channels, all apps;
 /// plus `"webhooks":{…}`, the sender's totals, when some app has a webhook, and `"cluster":{…}`, the bridge's,
-/// on a node of a cluster. All are running counts:
-/// unauthenticated polling costs no core any work.
+/// on a node of a cluster, where `connections` and `channels` are the cluster's (refreshed every second by the
+/// bridge; this node's alone in `cluster.node_connections`, and when Redis has not answered for 3 s). All are
+/// running counts: unauthenticated polling costs no core any work.
 pub fn stats(core: &Rc<Core>) -> Response {
-    let connections = core.shared.connections.count();
-    let channels = core.shared.metrics.gauge(Gauge::OccupiedChannels).max(0);
+    let node_connections = core.shared.connections.count();
+    let node_channels = core.shared.metrics.gauge(Gauge::OccupiedChannels).max(0) as u64;
+    let (connections, channels) = match core.shared.cluster.get() {
+        Some(c) if fresh(c.totals_at_ms.load(Ordering::Acquire)) => (
+            c.cluster_connections.load(Ordering::Relaxed),
+            c.cluster_channels.load(Ordering::Relaxed),
+        ),
+        _ => (node_connections, node_channels),
+    };
     let mut body = format!(r#"{{"connections":{connections},"channels":{channels}"#);
     if core
         .shared
@@ -46,7 +54,7 @@ pub fn stats(core: &Rc<Core>) -> Response {
         body.push_str(r#","cluster":{"node":"#);
         crate::json::push_json_string_into(&mut body, &c.node_id);
         body.push_str(&format!(
-            r#","redis_connected":{},"published":{},"received":{},"dropped":{},"reconnects":{}}}"#,
+                        r#","node_connections":{node_connections},"redis_connected":{},"published":{},"received":{},"dropped":{},"reconnects":{}}}"#,
             c.connected.load(Ordering::Acquire),
             get(&s.published),
             get(&s.received),
@@ -56,4 +64,12 @@ pub fn stats(core: &Rc<Core>) -> Response {
     }
     body.push('}');
     Response::json(200, body.into_bytes())
+}
+
+/// Cluster totals younger than 3 s (the bridge refreshes them every second).
+fn fresh(at_ms: u64) -> bool {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    at_ms > 0 && now_ms.saturating_sub(at_ms) < 3000
 }

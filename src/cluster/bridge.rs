@@ -114,12 +114,26 @@ pub struct Cluster {
     pub connected: AtomicBool,
     /// Set by the heartbeat when this node's key had lapsed: the command thread writes its state again.
     pub(crate) resync: AtomicBool,
+    /// This node's open connections, read by the heartbeat (set by the server).
+    pub(crate) local_connections: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// The apps' ids, for the cluster's totals.
+    pub(crate) app_ids: Vec<String>,
+    /// The cluster's open connections and occupied channels, refreshed every second by the command thread, and
+    /// when (ms since the Unix epoch; 0: never).
+    pub cluster_connections: AtomicU64,
+    pub cluster_channels: AtomicU64,
+    pub totals_at_ms: AtomicU64,
     pub stats: ClusterStats,
 }
 
 impl Cluster {
     /// Starts the bridge threads; `deliver` gets every publication of another node this node listens to.
-    pub fn start(config: &ClusterConfig, deliver: DeliverFn) -> std::io::Result<Arc<Cluster>> {
+    pub fn start(
+        config: &ClusterConfig,
+        app_ids: Vec<String>,
+        local_connections: Box<dyn Fn() -> u64 + Send + Sync>,
+        deliver: DeliverFn,
+    ) -> std::io::Result<Arc<Cluster>> {
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let (ops_tx, ops_rx) = unbounded();
@@ -134,6 +148,11 @@ impl Cluster {
             deliver,
             connected: AtomicBool::new(false),
             resync: AtomicBool::new(false),
+            local_connections,
+            app_ids,
+            cluster_connections: AtomicU64::new(0),
+            cluster_channels: AtomicU64::new(0),
+            totals_at_ms: AtomicU64::new(0),
             stats: ClusterStats::default(),
         });
         let c = cluster.clone();

@@ -203,6 +203,7 @@ for _, e in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   table.insert(counts, e)
   table.insert(counts, tostring(total))
 end
+redis.call('HDEL', ARGV[1] .. ':connections', ARGV[2])
 for _, app in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   redis.call('HDEL', ARGV[1] .. ':' .. app .. ':conns', ARGV[2])
 end
@@ -1106,6 +1107,50 @@ impl<'a> Commands<'a> {
                 return self.lost(&e);
             }
         }
+        self.totals();
+    }
+
+    /// The cluster's open connections (each node's, from its heartbeat) and occupied channels, for `/stats`.
+    fn totals(&mut self) {
+        let connections = self.key("connections");
+        let occ: Vec<String> = self
+            .cluster
+            .app_ids
+            .iter()
+            .map(|a| self.key(&format!("{a}:occ")))
+            .collect();
+        let Some(con) = self.con.as_mut() else {
+            return;
+        };
+        let answer: redis::RedisResult<(Vec<u64>, Vec<u64>)> = redis::cmd("HVALS")
+            .arg(&connections)
+            .query::<Vec<u64>>(con)
+            .and_then(|conns| {
+                let mut pipe = redis::pipe();
+                for key in &occ {
+                    pipe.cmd("HLEN").arg(key);
+                }
+                let lens: Vec<u64> = if occ.is_empty() {
+                    Vec::new()
+                } else {
+                    pipe.query(con)?
+                };
+                Ok((conns, lens))
+            });
+        match answer {
+            Ok((conns, lens)) => {
+                let c = &self.cluster;
+                c.cluster_connections
+                    .store(conns.iter().sum(), Ordering::Relaxed);
+                c.cluster_channels
+                    .store(lens.iter().sum(), Ordering::Relaxed);
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                c.totals_at_ms.store(now_ms, Ordering::Release);
+            }
+            Err(e) => self.lost(&e),
+        }
     }
 
     fn check_node(&mut self, node: &str) -> redis::RedisResult<()> {
@@ -1219,12 +1264,14 @@ const HEARTBEAT: &str = r"
 local existed = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 return existed
 ";
 
 pub fn heartbeat(cluster: &Cluster, client: redis::Client, node_timeout: Duration) {
     let alive = format!("{}:node:{}:alive", cluster.prefix, cluster.node_id);
     let nodes = format!("{}:nodes", cluster.prefix);
+    let connections = format!("{}:connections", cluster.prefix);
     let ttl = node_timeout.as_millis() as u64;
     let mut con: Option<redis::Connection> = None;
     let mut beaten = false;
@@ -1242,11 +1289,13 @@ pub fn heartbeat(cluster: &Cluster, client: redis::Client, node_timeout: Duratio
         if let Some(c) = con.as_mut() {
             let beat: redis::RedisResult<i64> = redis::cmd("EVAL")
                 .arg(HEARTBEAT)
-                .arg(2)
+                .arg(3)
                 .arg(&alive)
                 .arg(&nodes)
+                .arg(&connections)
                 .arg(ttl)
                 .arg(&cluster.node_id)
+                .arg((cluster.local_connections)())
                 .query(c);
             match beat {
                 Ok(existed) => {

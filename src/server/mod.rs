@@ -302,7 +302,11 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     });
-    let cluster = Cluster::start(config, deliver).map_err(StartError::Thread)?;
+    let app_ids = shared.config.apps.iter().map(|a| a.id.clone()).collect();
+    let counted = shared.clone();
+    let local_connections = Box::new(move || counted.connections.count());
+    let cluster =
+        Cluster::start(config, app_ids, local_connections, deliver).map_err(StartError::Thread)?;
     crate::info!(
         "cluster: node {} joining through {}",
         config.node_id,
