@@ -512,6 +512,16 @@ fn watchlists_see_users_on_every_node_once() {
     // "9" is online on node b before the watcher on node a signs in: the snapshot is the cluster's.
     let mut nine = b.client();
     signin(&mut nine, r#"{"id":"9"}"#);
+    // signin_success comes before the cluster has the user online: wait until Redis has it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    eventually("9 online in Redis", Duration::from_secs(5), || {
+        redis::cmd("HEXISTS")
+            .arg(format!("relay:{APP_ID}:online"))
+            .arg("9")
+            .query::<bool>(&mut con)
+            .unwrap()
+    });
     let mut watcher = a.client();
     let e = signin(&mut watcher, r#"{"id":"42","watchlist":["7","9"]}"#);
     assert_eq!(e.name(), "pusher:signin_success");
