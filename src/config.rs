@@ -125,14 +125,6 @@ impl AppConfig {
             .iter()
             .fold(KindSet::default(), |s, w| s.union(w.kinds()))
     }
-
-    /// Subscription counts are kept for the `pusher_internal:subscription_count` event or for webhooks.
-    pub fn counts_subscriptions(&self) -> bool {
-        self.subscription_count
-            || self
-                .webhook_kinds()
-                .contains(WebhookKind::SubscriptionCount)
-    }
 }
 
 impl Default for AppConfig {
@@ -695,29 +687,26 @@ fn cluster_settings(
         ));
     }
     let mut c = ClusterConfig::new(url);
-    let name_ok = |v: &str| {
-        !v.is_empty()
+    // Names that go into Redis keys and logs as they are.
+    let name = |(field, v): (String, String)| {
+        let ok = !v.is_empty()
             && v.len() <= 100
             && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok {
+            Ok(v)
+        } else {
+            Err(ConfigError::new(
+                field,
+                "1-100 letters, digits, '-', '_' or '.'",
+            ))
+        }
     };
-    if let Some((field, v)) = get("RELAY_NODE_ID") {
-        if !name_ok(&v) {
-            return Err(ConfigError::new(
-                field,
-                "1-100 letters, digits, '-', '_' or '.'",
-            ));
-        }
-        c.node_id = v;
+    if let Some(v) = get("RELAY_NODE_ID") {
+        c.node_id = name(v)?;
     }
-    if let Some((field, v)) = get("RELAY_REDIS_PREFIX") {
-        if !name_ok(&v) {
-            return Err(ConfigError::new(
-                field,
-                "1-100 letters, digits, '-', '_' or '.'",
-            ));
-        }
-        c.prefix = v;
+    if let Some(v) = get("RELAY_REDIS_PREFIX") {
+        c.prefix = name(v)?;
     }
     if let Some((field, v)) = get("RELAY_CLUSTER_OUTAGE_BUFFER") {
         c.outage_buffer = parse_num(&field, &v)?;

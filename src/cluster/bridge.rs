@@ -108,7 +108,7 @@ pub struct Cluster {
     outgoing: ArrayQueue<(String, Vec<u8>)>,
     publisher: OnceLock<Thread>,
     ops: Sender<Op>,
-    presence: Sender<Command>,
+    commands: Sender<Command>,
     pub(crate) deliver: DeliverFn,
     /// Whether the subscriber's connection is up.
     pub connected: AtomicBool,
@@ -137,14 +137,14 @@ impl Cluster {
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let (ops_tx, ops_rx) = unbounded();
-        let (presence_tx, presence_rx) = unbounded();
+        let (commands_tx, commands_rx) = unbounded();
         let cluster = Arc::new(Cluster {
             node_id: config.node_id.clone(),
             prefix: config.prefix.clone(),
             outgoing: ArrayQueue::new(config.outage_buffer.max(1)),
             publisher: OnceLock::new(),
             ops: ops_tx,
-            presence: presence_tx,
+            commands: commands_tx,
             deliver,
             connected: AtomicBool::new(false),
             resync: AtomicBool::new(false),
@@ -160,7 +160,7 @@ impl Cluster {
         let timeout = config.node_timeout;
         let publisher = std::thread::Builder::new()
             .name("relay-cluster-cmd".into())
-            .spawn(move || Commands::new(&c, pc, presence_rx, timeout).run())?;
+            .spawn(move || Commands::new(&c, pc, commands_rx, timeout).run())?;
         let _ = cluster.publisher.set(publisher.thread().clone());
         let c = cluster.clone();
         let hc = client.clone();
@@ -175,9 +175,20 @@ impl Cluster {
     }
 
     /// Sends a publication to the nodes listening to its channel; never waits (a full buffer drops the oldest).
-    pub fn publish(&self, p: &RemotePublish) {
+    /// With `cache_ttl` (a REST event on a cache channel) the record is also kept in Redis for that long, for
+    /// nodes that had no subscriber when it was published.
+    pub fn publish(&self, p: &RemotePublish, cache_ttl: Option<Duration>) {
+        let record = p.encode();
+        if let Some(ttl) = cache_ttl {
+            self.command(Command::CacheStore {
+                app_id: p.app_id.clone(),
+                channel: p.channel.clone(),
+                record: record.clone(),
+                ttl,
+            });
+        }
         let key = redis_channel(&self.prefix, &p.app_id, &p.channel);
-        if self.outgoing.force_push((key, p.encode())).is_some() {
+        if self.outgoing.force_push((key, record)).is_some() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
         self.wake_commands();
@@ -191,57 +202,38 @@ impl Cluster {
         user_id: &str,
         online: bool,
     ) -> oneshot::Receiver<Option<bool>> {
-        let (reply, rx) = oneshot::channel();
-        let _ = self.presence.send(Command::Online {
+        self.ask(|reply| Command::Online {
             app_id: app_id.into(),
             user_id: user_id.into(),
             online,
             reply,
-        });
-        self.wake_commands();
-        rx
+        })
     }
 
     /// A connection of an app with a connection quota opens; resolves to whether the cluster has room
     /// (`None`: Redis unreachable).
     pub fn conn_admit(&self, app_id: &str, max: u64) -> oneshot::Receiver<Option<bool>> {
-        let (reply, rx) = oneshot::channel();
-        let _ = self.presence.send(Command::ConnAdmit {
+        self.ask(|reply| Command::ConnAdmit {
             app_id: app_id.into(),
             max,
             reply,
-        });
-        self.wake_commands();
-        rx
+        })
     }
 
     /// A connection [`Cluster::conn_admit`] let in closed.
     pub fn conn_release(&self, app_id: &str) {
-        let _ = self.presence.send(Command::ConnRelease {
+        self.command(Command::ConnRelease {
             app_id: app_id.into(),
         });
-        self.wake_commands();
-    }
-
-    /// Keeps a REST event on a cache channel in Redis, for nodes that had no subscriber when it was published.
-    pub fn cache_store(&self, p: &RemotePublish, ttl: Duration) {
-        let _ = self.presence.send(Command::CacheStore {
-            app_id: p.app_id.clone(),
-            channel: p.channel.clone(),
-            record: p.encode(),
-            ttl,
-        });
-        self.wake_commands();
     }
 
     /// This node's count of a channel's subscriptions is now `count` (sent on from its home core).
     pub fn count(&self, app_id: &str, channel: &str, count: u64) {
-        let _ = self.presence.send(Command::Count {
+        self.command(Command::Count {
             app_id: app_id.into(),
             channel: channel.into(),
             count,
         });
-        self.wake_commands();
     }
 
     /// Tells every other node to close a user's connections (`terminate_connections`).
@@ -266,17 +258,14 @@ impl Cluster {
         user_info: &str,
         max: usize,
     ) -> oneshot::Receiver<Option<PresenceJoined>> {
-        let (reply, rx) = oneshot::channel();
-        let _ = self.presence.send(Command::Join {
+        self.ask(|reply| Command::Join {
             app_id: app_id.into(),
             channel: channel.into(),
             user_id: user_id.into(),
             user_info: user_info.into(),
             max,
             reply,
-        });
-        self.wake_commands();
-        rx
+        })
     }
 
     /// This node's last connection of a user left a presence channel; `Some(true)`: the cluster's last.
@@ -286,22 +275,28 @@ impl Cluster {
         channel: &str,
         user_id: &str,
     ) -> oneshot::Receiver<Option<bool>> {
-        let (reply, rx) = oneshot::channel();
-        let _ = self.presence.send(Command::Leave {
+        self.ask(|reply| Command::Leave {
             app_id: app_id.into(),
             channel: channel.into(),
             user_id: user_id.into(),
             reply,
-        });
-        self.wake_commands();
-        rx
+        })
     }
 
     /// Asks Redis about the cluster's state; `None` when it is unreachable.
     pub fn query(&self, query: ClusterQuery) -> oneshot::Receiver<Option<ClusterAnswer>> {
-        let (reply, rx) = oneshot::channel();
-        let _ = self.presence.send(Command::Query { query, reply });
+        self.ask(|reply| Command::Query { query, reply })
+    }
+
+    fn command(&self, c: Command) {
+        let _ = self.commands.send(c);
         self.wake_commands();
+    }
+
+    /// A command whose answer comes back on a oneshot.
+    fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> oneshot::Receiver<T> {
+        let (reply, rx) = oneshot::channel();
+        self.command(make(reply));
         rx
     }
 
@@ -331,12 +326,11 @@ impl Cluster {
     pub fn interest(&self, app_id: &str, channel: &str, held: bool) {
         let key = redis_channel(&self.prefix, app_id, channel);
         let _ = self.ops.send(Op::Interest { key, held });
-        let _ = self.presence.send(Command::Occupancy {
+        self.command(Command::Occupancy {
             app_id: app_id.into(),
             channel: channel.into(),
             held,
         });
-        self.wake_commands();
     }
 
     /// Resolves once this node listens to the channel in Redis.

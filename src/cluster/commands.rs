@@ -174,12 +174,19 @@ return 0
 /// cluster, and the channels no node occupies any more.
 const CLEANUP: &str = r"
 if redis.call('EXISTS', KEYS[6]) == 1 then return {{}, {}, {}, {}} end
+-- One node fewer for `field`; true when none is left (the field is then removed).
+local function gone_from(hash, field)
+  if redis.call('HINCRBY', hash, field, -1) <= 0 then
+    redis.call('HDEL', hash, field)
+    return true
+  end
+  return false
+end
 local gone = {}
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local m = cjson.decode(e)
   local base = ARGV[1] .. ':' .. m[1] .. ':p:' .. m[2]
-  if redis.call('HINCRBY', base .. ':nodes', m[3], -1) <= 0 then
-    redis.call('HDEL', base .. ':nodes', m[3])
+  if gone_from(base .. ':nodes', m[3]) then
     redis.call('HDEL', base .. ':info', m[3])
     table.insert(gone, e)
   end
@@ -187,11 +194,7 @@ end
 local offline = {}
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local m = cjson.decode(e)
-  local online = ARGV[1] .. ':' .. m[1] .. ':online'
-  if redis.call('HINCRBY', online, m[2], -1) <= 0 then
-    redis.call('HDEL', online, m[2])
-    table.insert(offline, e)
-  end
+  if gone_from(ARGV[1] .. ':' .. m[1] .. ':online', m[2]) then table.insert(offline, e) end
 end
 local counts = {}
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[4])) do
@@ -210,11 +213,7 @@ end
 local vacated = {}
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local m = cjson.decode(e)
-  local occ = ARGV[1] .. ':' .. m[1] .. ':occ'
-  if redis.call('HINCRBY', occ, m[2], -1) <= 0 then
-    redis.call('HDEL', occ, m[2])
-    table.insert(vacated, e)
-  end
+  if gone_from(ARGV[1] .. ':' .. m[1] .. ':occ', m[2]) then table.insert(vacated, e) end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return {gone, vacated, offline, counts}
@@ -310,6 +309,15 @@ fn parse_channel_entry(e: &str) -> Option<(String, String)> {
     Some((a, c))
 }
 
+/// The entries on one side only: `(entry, true)` for what this node has and Redis lacks, `(entry, false)` for
+/// what Redis has and this node no longer does.
+fn differences(in_redis: &HashSet<String>, here: &HashSet<String>) -> Vec<(String, bool)> {
+    here.difference(in_redis)
+        .map(|e| (e.clone(), true))
+        .chain(in_redis.difference(here).map(|e| (e.clone(), false)))
+        .collect()
+}
+
 /// A node's contribution: `["app","channel","user"]` (JSON, so any user id round-trips, and Lua can read it).
 fn entry(app_id: &str, channel: &str, user_id: &str) -> String {
     let mut e = String::from("[");
@@ -331,7 +339,7 @@ fn parse_entry(e: &str) -> Option<(String, String, String)> {
 pub struct Commands<'a> {
     pub cluster: &'a Cluster,
     pub client: redis::Client,
-    pub presence: Receiver<Command>,
+    pub commands: Receiver<Command>,
     pub node_timeout: Duration,
     /// This node's presence contributions: entry -> user_info.
     mirror: HashMap<String, String>,
@@ -359,13 +367,13 @@ impl<'a> Commands<'a> {
     pub fn new(
         cluster: &'a Cluster,
         client: redis::Client,
-        presence: Receiver<Command>,
+        commands: Receiver<Command>,
         node_timeout: Duration,
     ) -> Self {
         Commands {
             cluster,
             client,
-            presence,
+            commands,
             node_timeout,
             mirror: HashMap::new(),
             occupied: HashSet::new(),
@@ -398,9 +406,9 @@ impl<'a> Commands<'a> {
             if self.con.is_none() && now >= self.next_try {
                 self.connect(now);
             }
-            let cmds: Vec<Command> = self.presence.try_iter().take(1024).collect();
+            let cmds: Vec<Command> = self.commands.try_iter().take(1024).collect();
             for cmd in cmds {
-                self.presence_cmd(cmd);
+                self.run_command(cmd);
             }
             self.cluster.hold(&mut self.pending);
             self.send_publications(now);
@@ -415,7 +423,7 @@ impl<'a> Commands<'a> {
                 );
                 self.reconcile();
             }
-            let wait = if self.presence.is_empty() && !(sending && self.con.is_some()) {
+            let wait = if self.commands.is_empty() && !(sending && self.con.is_some()) {
                 Duration::from_millis(100)
             } else {
                 Duration::ZERO
@@ -509,7 +517,7 @@ impl<'a> Commands<'a> {
         }
     }
 
-    fn presence_cmd(&mut self, cmd: Command) {
+    fn run_command(&mut self, cmd: Command) {
         match cmd {
             Command::Occupancy {
                 app_id,
@@ -963,75 +971,73 @@ impl<'a> Commands<'a> {
         }
     }
 
-    /// After a (re)connect: Redis gets exactly this node's presence entries again (what changed while it was
-    /// away, or everything if Redis lost its data; leftovers of an earlier run with the same node id go).
+    /// This node's contribution set `what` as Redis has it (`None`: the connection failed, and is dropped).
+    fn own_set(&mut self, what: &str) -> Option<HashSet<String>> {
+        let key = self.node_key(&self.cluster.node_id, what);
+        let con = self.con.as_mut()?;
+        match redis::cmd("SMEMBERS").arg(&key).query(con) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.lost(&e);
+                None
+            }
+        }
+    }
+
+    /// After a (re)connect: Redis gets exactly this node's contribution again (what changed while it was away,
+    /// or everything if Redis lost its data; leftovers of an earlier run with the same node id go). Each kind:
+    /// entries Redis has that this node no longer has are undone, entries it lacks are done again.
     fn reconcile(&mut self) {
-        let members = self.node_key(&self.cluster.node_id, "members");
-        let Some(con) = self.con.as_mut() else {
+        let Some(members) = self.own_set("members") else {
             return;
         };
-        let in_redis: HashSet<String> = match redis::cmd("SMEMBERS").arg(&members).query(con) {
-            Ok(s) => s,
-            Err(e) => return self.lost(&e),
-        };
-        let stale: Vec<&String> = in_redis
-            .iter()
-            .filter(|e| !self.mirror.contains_key(*e))
-            .collect();
-        for e in stale {
-            if let Some((a, c, u)) = parse_entry(e) {
-                self.leave(&a, &c, &u, e);
+        let mine: HashSet<String> = self.mirror.keys().cloned().collect();
+        for (e, here) in differences(&members, &mine) {
+            let Some((a, c, u)) = parse_entry(&e) else {
+                continue;
+            };
+            match self.mirror.get(&e).cloned() {
+                Some(info) if here => {
+                    self.join(&a, &c, &u, &info, usize::MAX >> 1, &e);
+                }
+                _ => {
+                    self.leave(&a, &c, &u, &e);
+                }
             }
         }
-        let missing: Vec<(String, String)> = self
-            .mirror
-            .iter()
-            .filter(|(e, _)| !in_redis.contains(*e))
-            .map(|(e, i)| (e.clone(), i.clone()))
-            .collect();
-        for (e, info) in missing {
-            if let Some((a, c, u)) = parse_entry(&e) {
-                self.join(&a, &c, &u, &info, usize::MAX >> 1, &e);
-            }
-        }
-        let set = self.node_key(&self.cluster.node_id, "occupied");
-        let users = self.node_key(&self.cluster.node_id, "users");
-        let Some(con) = self.con.as_mut() else {
+        let Some(users) = self.own_set("users") else {
             return;
         };
-        let in_redis: HashSet<String> = match redis::cmd("SMEMBERS").arg(&set).query(con) {
-            Ok(s) => s,
-            Err(e) => return self.lost(&e),
-        };
-        let online_in_redis: HashSet<String> = match redis::cmd("SMEMBERS").arg(&users).query(con) {
-            Ok(s) => s,
-            Err(e) => return self.lost(&e),
-        };
-        let went: Vec<String> = online_in_redis.difference(&self.online).cloned().collect();
-        let came: Vec<String> = self.online.difference(&online_in_redis).cloned().collect();
-        for (e, online) in went
-            .into_iter()
-            .map(|e| (e, false))
-            .chain(came.into_iter().map(|e| (e, true)))
-        {
+        for (e, here) in differences(&users, &self.online.clone()) {
             if let Some((a, u)) = parse_channel_entry(&e) {
-                self.user_online(&a, &u, online, &e);
+                self.user_online(&a, &u, here, &e);
             }
         }
-        // Connections: this node's count per app, as it is now (apps it no longer has connections of go).
+        // Connections: this node's count per app, as it is now.
+        let Some(conn_apps) = self.own_set("conns") else {
+            return;
+        };
         let me = self.cluster.node_id.clone();
         let conn_set = self.node_key(&me, "conns");
-        let listed: Vec<String> = match self.con.as_mut() {
-            Some(con) => match redis::cmd("SMEMBERS").arg(&conn_set).query(con) {
-                Ok(v) => v,
-                Err(e) => return self.lost(&e),
-            },
-            None => return,
-        };
-        for app_id in listed.into_iter().filter(|a| !self.conns.contains_key(a)) {
+        let apps: HashSet<String> = conn_apps
+            .union(&self.conns.keys().cloned().collect())
+            .cloned()
+            .collect();
+        for app_id in apps {
             let hash = self.key(&format!("{app_id}:conns"));
-            if let Some(con) = self.con.as_mut() {
-                let r = redis::pipe()
+            let mut pipe = redis::pipe();
+            match self.conns.get(&app_id) {
+                Some(n) => pipe
+                    .cmd("HSET")
+                    .arg(&hash)
+                    .arg(&me)
+                    .arg(*n)
+                    .ignore()
+                    .cmd("SADD")
+                    .arg(&conn_set)
+                    .arg(&app_id)
+                    .ignore(),
+                None => pipe
                     .cmd("HDEL")
                     .arg(&hash)
                     .arg(&me)
@@ -1039,53 +1045,27 @@ impl<'a> Commands<'a> {
                     .cmd("SREM")
                     .arg(&conn_set)
                     .arg(&app_id)
-                    .ignore()
-                    .query::<()>(con);
-                if let Err(e) = r {
-                    return self.lost(&e);
-                }
-            }
-        }
-        let conns: Vec<(String, u64)> = self.conns.iter().map(|(a, n)| (a.clone(), *n)).collect();
-        for (app_id, n) in conns {
-            let hash = self.key(&format!("{app_id}:conns"));
-            if let Some(con) = self.con.as_mut() {
-                let r = redis::pipe()
-                    .cmd("HSET")
-                    .arg(&hash)
-                    .arg(&me)
-                    .arg(n)
-                    .ignore()
-                    .cmd("SADD")
-                    .arg(&conn_set)
-                    .arg(&app_id)
-                    .ignore()
-                    .query::<()>(con);
-                if let Err(e) = r {
-                    return self.lost(&e);
-                }
+                    .ignore(),
+            };
+            let Some(con) = self.con.as_mut() else {
+                return;
+            };
+            if let Err(e) = pipe.query::<()>(con) {
+                return self.lost(&e);
             }
         }
         // Counts: every one this node has is written again; ones Redis has and this node no longer does go.
+        let Some(subs) = self.own_set("subs") else {
+            return;
+        };
         self.counts_dirty.extend(self.counts.keys().cloned());
-        let subs = self.node_key(&self.cluster.node_id, "subs");
-        if let Some(con) = self.con.as_mut() {
-            match redis::cmd("SMEMBERS").arg(&subs).query::<Vec<String>>(con) {
-                Ok(old) => self
-                    .counts_dirty
-                    .extend(old.into_iter().filter(|e| !self.counts.contains_key(e))),
-                Err(e) => return self.lost(&e),
-            }
-        }
-        let stale: Vec<String> = in_redis.difference(&self.occupied).cloned().collect();
-        let missing: Vec<String> = self.occupied.difference(&in_redis).cloned().collect();
-        for (e, held) in stale
-            .into_iter()
-            .map(|e| (e, false))
-            .chain(missing.into_iter().map(|e| (e, true)))
-        {
+        self.counts_dirty.extend(subs);
+        let Some(occupied) = self.own_set("occupied") else {
+            return;
+        };
+        for (e, here) in differences(&occupied, &self.occupied.clone()) {
             if let Some((a, c)) = parse_channel_entry(&e) {
-                self.occupancy(&a, &c, held, &e);
+                self.occupancy(&a, &c, here, &e);
             }
         }
     }

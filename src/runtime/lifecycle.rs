@@ -13,83 +13,24 @@ use crate::webhooks::{Detail, WebhookEvent};
 
 impl Core {
     pub fn lifecycle(&self, event: LifecycleEvent) {
-        match &event {
-            LifecycleEvent::ChannelOccupied { .. } => {
-                self.metrics().shift(Gauge::OccupiedChannels, 1)
-            }
-            LifecycleEvent::ChannelVacated { .. } => {
-                self.metrics().shift(Gauge::OccupiedChannels, -1)
-            }
-            _ => {}
-        }
         crate::debug!("core {}: {event:?}", self.id);
-        if let Some(cluster) = self.shared.cluster.get() {
-            match &event {
-                LifecycleEvent::ChannelOccupied { app, channel } => {
-                    cluster.interest(&self.app(*app).config.id, channel, true)
-                }
-                LifecycleEvent::ChannelVacated { app, channel } => {
-                    cluster.interest(&self.app(*app).config.id, channel, false)
-                }
-                _ => {}
+        if let LifecycleEvent::ChannelOccupied { app, channel }
+        | LifecycleEvent::ChannelVacated { app, channel } = &event
+        {
+            let occupied = matches!(event, LifecycleEvent::ChannelOccupied { .. });
+            self.metrics()
+                .shift(Gauge::OccupiedChannels, if occupied { 1 } else { -1 });
+            if let Some(cluster) = self.shared.cluster.get() {
+                // The webhooks come from the cluster's occupancy ([`Core::cluster_occupancy`]).
+                cluster.interest(&self.app(*app).config.id, channel, occupied);
+                return;
             }
         }
         if is_internal(&event) {
             return;
         }
-        let clustered = self.shared.cluster.get().is_some();
-        match event {
-            // In a cluster these come from the cluster's occupancy ([`Core::cluster_occupancy`]).
-            LifecycleEvent::ChannelOccupied { .. } | LifecycleEvent::ChannelVacated { .. }
-                if clustered => {}
-            LifecycleEvent::ChannelOccupied { app, channel } => {
-                let kind = WebhookKind::ChannelOccupied;
-                self.webhook(app, kind, || WebhookEvent::channel(app, kind, &channel));
-            }
-            LifecycleEvent::ChannelVacated { app, channel } => {
-                let kind = WebhookKind::ChannelVacated;
-                self.webhook(app, kind, || WebhookEvent::channel(app, kind, &channel));
-            }
-            LifecycleEvent::MemberAdded {
-                app,
-                channel,
-                user_id,
-            } => {
-                let kind = WebhookKind::MemberAdded;
-                self.webhook(app, kind, || {
-                    WebhookEvent::member(app, kind, &channel, &user_id)
-                });
-            }
-            LifecycleEvent::MemberRemoved {
-                app,
-                channel,
-                user_id,
-            } => {
-                let kind = WebhookKind::MemberRemoved;
-                self.webhook(app, kind, || {
-                    WebhookEvent::member(app, kind, &channel, &user_id)
-                });
-            }
-            LifecycleEvent::SubscriptionCount {
-                app,
-                channel,
-                count,
-            } => {
-                let kind = WebhookKind::SubscriptionCount;
-                self.webhook(app, kind, || WebhookEvent {
-                    detail: Detail::Count(count),
-                    ..WebhookEvent::channel(app, kind, &channel)
-                });
-            }
-            LifecycleEvent::UserOnline { app, user_id } => {
-                let kind = WebhookKind::UserOnline;
-                self.webhook(app, kind, || WebhookEvent::user(app, kind, &user_id));
-            }
-            LifecycleEvent::UserOffline { app, user_id } => {
-                let kind = WebhookKind::UserOffline;
-                self.webhook(app, kind, || WebhookEvent::user(app, kind, &user_id));
-            }
-        }
+        let (app, kind) = webhook_kind(&event);
+        self.webhook(app, kind, || webhook_event(event, kind));
     }
 
     /// The cluster's first node got a subscriber of the channel, or its last node lost its last: sent by the
@@ -122,5 +63,47 @@ fn is_internal(event: &LifecycleEvent) -> bool {
         | LifecycleEvent::ChannelVacated { channel, .. }
         | LifecycleEvent::SubscriptionCount { channel, .. } => channel.starts_with('#'),
         _ => false,
+    }
+}
+
+/// The app of a lifecycle event and the webhook kind that reports it.
+fn webhook_kind(event: &LifecycleEvent) -> (AppIdx, WebhookKind) {
+    match event {
+        LifecycleEvent::ChannelOccupied { app, .. } => (*app, WebhookKind::ChannelOccupied),
+        LifecycleEvent::ChannelVacated { app, .. } => (*app, WebhookKind::ChannelVacated),
+        LifecycleEvent::MemberAdded { app, .. } => (*app, WebhookKind::MemberAdded),
+        LifecycleEvent::MemberRemoved { app, .. } => (*app, WebhookKind::MemberRemoved),
+        LifecycleEvent::SubscriptionCount { app, .. } => (*app, WebhookKind::SubscriptionCount),
+        LifecycleEvent::UserOnline { app, .. } => (*app, WebhookKind::UserOnline),
+        LifecycleEvent::UserOffline { app, .. } => (*app, WebhookKind::UserOffline),
+    }
+}
+
+fn webhook_event(event: LifecycleEvent, kind: WebhookKind) -> WebhookEvent {
+    match event {
+        LifecycleEvent::ChannelOccupied { app, channel }
+        | LifecycleEvent::ChannelVacated { app, channel } => {
+            WebhookEvent::channel(app, kind, &channel)
+        }
+        LifecycleEvent::MemberAdded {
+            app,
+            channel,
+            user_id,
+        }
+        | LifecycleEvent::MemberRemoved {
+            app,
+            channel,
+            user_id,
+        } => WebhookEvent::member(app, kind, &channel, &user_id),
+        LifecycleEvent::SubscriptionCount {
+            app,
+            channel,
+            count,
+        } => WebhookEvent {
+            detail: Detail::Count(count),
+            ..WebhookEvent::channel(app, kind, &channel)
+        },
+        LifecycleEvent::UserOnline { app, user_id }
+        | LifecycleEvent::UserOffline { app, user_id } => WebhookEvent::user(app, kind, &user_id),
     }
 }

@@ -62,11 +62,10 @@ impl Core {
                 except: p.except,
                 client: p.source == Source::Client,
             };
-            cluster.publish(&remote);
             // Nodes with no subscriber now find a cache channel's last event in Redis later.
-            if p.source == Source::Rest && ChannelType::of(&cf.channel).cache {
-                cluster.cache_store(&remote, Duration::from_secs(config.cache_ttl_secs));
-            }
+            let cached = p.source == Source::Rest && ChannelType::of(&cf.channel).cache;
+            let ttl = cached.then(|| Duration::from_secs(config.cache_ttl_secs));
+            cluster.publish(&remote, ttl);
         }
     }
 

@@ -139,17 +139,9 @@ impl Batcher {
         }
     }
 
-    pub fn target(&self, i: usize) -> &Target {
-        &self.targets[i]
-    }
-
     /// Events waiting (queued or in a batch to retry).
     pub fn held(&self) -> usize {
         self.held
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.state.iter().filter(|s| s.in_flight).count()
     }
 
     /// Queues the event for every webhook of its app that wants it.

@@ -41,7 +41,6 @@ pub type ReportFn = Box<dyn Fn(AppIdx, DeliveryReport) + Send>;
 
 /// The running sender; [`Webhooks::shutdown`] flushes and stops it.
 pub struct Webhooks {
-    queue: Arc<WebhookQueue>,
     /// Set at shutdown: flush everything, stop at this instant at the latest.
     stop: Arc<Mutex<Option<Instant>>>,
     thread: Option<JoinHandle<()>>,
@@ -56,11 +55,7 @@ impl Webhooks {
     ) -> io::Result<Webhooks> {
         let stop = Arc::new(Mutex::new(None));
         if config.apps.iter().all(|a| a.webhooks.is_empty()) {
-            return Ok(Webhooks {
-                queue,
-                stop,
-                thread: None,
-            });
+            return Ok(Webhooks { stop, thread: None });
         }
         let settings = config.webhooks.clone();
         let batcher = Batcher::new(&config.apps, settings.clone(), random_seed());
@@ -88,7 +83,6 @@ impl Webhooks {
         let wake = thread.thread().clone();
         // Built before the HTTP threads: if one cannot start, dropping this stops the dispatcher.
         let webhooks = Webhooks {
-            queue,
             stop,
             thread: Some(thread),
         };
@@ -110,10 +104,6 @@ impl Webhooks {
                 })?;
         }
         Ok(webhooks)
-    }
-
-    pub fn queue(&self) -> &Arc<WebhookQueue> {
-        &self.queue
     }
 
     /// Sends what is queued and held (debounced events at once), for at most `grace`, then stops. The HTTP
