@@ -19,6 +19,7 @@ use crate::channels::index::ChannelIndex;
 use crate::metrics::{CoreMetrics, Counter, Gauge};
 use crate::protocol::session::Session;
 use crate::runtime::event_log::{EventLog, LogEvent};
+use crate::runtime::inbox::InboxReceiver;
 use crate::runtime::liveness::FloodSummary;
 use crate::runtime::message::CoreMsg;
 use crate::runtime::shared::Shared;
@@ -47,6 +48,11 @@ pub struct Core {
     /// Presence channels with a join waiting for Redis, and the other nodes' member records that arrived
     /// meanwhile (held so the joiner, not subscribed yet, hears them after its roster).
     pub(crate) presence_waits: RefCell<HashMap<(AppIdx, Box<str>), PresenceWait>>,
+    /// This core's inbox, also read by [`Core::catch_up`] outside the serve loop.
+    inbox: OnceCell<Rc<InboxReceiver<CoreMsg>>>,
+    /// Inbox messages are being handled now: a publish made meanwhile does not catch up (it would run a later
+    /// message before the rest of the batch).
+    draining: Cell<bool>,
 }
 
 /// Joins of a presence channel waiting for Redis, and the member records (user, `user_info` when added) held
@@ -84,6 +90,8 @@ impl Core {
             retire_waker: Cell::new(None),
             me: OnceCell::new(),
             presence_waits: RefCell::new(HashMap::new()),
+            inbox: OnceCell::new(),
+            draining: Cell::new(false),
         }
     }
 
@@ -279,6 +287,42 @@ impl Core {
             .flatten()
             .cloned()
             .collect()
+    }
+
+    /// Gives the core its inbox, for [`Core::catch_up`] (the serve loop keeps reading it too).
+    pub fn attach_inbox(&self, inbox: Rc<InboxReceiver<CoreMsg>>) {
+        let _ = self.inbox.set(inbox);
+    }
+
+    /// Handles a batch of inbox messages in order. Returns false on Shutdown (the rest are dropped).
+    pub fn handle_batch(&self, batch: impl IntoIterator<Item = CoreMsg>) -> bool {
+        let was = self.draining.replace(true);
+        let mut go_on = true;
+        for msg in batch {
+            if !self.handle(msg) {
+                go_on = false;
+                break;
+            }
+        }
+        self.draining.set(was);
+        go_on
+    }
+
+    /// Delivers the publishes other cores queued here before a publication of this core goes out, so a
+    /// publisher that waits for each answer before the next sees its events in order on every core, whichever
+    /// core each request landed on. Only the publish lane (control messages keep their turn in the serve loop),
+    /// and only from publishes whose caller holds no borrow of the core's state (a REST request, a client
+    /// event). Not while a batch is being handled: it would overtake the rest of that batch.
+    pub fn catch_up(&self) {
+        let Some(inbox) = self.inbox.get() else {
+            return;
+        };
+        if self.draining.get() || inbox.publishes_empty() {
+            return;
+        }
+        let mut batch = Vec::new();
+        inbox.take_publishes(&mut batch);
+        self.handle_batch(batch);
     }
 
     /// Handles one inbox message (or one this core sends itself). Returns false on Shutdown.

@@ -125,6 +125,20 @@ impl<M> InboxReceiver<M> {
         }
     }
 
+    /// Moves the publishes queued now (not the control messages, nor publishes queued meanwhile) into `out`.
+    pub fn take_publishes(&self, out: &mut Vec<M>) {
+        for _ in 0..self.publishes.len() {
+            match self.publishes.try_recv() {
+                Ok(m) => out.push(m),
+                Err(_) => break,
+            }
+        }
+    }
+
+    pub fn publishes_empty(&self) -> bool {
+        self.publishes.is_empty()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.publishes.is_empty() && self.control.is_empty()
     }

@@ -23,6 +23,10 @@ use std::time::Duration;
 impl Core {
     /// Publishes on every core. Fails if a core's inbox is full; cores that took it deliver it.
     pub fn publish(&self, p: Publication) -> Result<(), InboxFull> {
+        if !p.remote && matches!(p.source, Source::Rest | Source::Client) {
+            self.catch_up();
+        }
+
         self.metrics().inc(match p.source {
             _ if p.remote => Counter::PublishesRemote,
             Source::Rest => Counter::PublishesRest,

@@ -390,16 +390,16 @@ fn run_core(
         };
         let _ = ready.send(Ok(()));
         let core = Core::new_rc(id, shared);
+        let rx = Rc::new(rx);
+        core.attach_inbox(rx.clone());
         let accept = monoio::spawn(accept_loop(core.clone(), listener));
         let scan = monoio::spawn(scan_loop(core.clone()));
         let retire = monoio::spawn(retire_loop(core.clone()));
         let mut batch = Vec::new();
         'serve: loop {
             rx.recv_batch(&mut batch, &core.shared.shutting_down).await;
-            for msg in batch.drain(..) {
-                if !core.handle(msg) {
-                    break 'serve;
-                }
+            if !core.handle_batch(batch.drain(..)) {
+                break 'serve;
             }
             if core.shared.is_shutting_down() {
                 break;
