@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use sonic_rs::JsonValueTrait;
 
 struct Redis {
     child: Child,
@@ -781,4 +782,90 @@ fn the_member_limit_is_the_clusters() {
     let e = join(&mut u3b, "presence-small", "u3", None);
     assert_eq!(roster(&e), ["u2", "u3"]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn history_node(redis: &Redis, id: &str) -> Server {
+    Server::start_with(
+        &["--history-enabled", "true"],
+        &[("RELAY_REDIS_URL", &redis.url()), ("RELAY_NODE_ID", id)],
+    )
+}
+
+fn id_of(e: &Event) -> String {
+    e.value["id"].as_str().expect("an id").to_string()
+}
+
+fn subscribe_after(c: &mut Client, channel: &str, last: &str) {
+    c.send_text(&format!(
+        r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}","last_event_id":"{last}"}}}}"#
+    ));
+    c.expect_event("pusher_internal:subscription_succeeded");
+}
+
+#[test]
+fn history_ids_are_the_clusters_and_a_client_recovers_on_any_node() {
+    let redis = Redis::start();
+    let a = history_node(&redis, "a");
+    let b = history_node(&redis, "b");
+    let mut on_a = a.client();
+    on_a.subscribe("news");
+    let mut on_b = b.client();
+    on_b.subscribe("news");
+    // Publishes through both nodes, each answered before the next: one order and the same ids everywhere.
+    for n in 1..=4 {
+        let via = if n % 2 == 0 { &a } else { &b };
+        assert_eq!(via.publish("news", "e", &n.to_string()).0, 200);
+    }
+    let mut ids = Vec::new();
+    for c in [&mut on_a, &mut on_b] {
+        let got: Vec<(String, String)> = (0..4)
+            .map(|_| {
+                let e = c.expect_event("e");
+                (e.data_str().to_string(), id_of(&e))
+            })
+            .collect();
+        let data: Vec<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(data, ["1", "2", "3", "4"]);
+        ids.push(got.into_iter().map(|(_, id)| id).collect::<Vec<_>>());
+        c.expect_silence(Duration::from_millis(200));
+    }
+    assert_eq!(ids[0], ids[1], "both nodes give each event the same id");
+    let seqs: Vec<u64> = ids[0]
+        .iter()
+        .map(|i| i.split_once('-').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    // The client on A leaves; two more events while it is away, one through each node.
+    on_a.close_tcp();
+    assert_eq!(a.publish("news", "e", "5").0, 200);
+    assert_eq!(b.publish("news", "e", "6").0, 200);
+    assert_eq!(on_b.expect_event("e").data_str(), "5");
+    assert_eq!(on_b.expect_event("e").data_str(), "6");
+    // It comes back on a third node, which never had the channel: Redis has what it missed.
+    let c = history_node(&redis, "c");
+    let mut back = c.client();
+    subscribe_after(&mut back, "news", &ids[0][3]);
+    assert_eq!(back.expect_event("e").data_str(), "5");
+    assert_eq!(back.expect_event("e").data_str(), "6");
+    let r = back.expect_event("relay:recovery");
+    assert_eq!(r.data_str(), r#"{"recovered":true,"replayed":2}"#);
+    assert_eq!(a.publish("news", "e", "7").0, 200);
+    let live = back.expect_event("e");
+    assert_eq!(live.data_str(), "7");
+    assert!(live.value["id"].as_str().unwrap().ends_with("-7"));
+    back.expect_silence(Duration::from_millis(300));
+    // Recovered on the node it left too (A has no subscriber now, so no window of its own is trusted).
+    let mut again = a.client();
+    subscribe_after(&mut again, "news", &ids[0][1]);
+    let replayed: Vec<String> = (0..5)
+        .map(|_| again.expect_event("e").data_str().to_string())
+        .collect();
+    assert_eq!(replayed, ["3", "4", "5", "6", "7"]);
+    let r = again.expect_event("relay:recovery");
+    assert_eq!(r.data_str(), r#"{"recovered":true,"replayed":5}"#);
+    // An id Redis never gave: told it did not recover, nothing replayed.
+    let mut lost = b.client();
+    subscribe_after(&mut lost, "news", "12-34");
+    let r = lost.expect_event("relay:recovery");
+    assert_eq!(r.data_str(), r#"{"recovered":false,"replayed":0}"#);
 }

@@ -175,42 +175,140 @@ impl HistoryStore {
         event: NewEvent,
         now: Instant,
     ) -> EventId {
-        self.clock += 1;
-        let touched = self.clock;
-        let new_window = !self
-            .apps
-            .get(&app)
-            .is_some_and(|h| h.channels.contains_key(channel));
-        let epoch = if new_window { self.next_epoch() } else { 0 };
-        let h = self.apps.entry(app).or_default();
-        if new_window {
+        let (epoch, seq) = match self.window(app, channel) {
+            Some(w) => (w.epoch, w.next_seq),
+            None => (self.next_epoch(), 1),
+        };
+        let id = EventId { epoch, seq };
+        self.keep(app, channel, limits, id, event, now + limits.ttl);
+        id
+    }
+
+    /// Keeps an event numbered elsewhere (by Redis, in a cluster) as the channel's newest. An id of another
+    /// epoch, or past a gap, starts the window again from it (older ids then do not recover here); an id already
+    /// kept or older is a duplicate: `false`, nothing kept.
+    pub fn append_numbered(
+        &mut self,
+        app: AppIdx,
+        channel: &str,
+        limits: HistoryLimits,
+        id: EventId,
+        event: NewEvent,
+        now: Instant,
+    ) -> bool {
+        if self
+            .window(app, channel)
+            .is_some_and(|w| w.epoch == id.epoch && id.seq < w.next_seq)
+        {
+            return false;
+        }
+        self.keep(app, channel, limits, id, event, now + limits.ttl);
+        true
+    }
+
+    /// Replaces the channel's window with the one kept elsewhere (Redis): `events` oldest first, the last id
+    /// given `last_seq`; events older than `limits.ttl` (by their publish time, `now_ms`) are left out.
+    pub fn restore(
+        &mut self,
+        app: AppIdx,
+        channel: &str,
+        limits: HistoryLimits,
+        (epoch, last_seq): (u64, u64),
+        events: Vec<(EventId, NewEvent)>,
+        (now, now_ms): (Instant, u64),
+    ) {
+        self.remove(app, channel);
+        let ttl_ms = limits.ttl.as_millis() as u64;
+        for (id, event) in events {
+            let age = now_ms.saturating_sub(event.published_at_ms);
+            if id.epoch != epoch || id.seq > last_seq || age >= ttl_ms {
+                continue;
+            }
+            let expires = now + Duration::from_millis(ttl_ms - age);
+            self.keep(app, channel, limits, id, event, expires);
+        }
+        // Nothing left: an empty window still says which id is the last, so that id recovers with nothing.
+        if self.window(app, channel).is_none() {
+            self.clock += 1;
+            let touched = self.clock;
+            let h = self.apps.entry(app).or_default();
             h.channels.insert(
                 Box::from(channel),
                 Window {
                     epoch,
-                    next_seq: 1,
+                    next_seq: last_seq + 1,
                     events: VecDeque::new(),
                     bytes: 0,
                     touched,
                 },
             );
+            h.by_age.insert(touched, Box::from(channel));
         }
-        let w = h.channels.get_mut(channel).expect("inserted above");
+        if let Some(w) = self
+            .apps
+            .get_mut(&app)
+            .and_then(|h| h.channels.get_mut(channel))
+        {
+            w.next_seq = last_seq + 1;
+        }
+    }
+
+    fn window(&self, app: AppIdx, channel: &str) -> Option<&Window> {
+        self.apps.get(&app)?.channels.get(channel)
+    }
+
+    /// Drops the channel's window (a cluster node that stops listening to the channel).
+    pub fn forget(&mut self, app: AppIdx, channel: &str) {
+        self.remove(app, channel);
+    }
+
+    fn remove(&mut self, app: AppIdx, channel: &str) {
+        if let Some(h) = self.apps.get_mut(&app)
+            && let Some(w) = h.channels.remove(channel)
+        {
+            h.by_age.remove(&w.touched);
+            h.bytes -= w.bytes;
+        }
+    }
+
+    /// Keeps `event` with `id` as the channel's newest; a window of another epoch, or one `id` does not follow,
+    /// starts again at `id`.
+    fn keep(
+        &mut self,
+        app: AppIdx,
+        channel: &str,
+        limits: HistoryLimits,
+        id: EventId,
+        event: NewEvent,
+        expires: Instant,
+    ) {
+        self.clock += 1;
+        let touched = self.clock;
+        if self
+            .window(app, channel)
+            .is_some_and(|w| w.epoch != id.epoch || w.next_seq != id.seq)
+        {
+            self.remove(app, channel);
+        }
+        let h = self.apps.entry(app).or_default();
+        let w = h.channels.entry(Box::from(channel)).or_insert(Window {
+            epoch: id.epoch,
+            next_seq: id.seq,
+            events: VecDeque::new(),
+            bytes: 0,
+            touched,
+        });
         h.by_age.remove(&w.touched);
         w.touched = touched;
         h.by_age.insert(touched, Box::from(channel));
-        let id = EventId {
-            epoch: w.epoch,
-            seq: w.next_seq,
-        };
-        w.next_seq += 1;
+        w.next_seq = id.seq + 1;
         let stored = StoredEvent {
             id,
             name_token: event.name_token,
             data_token: event.data_token,
             user_id: event.user_id,
             published_at_ms: event.published_at_ms,
-            expires: now + limits.ttl,
+            expires,
         };
         let cost = stored.cost();
         w.events.push_back(stored);
@@ -222,7 +320,6 @@ impl HistoryStore {
             h.bytes -= old.cost();
         }
         self.enforce_budget(app, channel, limits.max_bytes);
-        id
     }
 
     /// Drops whole windows, least recently written first, until the app is within `max_bytes`; the channel just
@@ -399,6 +496,59 @@ mod tests {
             .iter()
             .map(|e| String::from_utf8(e.data_token.to_vec()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn numbered_events_keep_their_ids_and_a_gap_or_new_epoch_starts_again() {
+        let mut h = HistoryStore::new(7);
+        let now = Instant::now();
+        let id = |epoch, seq| EventId { epoch, seq };
+        assert!(h.append_numbered(0, "c", LIMITS, id(9, 4), event("4"), now));
+        assert!(h.append_numbered(0, "c", LIMITS, id(9, 5), event("5"), now));
+        assert!(!h.append_numbered(0, "c", LIMITS, id(9, 5), event("dup"), now), "a duplicate");
+        let r = h.replay(0, "c", "9-3", now);
+        assert!(r.recovered);
+        assert_eq!(data(&r.events), ["\"4\"", "\"5\""]);
+        assert!(!h.replay(0, "c", "9-2", now).recovered, "before the first kept");
+        // A gap: only ids from it on recover here.
+        assert!(h.append_numbered(0, "c", LIMITS, id(9, 8), event("8"), now));
+        assert!(!h.replay(0, "c", "9-5", now).recovered);
+        assert!(h.replay(0, "c", "9-7", now).recovered);
+        // Another epoch (the window expired in Redis) starts again.
+        assert!(h.append_numbered(0, "c", LIMITS, id(10, 1), event("a"), now));
+        assert!(!h.replay(0, "c", "9-8", now).recovered);
+        assert_eq!(data(&h.replay(0, "c", "10-0", now).events), ["\"a\""]);
+        h.forget(0, "c");
+        assert!(h.is_empty() && h.app_bytes(0) == 0);
+    }
+
+    #[test]
+    fn a_restored_window_replaces_this_ones_and_leaves_out_expired_events() {
+        let mut h = HistoryStore::new(7);
+        let now = Instant::now();
+        let id = |seq| EventId { epoch: 3, seq };
+        h.append(0, "c", LIMITS, event("old"), now);
+        let at = |ms, d: &str| NewEvent {
+            published_at_ms: ms,
+            ..event(d)
+        };
+        let now_ms = 1_000_000;
+        let events = vec![
+            (id(5), at(now_ms - 61_000, "5")),
+            (id(6), at(now_ms - 1_000, "6")),
+            (id(7), at(now_ms, "7")),
+        ];
+        h.restore(0, "c", LIMITS, (3, 7), events, (now, now_ms));
+        let r = h.replay(0, "c", "3-5", now);
+        assert!(r.recovered, "6 and 7 are kept");
+        assert_eq!(data(&r.events), ["\"6\"", "\"7\""]);
+        assert!(!h.replay(0, "c", "3-4", now).recovered, "5 expired");
+        assert!(h.append_numbered(0, "c", LIMITS, id(8), event("8"), now));
+        assert_eq!(h.replay(0, "c", "3-7", now).events.len(), 1);
+        // Nothing left in Redis but the last id: that id recovers, with nothing to replay.
+        h.restore(0, "d", LIMITS, (3, 9), Vec::new(), (now, now_ms));
+        let r = h.replay(0, "d", "3-9", now);
+        assert!(r.recovered && r.events.is_empty());
     }
 
     #[test]

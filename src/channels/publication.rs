@@ -7,6 +7,7 @@
 use bytes::Bytes;
 
 use crate::app::AppIdx;
+use crate::channels::history::EventId;
 use crate::protocol::outbound;
 use crate::socket_id::SocketId;
 
@@ -28,6 +29,16 @@ pub struct ChannelFrame {
     pub frame: Bytes,
 }
 
+/// An event of an app with history as Redis numbered it (docs/protocol.md#cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numbered {
+    pub id: EventId,
+    /// Unix ms of the publish.
+    pub published_at_ms: u64,
+    /// Published on this node: it went out only through Redis, and comes back to be delivered here too.
+    pub own: bool,
+}
+
 pub struct Publication {
     pub app: AppIdx,
     pub source: Source,
@@ -41,6 +52,8 @@ pub struct Publication {
     pub frames: Vec<ChannelFrame>,
     /// Published on another node of the cluster and received through Redis (not sent back there).
     pub remote: bool,
+    /// In a cluster, the id Redis gave an event of an app with history.
+    pub numbered: Option<Numbered>,
     encoded: bool,
 }
 
@@ -70,6 +83,7 @@ impl Publication {
                 })
                 .collect(),
             remote: false,
+            numbered: None,
             encoded: false,
         }
     }
@@ -119,6 +133,7 @@ impl Publication {
             except,
             frames,
             remote,
+            numbered,
             encoded,
         } = self;
         frames
@@ -132,6 +147,7 @@ impl Publication {
                 except,
                 frames: vec![cf],
                 remote,
+                numbered,
                 encoded,
             })
             .collect()

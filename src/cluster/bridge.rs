@@ -24,7 +24,10 @@ use crate::cluster::commands::{
     ClusterAnswer, ClusterQuery, Command, Commands, PresenceJoined, RECONNECT_MAX, RECONNECT_MIN,
     heartbeat,
 };
-use crate::cluster::wire::{MemberRecord, Record, RemotePublish, control_channel, redis_channel};
+use crate::cluster::wire::{
+    HistoryWindow, MemberRecord, NumberedPublish, Record, RemotePublish, control_channel,
+    redis_channel,
+};
 use crate::config::ClusterConfig;
 
 /// How long the subscriber waits for a message before it looks at new interest.
@@ -62,6 +65,10 @@ enum Op {
 pub enum Delivery {
     /// Another node's publication.
     Publish(RemotePublish),
+    /// A publication of an app with history, numbered by Redis (this node's own too).
+    Numbered(NumberedPublish),
+    /// The channel's history in Redis, which this node asked for to recover a client.
+    Window(HistoryWindow),
     /// A member joined (first in the cluster) or left (last) on another node, or a dead node's member was
     /// removed: this node's subscribers are told.
     Member(MemberRecord),
@@ -99,13 +106,32 @@ pub enum Delivery {
     },
 }
 
+/// A publication on its way to Redis.
+pub(crate) struct Outgoing {
+    /// The Redis channel.
+    pub key: String,
+    pub record: Vec<u8>,
+    /// For an app with history: Redis numbers and keeps it before publishing it.
+    pub keep: Option<Keep>,
+}
+
+/// How Redis keeps a channel's history (the app's `history_max` and `history_ttl`).
+#[derive(Debug, Clone)]
+pub struct Keep {
+    pub app_id: String,
+    pub channel: String,
+    pub max_events: usize,
+    pub ttl: Duration,
+    pub published_at_ms: u64,
+}
+
 pub type DeliverFn = Box<dyn Fn(Delivery) + Send + Sync>;
 
 /// The cores' side of the bridge.
 pub struct Cluster {
     pub node_id: String,
     pub(crate) prefix: String,
-    outgoing: ArrayQueue<(String, Vec<u8>)>,
+    outgoing: ArrayQueue<Outgoing>,
     publisher: OnceLock<Thread>,
     ops: Sender<Op>,
     commands: Sender<Command>,
@@ -176,8 +202,9 @@ impl Cluster {
 
     /// Sends a publication to the nodes listening to its channel; never waits (a full buffer drops the oldest).
     /// With `cache_ttl` (a REST event on a cache channel) the record is also kept in Redis for that long, for
-    /// nodes that had no subscriber when it was published.
-    pub fn publish(&self, p: &RemotePublish, cache_ttl: Option<Duration>) {
+    /// nodes that had no subscriber when it was published. With `keep` (an app with history) Redis numbers it,
+    /// keeps it in the channel's window and publishes it to every listening node, this one included.
+    pub fn publish(&self, p: &RemotePublish, cache_ttl: Option<Duration>, keep: Option<Keep>) {
         let record = p.encode();
         if let Some(ttl) = cache_ttl {
             self.command(Command::CacheStore {
@@ -188,7 +215,11 @@ impl Cluster {
             });
         }
         let key = redis_channel(&self.prefix, &p.app_id, &p.channel);
-        if self.outgoing.force_push((key, record)).is_some() {
+        if self
+            .outgoing
+            .force_push(Outgoing { key, record, keep })
+            .is_some()
+        {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
         self.wake_commands();
@@ -241,7 +272,11 @@ impl Cluster {
         let record = Record::terminate(&self.node_id, app_id, user_id);
         if self
             .outgoing
-            .force_push((control_channel(&self.prefix), record))
+            .force_push(Outgoing {
+                key: control_channel(&self.prefix),
+                record,
+                keep: None,
+            })
             .is_some()
         {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -283,6 +318,16 @@ impl Cluster {
         })
     }
 
+    /// Asks Redis to send this node the channel's history window (as a [`Delivery::Window`] with `token`), on the
+    /// channel's Redis channel so it comes in order with the live events; nothing comes while Redis is away.
+    pub fn window(&self, app_id: &str, channel: &str, token: u64) {
+        self.command(Command::Window {
+            app_id: app_id.into(),
+            channel: channel.into(),
+            token,
+        });
+    }
+
     /// Asks Redis about the cluster's state; `None` when it is unreachable.
     pub fn query(&self, query: ClusterQuery) -> oneshot::Receiver<Option<ClusterAnswer>> {
         self.ask(|reply| Command::Query { query, reply })
@@ -312,7 +357,7 @@ impl Cluster {
 
     /// Moves queued publications behind the unsent ones, keeping at most the buffer's capacity (the oldest are
     /// dropped and counted).
-    pub(crate) fn hold(&self, pending: &mut VecDeque<(String, Vec<u8>)>) {
+    pub(crate) fn hold(&self, pending: &mut VecDeque<Outgoing>) {
         while let Some(p) = self.outgoing.pop() {
             pending.push_back(p);
         }
@@ -429,12 +474,22 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
                         crate::debug!("cluster: a record that does not decode was dropped");
                         continue;
                     };
-                    if record.origin() == cluster.node_id {
+                    // A node ignores its own records, except numbered ones (delivered here only once numbered)
+                    // and windows (only for the node that asked).
+                    let own = record.origin() == cluster.node_id;
+                    let wanted = match record {
+                        Record::Numbered(_) => true,
+                        Record::Window(_) => own,
+                        _ => !own,
+                    };
+                    if !wanted {
                         continue;
                     }
                     cluster.stats.received.fetch_add(1, Ordering::Relaxed);
                     (cluster.deliver)(match record {
                         Record::Publish(p) => Delivery::Publish(p),
+                        Record::Numbered(n) => Delivery::Numbered(n),
+                        Record::Window(w) => Delivery::Window(w),
                         Record::Member(m) => Delivery::Member(m),
                         Record::Terminate {
                             app_id, user_id, ..

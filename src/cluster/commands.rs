@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use futures_channel::oneshot;
 
-use crate::cluster::bridge::{Cluster, Delivery};
+use crate::cluster::bridge::{Cluster, Delivery, Outgoing};
 use crate::cluster::wire::{MemberRecord, Record, control_channel, redis_channel};
 use crate::json::push_json_string_into;
 
@@ -114,6 +114,12 @@ pub enum Command {
         user_id: String,
         online: bool,
         reply: oneshot::Sender<Option<bool>>,
+    },
+    /// Publish the channel's history window to its Redis channel, for this node (see [`Cluster::window`]).
+    Window {
+        app_id: String,
+        channel: String,
+        token: u64,
     },
     /// This node's first subscriber of a channel arrived (`held`) or its last left.
     Occupancy {
@@ -282,6 +288,39 @@ const COUNT_THROTTLE_ABOVE: u64 = 100;
 const COUNT_THROTTLE: Duration = Duration::from_secs(5);
 
 /// A node's occupied channel comes (+1) or goes (-1); returns 1 when the cluster's occupancy changed.
+/// Numbers a publication of an app with history, keeps it in the channel's window and publishes it.
+/// KEYS: window hash (epoch, seq), events list. ARGV: an epoch for a new window, max events, ttl ms, Redis
+/// channel, the publish record, its Unix ms. The numbered record is `wire::NumberedPublish`.
+const NUMBER: &str = r"
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local rec = 'H' .. epoch .. ':' .. seq .. ':' .. ARGV[6] .. '\n' .. ARGV[5]
+redis.call('RPUSH', KEYS[2], rec)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[4], rec)
+return seq
+";
+
+/// Publishes a channel's history window (`wire::HistoryWindow`) on its Redis channel. KEYS: window hash, events
+/// list. ARGV: Redis channel, origin, app id, channel, token.
+const WINDOW: &str = r"
+local function ns(s) return #s .. ':' .. s end
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
+local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
+local out = {'W', ns(ARGV[2]), ns(ARGV[3]), ns(ARGV[4]), ns(ARGV[5]), ns(epoch), ns(seq)}
+for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = ns(e) end
+redis.call('PUBLISH', ARGV[1], table.concat(out))
+return 1
+";
+
+/// A new window's epoch: random, 48 bits (exact as a JavaScript number), never 0.
+fn new_epoch() -> u64 {
+    (crate::socket_id::random_seed() >> 16).max(1)
+}
+
 const OCCUPANCY: &str = r"
 if ARGV[3] == '1' then
   if redis.call('SADD', KEYS[2], ARGV[2]) == 1 and redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
@@ -355,7 +394,7 @@ pub struct Commands<'a> {
     counts_held: HashMap<String, u64>,
     /// This node's admitted connections per app (apps with a connection quota).
     conns: HashMap<String, u64>,
-    pending: VecDeque<(String, Vec<u8>)>,
+    pending: VecDeque<Outgoing>,
     con: Option<redis::Connection>,
     failures: u32,
     next_try: Instant,
@@ -497,14 +536,36 @@ impl<'a> Commands<'a> {
             return;
         }
         self.hold_until = None;
+        if self.con.is_none() {
+            return;
+        }
+        let n = self.pending.len().min(PUBLISH_BATCH);
+        let mut pipe = redis::pipe();
+        for o in self.pending.iter().take(n) {
+            match &o.keep {
+                None => {
+                    pipe.cmd("PUBLISH").arg(&o.key).arg(&o.record).ignore();
+                }
+                Some(k) => {
+                    let (window, events) = self.history_keys(&k.app_id, &k.channel);
+                    pipe.cmd("EVAL")
+                        .arg(NUMBER)
+                        .arg(2)
+                        .arg(window)
+                        .arg(events)
+                        .arg(new_epoch())
+                        .arg(k.max_events.max(1))
+                        .arg(k.ttl.as_millis().max(1) as u64)
+                        .arg(&o.key)
+                        .arg(&o.record)
+                        .arg(k.published_at_ms)
+                        .ignore();
+                }
+            }
+        }
         let Some(con) = self.con.as_mut() else {
             return;
         };
-        let n = self.pending.len().min(PUBLISH_BATCH);
-        let mut pipe = redis::pipe();
-        for (key, payload) in self.pending.iter().take(n) {
-            pipe.cmd("PUBLISH").arg(key).arg(payload).ignore();
-        }
         match pipe.query::<()>(con) {
             Ok(()) => {
                 self.pending.drain(..n);
@@ -519,6 +580,11 @@ impl<'a> Commands<'a> {
 
     fn run_command(&mut self, cmd: Command) {
         match cmd {
+            Command::Window {
+                app_id,
+                channel,
+                token,
+            } => self.window(&app_id, &channel, token),
             Command::Occupancy {
                 app_id,
                 channel,
@@ -641,6 +707,35 @@ impl<'a> Commands<'a> {
                 self.mirror.remove(&e);
                 let _ = reply.send(self.leave(&app_id, &channel, &user_id, &e));
             }
+        }
+    }
+
+    /// The keys of a channel's history: its epoch and last seq, and its events.
+    fn history_keys(&self, app_id: &str, channel: &str) -> (String, String) {
+        (
+            self.key(&format!("{app_id}:h:{channel}")),
+            self.key(&format!("{app_id}:hl:{channel}")),
+        )
+    }
+
+    fn window(&mut self, app_id: &str, channel: &str, token: u64) {
+        let (window, events) = self.history_keys(app_id, channel);
+        let Some(con) = self.con.as_mut() else {
+            return;
+        };
+        let r = redis::cmd("EVAL")
+            .arg(WINDOW)
+            .arg(2)
+            .arg(window)
+            .arg(events)
+            .arg(redis_channel(&self.cluster.prefix, app_id, channel))
+            .arg(&self.cluster.node_id)
+            .arg(app_id)
+            .arg(channel)
+            .arg(token)
+            .query::<()>(con);
+        if let Err(e) = r {
+            self.lost(&e);
         }
     }
 

@@ -7,6 +7,6 @@ pub mod bridge;
 pub mod commands;
 pub mod wire;
 
-pub use bridge::{Cluster, ClusterStats, DeliverFn, Delivery};
+pub use bridge::{Cluster, ClusterStats, DeliverFn, Delivery, Keep};
 pub use commands::{ClusterAnswer, ClusterQuery, PresenceJoined};
 pub use wire::{MemberRecord, RemotePublish};

@@ -14,11 +14,20 @@ const MEMBER_V1: u8 = b'M';
 const TERMINATE_V1: u8 = b'T';
 const ONLINE_V1: u8 = b'U';
 const COUNT_V1: u8 = b'C';
+/// Built by the Lua scripts in `commands.rs` (text headers, so Lua needs no binary packing).
+const NUMBERED_V1: u8 = b'H';
+const WINDOW_V1: u8 = b'W';
 
 /// What a node hears on a channel's Redis channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Publish(RemotePublish),
+    /// A publication of an app with history, numbered by Redis (every interested node delivers it, its origin
+    /// too, so every node sees the same ids in the same order).
+    Numbered(NumberedPublish),
+    /// A channel's history as Redis keeps it, asked for by `origin` to recover a client; it travels the
+    /// channel's Redis channel so it arrives in order with the live events.
+    Window(HistoryWindow),
     Member(MemberRecord),
     /// `terminate_connections` of a user, for every node (on the control channel).
     Terminate {
@@ -47,6 +56,8 @@ impl Record {
     pub fn decode(bytes: &[u8]) -> Option<Record> {
         match *bytes.first()? {
             PUBLISH_V1 => RemotePublish::decode(bytes).map(Record::Publish),
+            NUMBERED_V1 => NumberedPublish::decode(bytes).map(Record::Numbered),
+            WINDOW_V1 => HistoryWindow::decode(bytes).map(Record::Window),
             MEMBER_V1 => MemberRecord::decode(bytes).map(Record::Member),
             COUNT_V1 => {
                 let mut r = Reader { b: bytes, i: 1 };
@@ -90,6 +101,8 @@ impl Record {
     pub fn origin(&self) -> &str {
         match self {
             Record::Publish(p) => &p.origin,
+            Record::Numbered(n) => &n.publish.origin,
+            Record::Window(w) => &w.origin,
             Record::Member(m) => &m.origin,
             Record::Terminate { origin, .. }
             | Record::Online { origin, .. }
@@ -280,6 +293,127 @@ impl RemotePublish {
     }
 }
 
+/// A publication with the id Redis gave it: `H{epoch}:{seq}:{published_at_ms}\n` then the [`RemotePublish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberedPublish {
+    pub epoch: u64,
+    pub seq: u64,
+    pub published_at_ms: u64,
+    pub publish: RemotePublish,
+}
+
+impl NumberedPublish {
+    /// What the numbering script writes (for tests; Redis builds the real ones).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out =
+            format!("H{}:{}:{}\n", self.epoch, self.seq, self.published_at_ms).into_bytes();
+        out.extend_from_slice(&self.publish.encode());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<NumberedPublish> {
+        let rest = bytes.strip_prefix(&[NUMBERED_V1])?;
+        let nl = rest.iter().position(|&b| b == b'\n')?;
+        let mut head = std::str::from_utf8(&rest[..nl]).ok()?.split(':');
+        let mut num = || -> Option<u64> {
+            let t = head.next()?;
+            (!t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| t.parse().ok())?
+        };
+        let (epoch, seq, published_at_ms) = (num()?, num()?, num()?);
+        if head.next().is_some() {
+            return None;
+        }
+        Some(NumberedPublish {
+            epoch,
+            seq,
+            published_at_ms,
+            publish: RemotePublish::decode(&rest[nl + 1..])?,
+        })
+    }
+}
+
+/// `W` then netstrings (`{len}:{bytes}`): origin, app id, channel, token, epoch (empty: no window), last seq, then
+/// each kept event as a [`NumberedPublish`], oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryWindow {
+    pub origin: String,
+    pub app_id: String,
+    pub channel: String,
+    /// Which request of the origin this answers.
+    pub token: u64,
+    /// `None`: Redis keeps no window for the channel.
+    pub epoch: Option<u64>,
+    pub last_seq: u64,
+    pub events: Vec<NumberedPublish>,
+}
+
+impl HistoryWindow {
+    /// What the window script writes (for tests; Redis builds the real ones).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![WINDOW_V1];
+        let epoch = self.epoch.map(|e| e.to_string()).unwrap_or_default();
+        for field in [
+            self.origin.as_bytes(),
+            self.app_id.as_bytes(),
+            self.channel.as_bytes(),
+            self.token.to_string().as_bytes(),
+            epoch.as_bytes(),
+            self.last_seq.to_string().as_bytes(),
+        ] {
+            netstring(&mut out, field);
+        }
+        for e in &self.events {
+            netstring(&mut out, &e.encode());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<HistoryWindow> {
+        let mut rest = bytes.strip_prefix(&[WINDOW_V1])?;
+        let mut next = || -> Option<&[u8]> {
+            let colon = rest.iter().take(11).position(|&b| b == b':')?;
+            let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+            let field = rest.get(colon + 1..colon.checked_add(1)?.checked_add(len)?)?;
+            rest = &rest[colon + 1 + len..];
+            Some(field)
+        };
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+        let number = |b: &[u8]| -> Option<u64> {
+            (!b.is_empty() && b.len() <= 20 && b.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(b).ok()?.parse().ok())?
+        };
+        let origin = text(next()?)?;
+        let app_id = text(next()?)?;
+        let channel = text(next()?)?;
+        let token = number(next()?)?;
+        let epoch = match next()? {
+            [] => None,
+            e => Some(number(e)?),
+        };
+        let last_seq = number(next()?)?;
+        let mut events = Vec::new();
+        while let Some(field) = next() {
+            events.push(NumberedPublish::decode(field)?);
+        }
+        rest.is_empty().then_some(HistoryWindow {
+            origin,
+            app_id,
+            channel,
+            token,
+            epoch,
+            last_seq,
+            events,
+        })
+    }
+}
+
+fn netstring(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(field.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(field);
+}
+
 fn put(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(&(field.len() as u32).to_le_bytes());
     out.extend_from_slice(field);
@@ -319,6 +453,61 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbered_publishes_and_windows_round_trip_and_damage_is_refused() {
+        let publish = RemotePublish {
+            origin: "node-a".into(),
+            app_id: "app".into(),
+            channel: "room".into(),
+            name_token: b"\"e\"".to_vec(),
+            data_token: b"\"line\\nnext\"".to_vec(),
+            user_id: None,
+            except: None,
+            client: false,
+        };
+        let n = NumberedPublish {
+            epoch: 281_474_976_710_655,
+            seq: 7,
+            published_at_ms: 1_700_000_000_000,
+            publish,
+        };
+        let bytes = n.encode();
+        assert!(bytes.starts_with(b"H281474976710655:7:1700000000000\n"));
+        assert_eq!(Record::decode(&bytes), Some(Record::Numbered(n.clone())));
+        for cut in 0..bytes.len() {
+            assert_eq!(NumberedPublish::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        for bad in [&b"H1:2\n"[..], b"H1:2:3:4\nP", b"H-1:2:3\nP", b"H1:x:3\nP"] {
+            assert_eq!(NumberedPublish::decode(bad), None);
+        }
+        let w = HistoryWindow {
+            origin: "node-b".into(),
+            app_id: "app".into(),
+            channel: "room".into(),
+            token: 99,
+            epoch: Some(281_474_976_710_655),
+            last_seq: 8,
+            events: vec![n.clone(), NumberedPublish { seq: 8, ..n }],
+        };
+        let bytes = w.encode();
+        assert_eq!(Record::decode(&bytes), Some(Record::Window(w.clone())));
+        for cut in 0..bytes.len() {
+            assert_eq!(HistoryWindow::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let empty = HistoryWindow {
+            epoch: None,
+            last_seq: 0,
+            events: Vec::new(),
+            ..w
+        };
+        assert_eq!(HistoryWindow::decode(&empty.encode()), Some(empty));
+        assert_eq!(
+            HistoryWindow::decode(b"W99999999999:x"),
+            None,
+            "a length past the end"
+        );
+    }
 
     #[test]
     fn a_publish_round_trips_and_damage_is_refused() {

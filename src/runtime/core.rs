@@ -19,6 +19,7 @@ use crate::channels::index::ChannelIndex;
 use crate::metrics::{CoreMetrics, Counter, Gauge};
 use crate::protocol::session::Session;
 use crate::runtime::event_log::{EventLog, LogEvent};
+use crate::runtime::history::WindowWait;
 use crate::runtime::inbox::InboxReceiver;
 use crate::runtime::liveness::FloodSummary;
 use crate::runtime::message::CoreMsg;
@@ -48,6 +49,9 @@ pub struct Core {
     /// Presence channels with a join waiting for Redis, and the other nodes' member records that arrived
     /// meanwhile (held so the joiner, not subscribed yet, hears them after its roster).
     pub(crate) presence_waits: RefCell<HashMap<(AppIdx, Box<str>), PresenceWait>>,
+    /// Recoveries waiting for a channel's window from Redis (see `history`), and the last request's token.
+    pub(crate) window_waits: RefCell<HashMap<(AppIdx, Box<str>), WindowWait>>,
+    tokens: Cell<u64>,
     /// This core's inbox, also read by [`Core::catch_up`] outside the serve loop.
     inbox: OnceCell<Rc<InboxReceiver<CoreMsg>>>,
     /// Inbox messages are being handled now: a publish made meanwhile does not catch up (it would run a later
@@ -90,6 +94,8 @@ impl Core {
             retire_waker: Cell::new(None),
             me: OnceCell::new(),
             presence_waits: RefCell::new(HashMap::new()),
+            window_waits: RefCell::new(HashMap::new()),
+            tokens: Cell::new(0),
             inbox: OnceCell::new(),
             draining: Cell::new(false),
         }
@@ -287,6 +293,13 @@ impl Core {
             .flatten()
             .cloned()
             .collect()
+    }
+
+    /// A number no earlier call on this core returned.
+    pub fn next_token(&self) -> u64 {
+        let t = self.tokens.get() + 1;
+        self.tokens.set(t);
+        t
     }
 
     /// Gives the core its inbox, for [`Core::catch_up`] (the serve loop keeps reading it too).

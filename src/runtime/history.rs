@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 use crate::app::AppIdx;
-use crate::channels::history::{CursorError, HistoryLimits, NewEvent, Page, StoredEvent};
+use crate::channels::history::{CursorError, EventId, HistoryLimits, NewEvent, Page, StoredEvent};
 use crate::channels::publication::{Publication, Source};
 use crate::config::AppConfig;
 use crate::metrics::Counter;
@@ -59,6 +59,9 @@ pub enum HistoryMsg {
         replay: Option<Replay>,
         reply: oneshot::Sender<Recovery>,
     },
+    /// Bridge -> home: the channel's window in Redis, asked for by [`Core::wait_for_window`]; it travels the
+    /// publish lane behind the live events that came through Redis before it.
+    Window(Box<ClusterWindow>),
     /// Anyone -> home: a page of the channel's history.
     Page {
         app: AppIdx,
@@ -72,7 +75,7 @@ pub enum HistoryMsg {
 impl HistoryMsg {
     pub fn lane(&self) -> Lane {
         match self {
-            HistoryMsg::Append(_) => Lane::Publish,
+            HistoryMsg::Append(_) | HistoryMsg::Window(_) => Lane::Publish,
             HistoryMsg::Recovered {
                 replay: Some(_), ..
             } => Lane::Publish,
@@ -82,6 +85,60 @@ impl HistoryMsg {
             // A page read after a publish lists it too, for the same reason.
             HistoryMsg::Recover { .. } | HistoryMsg::Page { .. } => Lane::Publish,
         }
+    }
+}
+
+/// A channel's history window as Redis keeps it, for recovering clients on this node.
+pub struct ClusterWindow {
+    pub app: AppIdx,
+    pub channel: Box<str>,
+    pub token: u64,
+    /// `None`: Redis keeps no window for the channel.
+    pub epoch: Option<u64>,
+    pub last_seq: u64,
+    pub events: Vec<(EventId, NewEvent)>,
+}
+
+/// Recoveries waiting at the home core for a channel's window from Redis.
+pub struct WindowWait {
+    token: u64,
+    waiting: Vec<Waiting>,
+}
+
+struct Waiting {
+    after: Box<str>,
+    socket: SocketId,
+    joiner: usize,
+    reply: oneshot::Sender<Recovery>,
+}
+
+/// How long a home core waits for a window from Redis before it answers from its own (the client is then told
+/// whether that recovered it).
+pub const WINDOW_WAIT: Duration = Duration::from_secs(2);
+
+/// Where an event of an app with history is numbered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Not kept (a server event, an app without history, or a cluster node cut off from Redis).
+    None,
+    /// The channel's home core numbers it (one node), or keeps it with the id Redis gave it (a cluster).
+    Home,
+    /// Redis numbers it and publishes it to every listening node, this one included (a cluster).
+    Redis,
+}
+
+/// Where `p` is numbered: REST and client events of apps that keep history. In a cluster Redis numbers them, so
+/// every node has the same ids; while Redis is away they are delivered without an id and not kept.
+pub fn stage(core: &Core, p: &Publication) -> Stage {
+    if !keeps(core, p) {
+        return Stage::None;
+    }
+    match core.shared.cluster.get() {
+        None => Stage::Home,
+        Some(_) if p.numbered.is_some() => Stage::Home,
+        Some(_) if p.remote => Stage::None,
+        Some(c) if c.connected.load(std::sync::atomic::Ordering::Acquire) => Stage::Redis,
+        Some(_) => Stage::None,
     }
 }
 
@@ -116,7 +173,7 @@ fn limits(cfg: &AppConfig, cores: usize) -> HistoryLimits {
     }
 }
 
-fn unix_ms() -> u64 {
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -207,6 +264,91 @@ pub async fn page(
 
 // -- the home side (and the joiner's core) -------------------------------------------------------------------
 
+/// Sends the joiner its replay (subscribing it there), on the publish lane behind the channel's events.
+fn answer(core: &Core, channel: &str, w: Waiting, replay: Replay) {
+    let msg = HistoryMsg::Recovered {
+        socket: w.socket,
+        channel: Box::from(channel),
+        replay: Some(replay),
+        reply: w.reply,
+    };
+    // The joiner's publish lane is full: subscribe it anyway, telling the client it did not recover.
+    if let Err(CoreMsg::History(HistoryMsg::Recovered {
+        socket,
+        channel,
+        reply,
+        ..
+    })) = core.offer_to(w.joiner, CoreMsg::History(msg))
+    {
+        let fallback = HistoryMsg::Recovered {
+            socket,
+            channel,
+            replay: None,
+            reply,
+        };
+        let _ = core.send_to(w.joiner, CoreMsg::History(fallback));
+    }
+}
+
+/// Answers every recovery that waited for the channel's window, from this node's window as it is now.
+pub fn answer_all(core: &Core, app: AppIdx, channel: &str, wait: WindowWait) {
+    for w in wait.waiting {
+        let r = replay(core, app, channel, &w.after);
+        answer(core, channel, w, r);
+    }
+}
+
+impl Core {
+    /// Holds a recovery until the channel's window comes from Redis (one request per channel however many
+    /// wait), at most [`WINDOW_WAIT`]. Hands it back when there is no cluster or Redis is away.
+    fn wait_for_window(&self, app: AppIdx, channel: &str, w: Waiting) -> Result<(), Waiting> {
+        let Some(cluster) = self.shared.cluster.get() else {
+            return Err(w);
+        };
+        let Some(me) = self.rc() else {
+            return Err(w);
+        };
+        if !cluster.connected.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(w);
+        }
+        let key = (app, Box::from(channel));
+        let mut waits = self.window_waits.borrow_mut();
+        if let Some(wait) = waits.get_mut(&key) {
+            wait.waiting.push(w);
+            return Ok(());
+        }
+        let token = self.next_token();
+        waits.insert(
+            key,
+            WindowWait {
+                token,
+                waiting: vec![w],
+            },
+        );
+        drop(waits);
+        cluster.window(&self.app(app).config.id, channel, token);
+        let channel = Box::<str>::from(channel);
+        monoio::spawn(async move {
+            monoio::time::sleep(WINDOW_WAIT).await;
+            if let Some(wait) = me.take_window_wait(app, &channel, token) {
+                answer_all(&me, app, &channel, wait);
+            }
+        });
+        Ok(())
+    }
+
+    /// The recoveries waiting for a channel's window, if they wait for `token` (a window that comes after they
+    /// gave up is no one's).
+    fn take_window_wait(&self, app: AppIdx, channel: &str, token: u64) -> Option<WindowWait> {
+        let mut waits = self.window_waits.borrow_mut();
+        let key = (app, Box::from(channel));
+        if waits.get(&key)?.token != token {
+            return None;
+        }
+        waits.remove(&key)
+    }
+}
+
 pub fn on_message(core: &Core, msg: HistoryMsg) {
     match msg {
         HistoryMsg::Append(p) => {
@@ -221,13 +363,22 @@ pub fn on_message(core: &Core, msg: HistoryMsg) {
             let id = {
                 let mut store = core.history.borrow_mut();
                 let evicted = store.evicted_windows;
-                let id = store.append(
-                    p.app,
-                    &p.frames[0].channel,
-                    limits(cfg, core.shared.cores()),
-                    event,
-                    Instant::now(),
-                );
+                let (limits, now) = (limits(cfg, core.shared.cores()), Instant::now());
+                let channel = &p.frames[0].channel;
+                let id = match p.numbered {
+                    Some(n) => {
+                        let event = NewEvent {
+                            published_at_ms: n.published_at_ms,
+                            ..event
+                        };
+                        if !store.append_numbered(p.app, channel, limits, n.id, event, now) {
+                            // Already delivered here (a replayed publish after a lost reply).
+                            return;
+                        }
+                        n.id
+                    }
+                    None => store.append(p.app, channel, limits, event, now),
+                };
                 let dropped = store.evicted_windows - evicted;
                 if dropped > 0 {
                     core.metrics().add(Counter::HistoryEvictions, dropped);
@@ -247,28 +398,38 @@ pub fn on_message(core: &Core, msg: HistoryMsg) {
             reply,
         } => {
             let replay = replay(core, app, &channel, &after);
-            let msg = HistoryMsg::Recovered {
+            let waiting = Waiting {
+                after,
                 socket,
-                channel,
-                replay: Some(replay),
+                joiner,
                 reply,
             };
-            // The joiner's publish lane is full: subscribe it anyway, telling the client it did not recover.
-            if let Err(CoreMsg::History(HistoryMsg::Recovered {
-                socket,
-                channel,
-                reply,
-                ..
-            })) = core.offer_to(joiner, CoreMsg::History(msg))
-            {
-                let fallback = HistoryMsg::Recovered {
-                    socket,
-                    channel,
-                    replay: None,
-                    reply,
-                };
-                let _ = core.send_to(joiner, CoreMsg::History(fallback));
+            // Not in this node's window (the client comes from another node, or from before this node
+            // listened): Redis may have it.
+            if !replay.recovered && EventId::parse(&waiting.after).is_some() {
+                if let Err(waiting) = core.wait_for_window(app, &channel, waiting) {
+                    answer(core, &channel, waiting, replay);
+                }
+            } else {
+                answer(core, &channel, waiting, replay);
             }
+        }
+        HistoryMsg::Window(w) => {
+            let Some(wait) = core.take_window_wait(w.app, &w.channel, w.token) else {
+                return;
+            };
+            if let Some(epoch) = w.epoch {
+                let cfg = &core.app(w.app).config;
+                core.history.borrow_mut().restore(
+                    w.app,
+                    &w.channel,
+                    limits(cfg, core.shared.cores()),
+                    (epoch, w.last_seq),
+                    w.events,
+                    (Instant::now(), unix_ms()),
+                );
+            }
+            answer_all(core, w.app, &w.channel, wait);
         }
         HistoryMsg::Recovered {
             socket,

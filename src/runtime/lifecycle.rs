@@ -23,6 +23,10 @@ impl Core {
             if let Some(cluster) = self.shared.cluster.get() {
                 // The webhooks come from the cluster's occupancy ([`Core::cluster_occupancy`]).
                 cluster.interest(&self.app(*app).config.id, channel, occupied);
+                if !occupied {
+                    // Not listening any more: what this node kept stops being the whole story.
+                    self.history.borrow_mut().forget(*app, channel);
+                }
                 return;
             }
         }

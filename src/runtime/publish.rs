@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use crate::channels::index::Deliveries;
 use crate::channels::publication::{Publication, Source};
-use crate::cluster::RemotePublish;
+use crate::cluster::{Keep, RemotePublish};
 use crate::metrics::Counter;
 use crate::protocol::channel_name::ChannelType;
 use crate::runtime::core::Core;
+use crate::runtime::history::Stage;
 use crate::runtime::inbox::InboxFull;
 use crate::runtime::message::CoreMsg;
 use crate::runtime::{cache, history};
@@ -26,17 +27,27 @@ impl Core {
         if !p.remote && matches!(p.source, Source::Rest | Source::Client) {
             self.catch_up();
         }
-
-        self.metrics().inc(match p.source {
-            _ if p.remote => Counter::PublishesRemote,
-            Source::Rest => Counter::PublishesRest,
-            Source::Client => Counter::PublishesClient,
-            Source::Server => Counter::PublishesServer,
-        });
-        self.to_other_nodes(&p);
-        self.log_publication(&p);
-        if history::keeps(self, &p) {
-            return history::route(self, p);
+        let own_echo = p.numbered.is_some_and(|n| n.own);
+        if !own_echo {
+            self.metrics().inc(match p.source {
+                _ if p.remote => Counter::PublishesRemote,
+                Source::Rest => Counter::PublishesRest,
+                Source::Client => Counter::PublishesClient,
+                Source::Server => Counter::PublishesServer,
+            });
+            self.log_publication(&p);
+        }
+        match history::stage(self, &p) {
+            Stage::Redis => {
+                // Delivered here too once Redis has numbered it.
+                self.to_other_nodes(&p, true);
+                return Ok(());
+            }
+            Stage::Home => {
+                self.to_other_nodes(&p, false);
+                return history::route(self, p);
+            }
+            Stage::None => self.to_other_nodes(&p, false),
         }
         let mut p = p;
         if !p.is_encoded() {
@@ -46,8 +57,9 @@ impl Core {
     }
 
     /// Cluster stage: REST and client events go to the other nodes listening to their channels (server events
-    /// are facts of this node; events from another node are not sent back).
-    fn to_other_nodes(&self, p: &Publication) {
+    /// are facts of this node; events from another node are not sent back). `numbered`: Redis numbers and keeps
+    /// each (an app with history) and publishes it to this node too.
+    fn to_other_nodes(&self, p: &Publication, numbered: bool) {
         let Some(cluster) = self.shared.cluster.get() else {
             return;
         };
@@ -55,6 +67,7 @@ impl Core {
             return;
         }
         let config = &self.app(p.app).config;
+        let published_at_ms = history::unix_ms();
         for cf in &p.frames {
             let remote = RemotePublish {
                 origin: cluster.node_id.clone(),
@@ -69,7 +82,14 @@ impl Core {
             // Nodes with no subscriber now find a cache channel's last event in Redis later.
             let cached = p.source == Source::Rest && ChannelType::of(&cf.channel).cache;
             let ttl = cached.then(|| Duration::from_secs(config.cache_ttl_secs));
-            cluster.publish(&remote, ttl);
+            let keep = numbered.then(|| Keep {
+                app_id: config.id.clone(),
+                channel: cf.channel.to_string(),
+                max_events: config.history_max,
+                ttl: Duration::from_secs(config.history_ttl_secs),
+                published_at_ms,
+            });
+            cluster.publish(&remote, ttl, keep);
         }
     }
 

@@ -18,13 +18,15 @@ use monoio::net::TcpListener;
 
 use crate::app::AppIdx;
 use crate::channels::facts::home_core;
-use crate::channels::publication::{Publication, Source};
-use crate::cluster::{Cluster, Delivery};
+use crate::channels::history::{EventId, NewEvent};
+use crate::channels::publication::{Numbered, Publication, Source};
+use crate::cluster::{Cluster, Delivery, RemotePublish};
 use crate::config::{CORE_STACK_BYTES, Config};
 use crate::protocol::codes::close;
 use crate::runtime::core::Core;
 use crate::runtime::counts::CountMsg;
 use crate::runtime::facts::user_home_core;
+use crate::runtime::history::{ClusterWindow, HistoryMsg};
 use crate::runtime::inbox::{InboxReceiver, inbox};
 use crate::runtime::liveness::SCAN_INTERVAL;
 use crate::runtime::message::CoreMsg;
@@ -173,6 +175,7 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
         return Ok(());
     };
     let to_cores = shared.clone();
+    let node_id = config.node_id.clone();
     let deliver = Box::new(move |d: Delivery| {
         if let Delivery::Terminate { app_id, user_id } = &d {
             let Some(app) = to_cores.apps.by_id(app_id) else {
@@ -222,6 +225,8 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
                 return;
             }
             Delivery::Publish(r) => (&r.app_id, &r.channel),
+            Delivery::Numbered(n) => (&n.publish.app_id, &n.publish.channel),
+            Delivery::Window(w) => (&w.app_id, &w.channel),
             Delivery::Member(m) => (&m.app_id, &m.channel),
             Delivery::MemberGone {
                 app_id, channel, ..
@@ -243,24 +248,44 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
             | Delivery::UserGone { .. } => {
                 return;
             }
-            Delivery::Publish(r) => {
-                let source = if r.client {
-                    Source::Client
-                } else {
-                    Source::Rest
-                };
-                let mut p = Publication::new(
-                    app.idx,
-                    source,
-                    &[&r.channel],
-                    &r.name_token,
-                    &r.data_token,
-                    r.user_id.as_deref(),
-                    r.except,
-                );
-                p.remote = true;
+            Delivery::Publish(r) => CoreMsg::Remote(Box::new(remote_publication(app.idx, &r))),
+            Delivery::Numbered(n) => {
+                let mut p = remote_publication(app.idx, &n.publish);
+                p.numbered = Some(Numbered {
+                    id: EventId {
+                        epoch: n.epoch,
+                        seq: n.seq,
+                    },
+                    published_at_ms: n.published_at_ms,
+                    own: n.publish.origin == node_id,
+                });
                 CoreMsg::Remote(Box::new(p))
             }
+            Delivery::Window(w) => CoreMsg::History(HistoryMsg::Window(Box::new(ClusterWindow {
+                app: app.idx,
+                channel: w.channel.into(),
+                token: w.token,
+                epoch: w.epoch,
+                last_seq: w.last_seq,
+                events: w
+                    .events
+                    .into_iter()
+                    .map(|n| {
+                        let id = EventId {
+                            epoch: n.epoch,
+                            seq: n.seq,
+                        };
+                        let p = n.publish;
+                        let event = NewEvent {
+                            name_token: p.name_token.into(),
+                            data_token: p.data_token.into(),
+                            user_id: p.user_id.map(Into::into),
+                            published_at_ms: n.published_at_ms,
+                        };
+                        (id, event)
+                    })
+                    .collect(),
+            }))),
             Delivery::Member(m) => CoreMsg::Presence(PresenceMsg::Remote {
                 app: app.idx,
                 channel: m.channel.into(),
@@ -314,6 +339,26 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
     );
     let _ = shared.cluster.set(cluster);
     Ok(())
+}
+
+/// Another node's publication (or this node's, numbered by Redis) as a publication of this node's app.
+fn remote_publication(app: AppIdx, r: &RemotePublish) -> Publication {
+    let source = if r.client {
+        Source::Client
+    } else {
+        Source::Rest
+    };
+    let mut p = Publication::new(
+        app,
+        source,
+        &[&r.channel],
+        &r.name_token,
+        &r.data_token,
+        r.user_id.as_deref(),
+        r.except,
+    );
+    p.remote = true;
+    p
 }
 
 /// A Redis URL without its password, for logs.
