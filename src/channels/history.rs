@@ -505,11 +505,17 @@ mod tests {
         let id = |epoch, seq| EventId { epoch, seq };
         assert!(h.append_numbered(0, "c", LIMITS, id(9, 4), event("4"), now));
         assert!(h.append_numbered(0, "c", LIMITS, id(9, 5), event("5"), now));
-        assert!(!h.append_numbered(0, "c", LIMITS, id(9, 5), event("dup"), now), "a duplicate");
+        assert!(
+            !h.append_numbered(0, "c", LIMITS, id(9, 5), event("dup"), now),
+            "a duplicate"
+        );
         let r = h.replay(0, "c", "9-3", now);
         assert!(r.recovered);
         assert_eq!(data(&r.events), ["\"4\"", "\"5\""]);
-        assert!(!h.replay(0, "c", "9-2", now).recovered, "before the first kept");
+        assert!(
+            !h.replay(0, "c", "9-2", now).recovered,
+            "before the first kept"
+        );
         // A gap: only ids from it on recover here.
         assert!(h.append_numbered(0, "c", LIMITS, id(9, 8), event("8"), now));
         assert!(!h.replay(0, "c", "9-5", now).recovered);
