@@ -150,7 +150,7 @@ impl Redis {
     fn listeners(&self, channel: &str) -> i64 {
         let client = redis::Client::open(self.url()).unwrap();
         let mut con = client.get_connection().unwrap();
-        let key = format!("relay:{APP_ID}:c:{channel}");
+        let key = format!("{{relay}}:{APP_ID}:c:{channel}");
         let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
             .arg("NUMSUB")
             .arg(&key)
@@ -615,7 +615,7 @@ fn watchlists_see_users_on_every_node_once() {
     let mut con = client.get_connection().unwrap();
     eventually("9 online in Redis", Duration::from_secs(5), || {
         redis::cmd("HEXISTS")
-            .arg(format!("relay:{APP_ID}:online"))
+            .arg(format!("{{relay}}:{APP_ID}:online"))
             .arg("9")
             .query::<bool>(&mut con)
             .unwrap()
@@ -1006,5 +1006,154 @@ fn nodes_reach_redis_over_tls() {
     eventually("a log line about Redis", Duration::from_secs(5), || {
         alone.log().contains("cannot reach Redis")
     });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Redis Cluster of three primaries on free ports (slots split in three), in `dir`.
+struct RedisCluster {
+    nodes: Vec<Child>,
+    ports: Vec<u16>,
+}
+
+impl RedisCluster {
+    fn start(dir: &std::path::Path) -> RedisCluster {
+        let ports: Vec<u16> = (0..3)
+            .map(|_| {
+                TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--cluster-enabled", "yes"])
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .current_dir(dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server")
+            })
+            .collect();
+        let rc = RedisCluster { nodes, ports };
+        for &port in &rc.ports {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+        for (i, &port) in rc.ports.iter().enumerate() {
+            let mut con = rc.con(port);
+            let (from, to) = ranges[i];
+            let _: () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(from)
+                .arg(to)
+                .query(&mut con)
+                .unwrap();
+            if i > 0 {
+                let _: () = redis::cmd("CLUSTER")
+                    .arg("MEET")
+                    .arg("127.0.0.1")
+                    .arg(port)
+                    .query(&mut rc.con(rc.ports[0]))
+                    .unwrap();
+            }
+        }
+        eventually("the Redis Cluster ready", Duration::from_secs(20), || {
+            rc.ports.iter().all(|&p| {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut rc.con(p))
+                    .unwrap();
+                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+            })
+        });
+        rc
+    }
+
+    fn con(&self, port: u16) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// The primary that owns relay's slot (the `{relay}` hash tag).
+    fn owner(&self) -> u16 {
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg("{relay}")
+            .query(&mut self.con(self.ports[0]))
+            .unwrap();
+        self.ports[match slot {
+            0..=5460 => 0,
+            5461..=10922 => 1,
+            _ => 2,
+        }]
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+    }
+}
+
+#[test]
+fn a_redis_cluster_works_through_the_shard_of_relays_slot() {
+    let dir = std::env::temp_dir().join(format!("relay-redis-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rc = RedisCluster::start(&dir);
+    let owner = rc.owner();
+    // The URL names a node that does not own the slot: the nodes find the one that does.
+    let seed = *rc.ports.iter().find(|&&p| p != owner).unwrap();
+    let url = format!("redis://127.0.0.1:{seed}/");
+    let start = |id: &str| {
+        Server::start_with(
+            &["--history-enabled", "true"],
+            &[("RELAY_REDIS_URL", url.as_str()), ("RELAY_NODE_ID", id)],
+        )
+    };
+    let (a, b) = (start("a"), start("b"));
+    let mut on_a = a.client();
+    on_a.subscribe("news");
+    // Sharded pub/sub: the owner has the node's SSUBSCRIBE.
+    eventually("a's shard subscription", Duration::from_secs(5), || {
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg("{relay}:app-id:c:news")
+            .query(&mut rc.con(owner))
+            .unwrap();
+        counts[0].1 == 1
+    });
+    assert_eq!(b.publish("news", "e", "through the shard").0, 200);
+    let e = on_a.expect_event("e");
+    assert_eq!(e.data_str(), "through the shard");
+    assert!(
+        e.value["id"].as_str().unwrap().ends_with("-1"),
+        "numbered by Redis"
+    );
+    // Scripts run on the owner: presence across nodes.
+    let mut u1 = a.client();
+    join(&mut u1, "presence-room", "u1", None);
+    let mut u2 = b.client();
+    let e = join(&mut u2, "presence-room", "u2", None);
+    assert_eq!(roster(&e), ["u1", "u2"]);
+    assert_eq!(
+        member_of(&u1.expect_event("pusher_internal:member_added")),
+        "u2"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

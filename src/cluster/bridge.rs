@@ -24,6 +24,7 @@ use crate::cluster::commands::{
     ClusterAnswer, ClusterQuery, Command, Commands, PresenceJoined, RECONNECT_MAX, RECONNECT_MIN,
     heartbeat,
 };
+use crate::cluster::link::{self, IO_TIMEOUT, Subscriber};
 use crate::cluster::wire::{
     HistoryWindow, MemberRecord, NumberedPublish, Record, RemotePublish, control_channel,
     redis_channel,
@@ -32,8 +33,6 @@ use crate::config::ClusterConfig;
 
 /// How long the subscriber waits for a message before it looks at new interest.
 const POLL: Duration = Duration::from_millis(2);
-/// Connect, read and write deadline of a connection.
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Channels subscribed per SUBSCRIBE command after a reconnect.
 const SUBSCRIBE_CHUNK: usize = 1000;
 /// A channel confirmed for a first subscriber that never came (the connection closed first) is left after this.
@@ -130,7 +129,10 @@ pub type DeliverFn = Box<dyn Fn(Delivery) + Send + Sync>;
 /// The cores' side of the bridge.
 pub struct Cluster {
     pub node_id: String,
+    /// The prefix of keys and Redis channels, as a hash tag (see `link`).
     pub(crate) prefix: String,
+    /// The Redis is a Redis Cluster: pub/sub is sharded (SPUBLISH, SSUBSCRIBE).
+    pub(crate) sharded: AtomicBool,
     outgoing: ArrayQueue<Outgoing>,
     publisher: OnceLock<Thread>,
     ops: Sender<Op>,
@@ -166,7 +168,8 @@ impl Cluster {
         let (commands_tx, commands_rx) = unbounded();
         let cluster = Arc::new(Cluster {
             node_id: config.node_id.clone(),
-            prefix: config.prefix.clone(),
+            prefix: link::tagged(&config.prefix),
+            sharded: AtomicBool::new(false),
             outgoing: ArrayQueue::new(config.outage_buffer.max(1)),
             publisher: OnceLock::new(),
             ops: ops_tx,
@@ -393,13 +396,6 @@ fn backoff(failures: u32) -> Duration {
         .min(RECONNECT_MAX)
 }
 
-fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
-    let con = client.get_connection_with_timeout(IO_TIMEOUT)?;
-    con.set_read_timeout(Some(IO_TIMEOUT))?;
-    con.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(con)
-}
-
 /// What the subscriber knows of one Redis channel.
 #[derive(Default)]
 struct Interest {
@@ -422,8 +418,8 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
     let mut wanted: HashMap<String, Interest> = HashMap::new();
     let mut failures = 0u32;
     loop {
-        let mut con = match connect(client) {
-            Ok(c) => c,
+        let link = match link::connect(client, &cluster.prefix, true) {
+            Ok(l) => l,
             Err(e) => {
                 if failures == 0 {
                     crate::warn!(
@@ -437,7 +433,8 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
                 continue;
             }
         };
-        let mut pubsub = con.as_pubsub();
+        cluster.sharded.store(link.sharded, Ordering::Release);
+        let mut pubsub = Subscriber::new(link);
         let resubscribed = resubscribe(&mut pubsub, &wanted, &control_channel(&cluster.prefix));
         if let Err(e) = resubscribed.and_then(|()| pubsub.set_read_timeout(Some(POLL))) {
             crate::warn!("cluster: cannot subscribe in Redis ({e}); reconnecting");
@@ -468,9 +465,9 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
                     break Err(e);
                 }
             }
-            match pubsub.get_message() {
+            match pubsub.next_message() {
                 Ok(msg) => {
-                    let Some(record) = Record::decode(msg.get_payload_bytes()) else {
+                    let Some(record) = Record::decode(&msg) else {
                         crate::debug!("cluster: a record that does not decode was dropped");
                         continue;
                     };
@@ -530,11 +527,11 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
 }
 
 fn resubscribe(
-    pubsub: &mut redis::PubSub<'_>,
+    pubsub: &mut Subscriber,
     wanted: &HashMap<String, Interest>,
     control: &str,
 ) -> redis::RedisResult<()> {
-    pubsub.subscribe(control)?;
+    pubsub.subscribe(&[control])?;
     let keys: Vec<&String> = wanted.keys().collect();
     for chunk in keys.chunks(SUBSCRIBE_CHUNK) {
         pubsub.subscribe(chunk)?;
@@ -547,7 +544,7 @@ fn resubscribe(
 fn apply(
     ops: &Receiver<Op>,
     wanted: &mut HashMap<String, Interest>,
-    pubsub: &mut redis::PubSub<'_>,
+    pubsub: &mut Subscriber,
 ) -> redis::RedisResult<()> {
     if ops.is_empty() {
         return Ok(());
@@ -600,7 +597,7 @@ fn apply(
 /// SUBSCRIBE and UNSUBSCRIBE wait for Redis's confirmation with the connection's full deadline, not the short
 /// poll of `get_message`.
 fn confirm(
-    pubsub: &mut redis::PubSub<'_>,
+    pubsub: &mut Subscriber,
     subscribe: &[String],
     unsubscribe: &[String],
 ) -> redis::RedisResult<()> {
@@ -639,7 +636,7 @@ fn apply_offline(ops: &Receiver<Op>, wanted: &mut HashMap<String, Interest>) {
 /// Leaves the channels confirmed for a first subscriber that never arrived.
 fn sweep(
     wanted: &mut HashMap<String, Interest>,
-    pubsub: &mut redis::PubSub<'_>,
+    pubsub: &mut Subscriber,
     now: Instant,
 ) -> redis::RedisResult<()> {
     let stale: Vec<String> = wanted

@@ -17,14 +17,13 @@ use crossbeam_channel::Receiver;
 use futures_channel::oneshot;
 
 use crate::cluster::bridge::{Cluster, Delivery, Outgoing};
+use crate::cluster::link;
 use crate::cluster::wire::{MemberRecord, Record, control_channel, redis_channel};
 use crate::json::push_json_string_into;
 
 /// Reconnect backoff: from the first to the most.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
-/// Connect, read and write deadline of the command connection.
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Publications sent in one pipeline.
 const PUBLISH_BATCH: usize = 512;
 /// After an outage, publications held meanwhile wait this long before they are sent, so the other nodes (whose
@@ -310,11 +309,32 @@ const WINDOW: &str = r"
 local function ns(s) return #s .. ':' .. s end
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
 local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
-local out = {'W', ns(ARGV[2]), ns(ARGV[3]), ns(ARGV[4]), ns(ARGV[5]), ns(epoch), ns(seq)}
-for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = ns(e) end
+local events = redis.call('LRANGE', KEYS[2], 0, -1)
+local out = {'W', ns(ARGV[2]), ns(ARGV[3]), ns(ARGV[4]), ns(ARGV[5]), ns(epoch), ns(seq), ns(tostring(#events))}
+for _, e in ipairs(events) do out[#out + 1] = ns(e) end
 redis.call('PUBLISH', ARGV[1], table.concat(out))
 return 1
 ";
+
+/// EVAL of a script, with PUBLISH made SPUBLISH when the Redis is a Redis Cluster (see `link`).
+fn eval(cluster: &Cluster, script: &'static str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    if cluster.sharded.load(Ordering::Acquire) {
+        cmd.arg(script.replace("'PUBLISH'", "'SPUBLISH'"));
+    } else {
+        cmd.arg(script);
+    }
+    cmd
+}
+
+/// The publish command: SPUBLISH on a Redis Cluster.
+fn publish(cluster: &Cluster) -> &'static str {
+    if cluster.sharded.load(Ordering::Acquire) {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    }
+}
 
 /// A new window's epoch: random, 48 bits (exact as a JavaScript number), never 0.
 fn new_epoch() -> u64 {
@@ -472,17 +492,10 @@ impl<'a> Commands<'a> {
     }
 
     fn connect(&mut self, now: Instant) {
-        let con = self
-            .client
-            .get_connection_with_timeout(IO_TIMEOUT)
-            .and_then(|c| {
-                c.set_read_timeout(Some(IO_TIMEOUT))?;
-                c.set_write_timeout(Some(IO_TIMEOUT))?;
-                Ok(c)
-            });
-        match con {
-            Ok(c) => {
-                self.con = Some(c);
+        match link::connect(&self.client, &self.cluster.prefix, false) {
+            Ok(l) => {
+                self.cluster.sharded.store(l.sharded, Ordering::Release);
+                self.con = Some(l.con);
                 if self.failures > 0 {
                     self.cluster
                         .stats
@@ -516,11 +529,7 @@ impl<'a> Commands<'a> {
     /// A command failed: on a connection failure, drop the connection and reconnect with backoff; an error Redis
     /// answered (out of memory, a script error) leaves the connection as it is.
     fn lost(&mut self, e: &redis::RedisError) {
-        let connection = e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal();
-        if !connection {
+        if !link::is_connection_error(e) {
             crate::warn!("cluster: Redis refused a command: {e}");
             return;
         }
@@ -544,12 +553,14 @@ impl<'a> Commands<'a> {
         for o in self.pending.iter().take(n) {
             match &o.keep {
                 None => {
-                    pipe.cmd("PUBLISH").arg(&o.key).arg(&o.record).ignore();
+                    pipe.cmd(publish(self.cluster))
+                        .arg(&o.key)
+                        .arg(&o.record)
+                        .ignore();
                 }
                 Some(k) => {
                     let (window, events) = self.history_keys(&k.app_id, &k.channel);
-                    pipe.cmd("EVAL")
-                        .arg(NUMBER)
+                    pipe.add_command(eval(self.cluster, NUMBER))
                         .arg(2)
                         .arg(window)
                         .arg(events)
@@ -723,8 +734,7 @@ impl<'a> Commands<'a> {
         let Some(con) = self.con.as_mut() else {
             return;
         };
-        let r = redis::cmd("EVAL")
-            .arg(WINDOW)
+        let r = eval(self.cluster, WINDOW)
             .arg(2)
             .arg(window)
             .arg(events)
@@ -759,8 +769,7 @@ impl<'a> Commands<'a> {
         let members = self.node_key(&self.cluster.node_id, "members");
         let pubsub = redis_channel(&self.cluster.prefix, app_id, channel);
         let con = self.con.as_mut()?;
-        let result: redis::RedisResult<(i64, i64, Vec<String>)> = redis::cmd("EVAL")
-            .arg(JOIN)
+        let result: redis::RedisResult<(i64, i64, Vec<String>)> = eval(self.cluster, JOIN)
             .arg(3)
             .arg(format!("{base}:info"))
             .arg(format!("{base}:nodes"))
@@ -803,8 +812,7 @@ impl<'a> Commands<'a> {
         let members = self.node_key(&self.cluster.node_id, "members");
         let pubsub = redis_channel(&self.cluster.prefix, app_id, channel);
         let con = self.con.as_mut()?;
-        let result: redis::RedisResult<i64> = redis::cmd("EVAL")
-            .arg(LEAVE)
+        let result: redis::RedisResult<i64> = eval(self.cluster, LEAVE)
             .arg(3)
             .arg(format!("{base}:info"))
             .arg(format!("{base}:nodes"))
@@ -831,8 +839,7 @@ impl<'a> Commands<'a> {
         let Some(con) = self.con.as_mut() else {
             return;
         };
-        let changed: redis::RedisResult<i64> = redis::cmd("EVAL")
-            .arg(OCCUPANCY)
+        let changed: redis::RedisResult<i64> = eval(self.cluster, OCCUPANCY)
             .arg(2)
             .arg(&occ)
             .arg(&set)
@@ -856,8 +863,7 @@ impl<'a> Commands<'a> {
         let set = self.node_key(&self.cluster.node_id, "conns");
         let me = self.cluster.node_id.clone();
         let con = self.con.as_mut()?;
-        let r: redis::RedisResult<i64> = redis::cmd("EVAL")
-            .arg(CONN_ADMIT)
+        let r: redis::RedisResult<i64> = eval(self.cluster, CONN_ADMIT)
             .arg(2)
             .arg(&hash)
             .arg(&set)
@@ -891,8 +897,7 @@ impl<'a> Commands<'a> {
                 self.counts_dirty.insert(e);
                 continue;
             };
-            let total: redis::RedisResult<u64> = redis::cmd("EVAL")
-                .arg(COUNT)
+            let total: redis::RedisResult<u64> = eval(self.cluster, COUNT)
                 .arg(2)
                 .arg(&subs)
                 .arg(&set)
@@ -946,7 +951,10 @@ impl<'a> Commands<'a> {
         let record = Record::count(&self.cluster.node_id, app_id, channel, total);
         let key = redis_channel(&self.cluster.prefix, app_id, channel);
         if let Some(con) = self.con.as_mut()
-            && let Err(err) = redis::cmd("PUBLISH").arg(&key).arg(record).query::<()>(con)
+            && let Err(err) = redis::cmd(publish(self.cluster))
+                .arg(&key)
+                .arg(record)
+                .query::<()>(con)
         {
             self.lost(&err);
         }
@@ -964,8 +972,7 @@ impl<'a> Commands<'a> {
         let control = control_channel(&self.cluster.prefix);
         let record = Record::online(&self.cluster.node_id, app_id, user_id, online);
         let con = self.con.as_mut()?;
-        let changed: redis::RedisResult<i64> = redis::cmd("EVAL")
-            .arg(ONLINE)
+        let changed: redis::RedisResult<i64> = eval(self.cluster, ONLINE)
             .arg(2)
             .arg(&hash)
             .arg(&set)
@@ -1014,8 +1021,7 @@ impl<'a> Commands<'a> {
                 let second = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                redis::cmd("EVAL")
-                    .arg(RATE)
+                eval(self.cluster, RATE)
                     .arg(1)
                     .arg(format!("{prefix}:{app_id}:rate:{second}"))
                     .arg(events)
@@ -1027,8 +1033,7 @@ impl<'a> Commands<'a> {
                 app_id,
                 channel,
                 miss_window,
-            } => redis::cmd("EVAL")
-                .arg(CACHE_GET)
+            } => eval(self.cluster, CACHE_GET)
                 .arg(2)
                 .arg(format!("{prefix}:{app_id}:cache:{channel}"))
                 .arg(format!("{prefix}:{app_id}:miss:{channel}"))
@@ -1257,8 +1262,7 @@ impl<'a> Commands<'a> {
             return Ok(());
         }
         type Cleaned = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
-        let (gone, vacated, offline, counts): Cleaned = redis::cmd("EVAL")
-            .arg(CLEANUP)
+        let (gone, vacated, offline, counts): Cleaned = eval(self.cluster, CLEANUP)
             .arg(6)
             .arg(&members)
             .arg(&occupied)
@@ -1287,7 +1291,7 @@ impl<'a> Commands<'a> {
                 user_id: user_id.clone(),
                 user_info: None,
             };
-            pipe.cmd("PUBLISH")
+            pipe.cmd(publish(self.cluster))
                 .arg(redis_channel(&prefix, &app_id, &channel))
                 .arg(record.encode())
                 .ignore();
@@ -1295,7 +1299,7 @@ impl<'a> Commands<'a> {
         }
         let mut went_offline = Vec::new();
         for (app_id, user_id) in offline.iter().filter_map(|e| parse_channel_entry(e)) {
-            pipe.cmd("PUBLISH")
+            pipe.cmd(publish(self.cluster))
                 .arg(control_channel(&prefix))
                 .arg(Record::online("", &app_id, &user_id, false))
                 .ignore();
@@ -1352,18 +1356,12 @@ pub fn heartbeat(cluster: &Cluster, client: redis::Client, node_timeout: Duratio
     let mut beaten = false;
     loop {
         if con.is_none() {
-            con = client
-                .get_connection_with_timeout(IO_TIMEOUT)
-                .and_then(|c| {
-                    c.set_read_timeout(Some(IO_TIMEOUT))?;
-                    c.set_write_timeout(Some(IO_TIMEOUT))?;
-                    Ok(c)
-                })
-                .ok();
+            con = link::connect(&client, &cluster.prefix, false)
+                .ok()
+                .map(|l| l.con);
         }
         if let Some(c) = con.as_mut() {
-            let beat: redis::RedisResult<i64> = redis::cmd("EVAL")
-                .arg(HEARTBEAT)
+            let beat: redis::RedisResult<i64> = eval(cluster, HEARTBEAT)
                 .arg(3)
                 .arg(&alive)
                 .arg(&nodes)

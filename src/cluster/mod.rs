@@ -5,6 +5,7 @@
 
 pub mod bridge;
 pub mod commands;
+pub mod link;
 pub mod wire;
 
 pub use bridge::{Cluster, ClusterStats, DeliverFn, Delivery, Keep};

@@ -333,8 +333,8 @@ impl NumberedPublish {
     }
 }
 
-/// `W` then netstrings (`{len}:{bytes}`): origin, app id, channel, token, epoch (empty: no window), last seq, then
-/// each kept event as a [`NumberedPublish`], oldest first.
+/// `W` then netstrings (`{len}:{bytes}`): origin, app id, channel, token, epoch (empty: no window), last seq, the
+/// number of events, then each kept event as a [`NumberedPublish`], oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryWindow {
     pub origin: String,
@@ -360,6 +360,7 @@ impl HistoryWindow {
             self.token.to_string().as_bytes(),
             epoch.as_bytes(),
             self.last_seq.to_string().as_bytes(),
+            self.events.len().to_string().as_bytes(),
         ] {
             netstring(&mut out, field);
         }
@@ -392,11 +393,12 @@ impl HistoryWindow {
             e => Some(number(e)?),
         };
         let last_seq = number(next()?)?;
+        let count = number(next()?)?;
         let mut events = Vec::new();
         while let Some(field) = next() {
             events.push(NumberedPublish::decode(field)?);
         }
-        rest.is_empty().then_some(HistoryWindow {
+        (rest.is_empty() && events.len() as u64 == count).then_some(HistoryWindow {
             origin,
             app_id,
             channel,
