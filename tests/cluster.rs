@@ -908,23 +908,17 @@ fn history_ids_are_the_clusters_and_a_client_recovers_on_any_node() {
     on_a.subscribe("news");
     let mut on_b = b.client();
     on_b.subscribe("news");
-    // Publishes through both nodes, each answered before the next: one order and the same ids everywhere.
+    // Publishes through both nodes, each delivered before the next is made (the answer alone does not order
+    // publishes of two nodes: each reaches Redis from its own node): ids follow that order, the same everywhere.
+    let mut ids: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
     for n in 1..=4 {
         let via = if n % 2 == 0 { &a } else { &b };
         assert_eq!(via.publish("news", "e", &n.to_string()).0, 200);
-    }
-    let mut ids = Vec::new();
-    for c in [&mut on_a, &mut on_b] {
-        let got: Vec<(String, String)> = (0..4)
-            .map(|_| {
-                let e = c.expect_event("e");
-                (e.data_str().to_string(), id_of(&e))
-            })
-            .collect();
-        let data: Vec<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
-        assert_eq!(data, ["1", "2", "3", "4"]);
-        ids.push(got.into_iter().map(|(_, id)| id).collect::<Vec<_>>());
-        c.expect_silence(Duration::from_millis(200));
+        for (i, c) in [&mut on_a, &mut on_b].into_iter().enumerate() {
+            let e = c.expect_event("e");
+            assert_eq!(e.data_str(), n.to_string());
+            ids[i].push(id_of(&e));
+        }
     }
     assert_eq!(ids[0], ids[1], "both nodes give each event the same id");
     let seqs: Vec<u64> = ids[0]
@@ -932,11 +926,40 @@ fn history_ids_are_the_clusters_and_a_client_recovers_on_any_node() {
         .map(|i| i.split_once('-').unwrap().1.parse().unwrap())
         .collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
+    // A burst through both nodes at once: whatever order Redis takes them in, both nodes see that one order.
+    on_a.subscribe("burst");
+    on_b.subscribe("burst");
+    for n in 0..10 {
+        let via = if n % 2 == 0 { &a } else { &b };
+        assert_eq!(via.publish("burst", "x", &n.to_string()).0, 200);
+    }
+    let seen: Vec<Vec<(String, String)>> = [&mut on_a, &mut on_b]
+        .into_iter()
+        .map(|c| {
+            (0..10)
+                .map(|_| {
+                    let e = c.expect_event("x");
+                    (e.data_str().to_string(), id_of(&e))
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(seen[0], seen[1], "one order and the same ids on both nodes");
+    let seqs: Vec<u64> = seen[0]
+        .iter()
+        .map(|(_, i)| i.split_once('-').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
+    let mut data: Vec<u32> = seen[0].iter().map(|(d, _)| d.parse().unwrap()).collect();
+    data.sort_unstable();
+    assert_eq!(data, (0..10).collect::<Vec<u32>>());
+    on_a.expect_silence(Duration::from_millis(100));
+    on_b.expect_silence(Duration::from_millis(10));
     // The client on A leaves; two more events while it is away, one through each node.
     on_a.close_tcp();
     assert_eq!(a.publish("news", "e", "5").0, 200);
-    assert_eq!(b.publish("news", "e", "6").0, 200);
     assert_eq!(on_b.expect_event("e").data_str(), "5");
+    assert_eq!(b.publish("news", "e", "6").0, 200);
     assert_eq!(on_b.expect_event("e").data_str(), "6");
     // It comes back on a third node, which never had the channel: Redis has what it missed.
     let c = history_node(&redis, "c");
