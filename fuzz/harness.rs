@@ -111,7 +111,7 @@ pub fn json_input(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 /// Fixed issue (see `tests/fuzz_props.rs`, `invalid_string_escapes_are_refused`): sonic-rs skipped a lazily read
 /// string without checking its `\u` escapes, so a string token such as `"\u00zz"` was relayed byte for byte into
-/// frames other clients receive. `json::check_strings` now refuses it at the door. Kept as a switch so a
+/// frames other clients receive. `json::parse` now refuses it at the door. Kept as a switch so a
 /// regression can be explored without failing the run.
 pub const KNOWN_ISSUE_RAW_STRING_TOKENS: bool = false;
 

@@ -40,17 +40,17 @@ pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, JsonError> {
 
 /// [`parse`] for text (already UTF-8).
 pub fn parse_str<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, JsonError> {
-    check_depth(text.as_bytes(), MAX_JSON_DEPTH)?;
-    check_strings(text.as_bytes())?;
+    scan(text.as_bytes(), MAX_JSON_DEPTH, true)?;
     sonic_rs::from_str(text).map_err(|_| JsonError::Invalid)
 }
 
 /// [`parse`] keeping the parser's own message, which names the offending field (for configuration files).
 pub fn parse_explained<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-    check_depth(text.as_bytes(), MAX_JSON_DEPTH).map_err(|e| e.to_string())?;
-    check_strings(text.as_bytes())
-        .map_err(|_| "a string has a raw control character or a bad escape")?;
+    scan(text.as_bytes(), MAX_JSON_DEPTH, true).map_err(|e| match e {
+        JsonError::TooDeep => e.to_string(),
+        JsonError::Invalid => "a string has a raw control character or a bad escape".into(),
+    })?;
     sonic_rs::from_str(text).map_err(|e| e.to_string())
 }
 
@@ -82,6 +82,15 @@ pub fn array_items(text: &str, max: usize) -> Result<Vec<sonic_rs::LazyValue<'_>
 /// Fails if arrays and objects nest deeper than `max` anywhere in `bytes`. One pass, no recursion, no allocation;
 /// brackets inside strings (escapes included) do not count. Malformed input that passes is left to the parser.
 pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), JsonError> {
+    scan(bytes, max, false)
+}
+
+/// The door's one pass over untrusted JSON: [`check_depth`], and with `strings` also refuses (`Invalid`) a string
+/// holding a raw control character or an escape other than `\" \\ \/ \b \f \n \r \t` and `\uXXXX` (RFC 8259
+/// §7; lone surrogate escapes are grammatical and pass). sonic-rs checks neither in a string it skips or hands
+/// out raw (`LazyValue::as_raw_str`), and those tokens are relayed byte for byte into frames, webhooks and
+/// rosters that others parse. No recursion, no allocation; an unterminated string is left to the parser.
+fn scan(bytes: &[u8], max_depth: usize, strings: bool) -> Result<(), JsonError> {
     let mut depth = 0usize;
     let mut i = 0;
     while i < bytes.len() {
@@ -90,57 +99,34 @@ pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), JsonError> {
                 i += 1;
                 while i < bytes.len() {
                     match bytes[i] {
-                        b'\\' => i += 2,
                         b'"' => break,
+                        b'\\' if strings => {
+                            match bytes.get(i + 1) {
+                                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+                                Some(b'u') => {
+                                    let hex = bytes.get(i + 2..i + 6).ok_or(JsonError::Invalid)?;
+                                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                        return Err(JsonError::Invalid);
+                                    }
+                                    i += 4;
+                                }
+                                _ => return Err(JsonError::Invalid),
+                            }
+                            i += 2;
+                        }
+                        b'\\' => i += 2,
+                        0..=0x1f if strings => return Err(JsonError::Invalid),
                         _ => i += 1,
                     }
                 }
             }
             b'[' | b'{' => {
                 depth += 1;
-                if depth > max {
+                if depth > max_depth {
                     return Err(JsonError::TooDeep);
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(())
-}
-
-/// Fails if a string in `bytes` holds a raw control character or an escape other than `\" \\ \/ \b \f \n \r \t`
-/// and `\uXXXX` (RFC 8259 §7; lone surrogate escapes are grammatical and pass). sonic-rs checks neither in a string
-/// it skips or hands out raw (`LazyValue::as_raw_str`), and those tokens are relayed byte for byte into frames,
-/// webhooks and rosters that others parse. One pass, no allocation; an unterminated string is left to the parser.
-pub fn check_strings(bytes: &[u8]) -> Result<(), JsonError> {
-    let mut i = 0;
-    let mut in_string = false;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if !in_string {
-            in_string = b == b'"';
-            i += 1;
-            continue;
-        }
-        match b {
-            b'"' => in_string = false,
-            b'\\' => {
-                match bytes.get(i + 1) {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
-                    Some(b'u') => {
-                        let hex = bytes.get(i + 2..i + 6).ok_or(JsonError::Invalid)?;
-                        if !hex.iter().all(u8::is_ascii_hexdigit) {
-                            return Err(JsonError::Invalid);
-                        }
-                        i += 4;
-                    }
-                    _ => return Err(JsonError::Invalid),
-                }
-                i += 1;
-            }
-            0..=0x1f => return Err(JsonError::Invalid),
             _ => {}
         }
         i += 1;
@@ -210,7 +196,7 @@ mod tests {
             "{\"a\":\"\u{1}\"}",
         ] {
             assert_eq!(
-                check_strings(bad.as_bytes()),
+                scan(bad.as_bytes(), MAX_JSON_DEPTH, true),
                 Err(JsonError::Invalid),
                 "{bad}"
             );
@@ -226,7 +212,11 @@ mod tests {
             r#"["\\", "\\\"", 1, true, null]"#,
             "\"tab\\there\" ",
         ] {
-            assert_eq!(check_strings(good.as_bytes()), Ok(()), "{good}");
+            assert_eq!(
+                scan(good.as_bytes(), MAX_JSON_DEPTH, true),
+                Ok(()),
+                "{good}"
+            );
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Layers, lowest first; a module may use only the layers below it (`tests/architecture.rs` checks this):
 //!
-//! 1. base: `log`, `json`, `socket_id`, `metrics`, `config`, `app`: leaf types every layer uses;
+//! 1. base: `log`, `clock`, `json`, `socket_id`, `metrics`, `config`, `app`: leaf types every layer uses;
 //! 2. transport: `http`, `ws`: HTTP/1.1 and RFC 6455 framing, no Pusher rules;
 //! 3. `protocol`: Pusher messages, frames, codes, signatures, per-connection state and rules, no I/O;
 //! 4. `channels`: pub/sub without sockets: the channel index and fan-out, publications, rosters, facts;
@@ -18,6 +18,7 @@
 #[macro_use]
 pub mod log;
 
+pub mod clock;
 pub mod json;
 pub mod metrics;
 pub mod socket_id;

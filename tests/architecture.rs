@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// (and itself). Within the base layer the order is the listed one too, so no two modules import each other.
 const LAYERS: &[(&str, u32)] = &[
     ("log", 0),
+    ("clock", 1),
     ("json", 1),
     ("socket_id", 1),
     ("metrics", 1),

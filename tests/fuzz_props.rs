@@ -1239,7 +1239,7 @@ fn invalid_utf8_in_a_lazy_json_string() {
 /// string whose `\u` escape is followed by four characters that are not hex digits (`"\u00zz"`, `"\uzzzz"`) was
 /// taken as a string by sonic-rs's lazy skip and relayed byte for byte into frames other clients parse (REST event
 /// data, client event data, presence `user_info`), and now into webhook bodies too. Fixed at the door:
-/// `json::check_strings` refuses the document (400 / `pusher:error`); a lone surrogate escape still passes.
+/// `json::parse` refuses the document (400 / `pusher:error`); a lone surrogate escape still passes.
 #[test]
 fn invalid_string_escapes_are_refused() {
     let cfg = relay::config::AppConfig::default();

@@ -15,7 +15,7 @@ use crate::json::{push_json_string, push_json_string_into};
 use crate::protocol::channel_name::{self, ChannelKind, ChannelType, SERVER_TO_USER_PREFIX};
 use crate::runtime;
 use crate::runtime::facts::Facts;
-use crate::runtime::message::{NoReply, reply};
+use crate::runtime::message::NoReply;
 use crate::runtime::query::{Answer, Query};
 
 /// Attributes a request may ask for with `info=`.
@@ -55,11 +55,11 @@ pub async fn subscription_count(req: &ApiRequest<'_>, channel: &str) -> Result<u
     if ChannelType::of(channel).kind == ChannelKind::Presence {
         return local_subscription_count(req, channel).await;
     }
-    let q = ClusterQuery::SubscriptionCount {
+    let q = || ClusterQuery::SubscriptionCount {
         app_id: req.app.config.id.clone(),
         channel: channel.into(),
     };
-    if let Some(ClusterAnswer::Count(n)) = ask_cluster(req, q).await {
+    if let Some(ClusterAnswer::Count(n)) = req.core.ask_cluster(q).await {
         return Ok(n);
     }
     local_subscription_count(req, channel).await
@@ -83,23 +83,17 @@ pub async fn presence_users(
     req: &ApiRequest<'_>,
     channel: &str,
 ) -> Result<Vec<Box<str>>, Response> {
-    let q = ClusterQuery::Users {
+    let q = || ClusterQuery::Users {
         app_id: req.app.config.id.clone(),
         channel: channel.into(),
     };
-    if let Some(ClusterAnswer::Names(users)) = ask_cluster(req, q).await {
+    if let Some(ClusterAnswer::Names(users)) = req.core.ask_cluster(q).await {
         return Ok(users.into_iter().map(Into::into).collect());
     }
     req.core
         .presence_users(req.app.idx, channel)
         .await
         .map_err(busy)
-}
-
-/// Asks Redis on a node of a cluster; `None` on a single node or while Redis is unreachable.
-async fn ask_cluster(req: &ApiRequest<'_>, q: ClusterQuery) -> Option<ClusterAnswer> {
-    let cluster = req.core.shared.cluster.get()?;
-    reply(cluster.query(q)).await.ok().flatten()
 }
 
 /// The `{...}` object of requested attributes for one channel (publish responses, docs/protocol.md#publish).
@@ -163,12 +157,12 @@ pub async fn list(req: &ApiRequest<'_>) -> Response {
         }
     }
     // In a cluster a channel is listed when any node has a subscriber (its count is this node's).
-    let q = ClusterQuery::Channels {
+    let q = || ClusterQuery::Channels {
         app_id: req.app.config.id.clone(),
         prefix: prefix.into(),
     };
     let mut elsewhere = std::collections::BTreeSet::new();
-    if let Some(ClusterAnswer::Names(names)) = ask_cluster(req, q).await {
+    if let Some(ClusterAnswer::Names(names)) = req.core.ask_cluster(q).await {
         for name in names {
             counts.entry(name.clone().into()).or_default();
             elsewhere.insert(name);
@@ -242,13 +236,13 @@ pub async fn one(req: &ApiRequest<'_>, raw_name: &str) -> Response {
         Ok(n) => n,
         Err(r) => return r,
     };
-    let q = ClusterQuery::Occupied {
+    let q = || ClusterQuery::Occupied {
         app_id: req.app.config.id.clone(),
         channel: channel.clone(),
     };
     // Occupied anywhere: the cluster's occupancy when Redis answers (counts reach it on their own path, a moment
     // apart), else this node's subscribers.
-    let occupied = match ask_cluster(req, q).await {
+    let occupied = match req.core.ask_cluster(q).await {
         Some(ClusterAnswer::Yes(anywhere)) => anywhere || local > 0,
         _ => count > 0 || local > 0,
     };

@@ -19,7 +19,6 @@ use crate::metrics::Counter;
 use crate::protocol::channel_name::{self, ChannelKind, ChannelType};
 use crate::protocol::outbound::string_token;
 use crate::runtime::event_log::LogEvent;
-use crate::runtime::message::reply;
 use crate::socket_id::SocketId;
 
 #[derive(Deserialize)]
@@ -223,26 +222,20 @@ async fn over_rate(req: &ApiRequest<'_>, events: usize) -> Option<Response> {
         return None;
     }
     let events = u32::try_from(events).unwrap_or(u32::MAX);
-    let in_cluster = match req.core.shared.cluster.get() {
-        Some(cluster) => {
-            let q = ClusterQuery::Rate {
-                app_id: cfg.id.clone(),
-                events,
-                max: cfg.rate_limit_max,
-            };
-            match reply(cluster.query(q)).await.ok().flatten() {
-                Some(ClusterAnswer::Yes(fits)) => Some(fits),
-                _ => None,
-            }
-        }
-        None => None,
+    let q = || ClusterQuery::Rate {
+        app_id: cfg.id.clone(),
+        events,
+        max: cfg.rate_limit_max,
     };
-    let second = req.core.shared.started.elapsed().as_secs() as u32;
-    let fits = in_cluster.unwrap_or_else(|| {
-        req.app
-            .publish_rate
-            .try_take(events, cfg.rate_limit_max, second)
-    });
+    let fits = match req.core.ask_cluster(q).await {
+        Some(ClusterAnswer::Yes(fits)) => fits,
+        _ => {
+            let second = req.core.shared.started.elapsed().as_secs() as u32;
+            req.app
+                .publish_rate
+                .try_take(events, cfg.rate_limit_max, second)
+        }
+    };
     if fits {
         return None;
     }

@@ -26,13 +26,6 @@ pub struct ApiRequest<'a> {
     pub body: &'a [u8],
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn method_name(m: &Method) -> &str {
     match m {
         Method::Get => "GET",
@@ -116,7 +109,7 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         body,
         &app_cfg.key,
         &app_cfg.secret,
-        now_unix(),
+        crate::clock::unix_secs() as i64,
         core.shared.config.limits.auth_timestamp_window_secs,
     ) {
         return Response::error(401, &e.to_string());

@@ -68,8 +68,5 @@ pub fn stats(core: &Rc<Core>) -> Response {
 
 /// Cluster totals younger than 3 s (the bridge refreshes them every second).
 fn fresh(at_ms: u64) -> bool {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    at_ms > 0 && now_ms.saturating_sub(at_ms) < 3000
+    at_ms > 0 && crate::clock::unix_ms().saturating_sub(at_ms) < 3000
 }

@@ -1018,9 +1018,7 @@ impl<'a> Commands<'a> {
                 events,
                 max,
             } => {
-                let second = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let second = crate::clock::unix_secs();
                 eval(self.cluster, RATE)
                     .arg(1)
                     .arg(format!("{prefix}:{app_id}:rate:{second}"))
@@ -1224,10 +1222,8 @@ impl<'a> Commands<'a> {
                     .store(conns.iter().sum(), Ordering::Relaxed);
                 c.cluster_channels
                     .store(lens.iter().sum(), Ordering::Relaxed);
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                c.totals_at_ms.store(now_ms, Ordering::Release);
+                c.totals_at_ms
+                    .store(crate::clock::unix_ms(), Ordering::Release);
             }
             Err(e) => self.lost(&e),
         }

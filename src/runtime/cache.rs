@@ -18,7 +18,7 @@ use crate::protocol::session::Session;
 use crate::runtime::core::Core;
 use crate::runtime::facts::Facts;
 use crate::runtime::inbox::Lane;
-use crate::runtime::message::{CoreMsg, NoReply, reply};
+use crate::runtime::message::{CoreMsg, NoReply};
 use crate::webhooks::WebhookEvent;
 
 pub enum CacheMsg {
@@ -98,13 +98,12 @@ async fn from_cluster(
     app: AppIdx,
     channel: &str,
 ) -> Option<Result<CachedEvent, bool>> {
-    let cluster = core.shared.cluster.get()?;
-    let q = ClusterQuery::Cache {
+    let q = || ClusterQuery::Cache {
         app_id: core.app(app).config.id.clone(),
         channel: channel.into(),
         miss_window: core.shared.config.webhooks.debounce,
     };
-    match reply(cluster.query(q)).await.ok().flatten()? {
+    match core.ask_cluster(q).await? {
         ClusterAnswer::Cached(record, ttl) => {
             let r = RemotePublish::decode(&record)?;
             let event = CachedEvent {

@@ -3,8 +3,8 @@
 //! keeps a small ring per app (no lock, no cross-core traffic when writing); a read asks every core for its newest
 //! entries and merges them, newest first.
 
+use crate::clock::unix_ms;
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -166,13 +166,6 @@ pub fn merge(parts: Vec<Vec<LogEntry>>, limit: usize) -> Vec<LogEntry> {
     all.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
     all.truncate(limit);
     all
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Core {

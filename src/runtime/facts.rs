@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use crate::app::AppIdx;
 use crate::channels::facts::{CachedEvent, home_core};
+use crate::cluster::{ClusterAnswer, ClusterQuery};
 use crate::metrics::Counter;
 use crate::protocol::inbound::Member;
 use crate::protocol::session::Session;
@@ -152,6 +153,19 @@ impl Core {
         let (tx, rx) = oneshot::channel();
         self.send_to(to, ask(tx)).map_err(|_| NoReply)?;
         message::reply(rx).await
+    }
+
+    /// Asks Redis about the cluster (the question built only on a node of a cluster); `None` on a single node,
+    /// while Redis is unreachable, or after `message::REPLY_TIMEOUT`.
+    pub async fn ask_cluster(
+        &self,
+        question: impl FnOnce() -> ClusterQuery,
+    ) -> Option<ClusterAnswer> {
+        let cluster = self.shared.cluster.get()?;
+        message::reply(cluster.query(question()))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Splits user ids by their home core.

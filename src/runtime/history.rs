@@ -5,7 +5,9 @@
 //! sent, so the client gets each event once, replayed or live, and none is missed.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::unix_ms;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -171,13 +173,6 @@ fn limits(cfg: &AppConfig, cores: usize) -> HistoryLimits {
         // The app's budget is shared by the cores its channels are homed on.
         max_bytes: cfg.history_max_bytes / cores.max(1),
     }
-}
-
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// `{"event":"relay:recovery","channel":..,"data":"{\"recovered\":..,\"replayed\":N}"}`.

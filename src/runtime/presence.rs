@@ -42,18 +42,7 @@ pub enum JoinReply {
 
 pub enum PresenceMsg {
     /// Joiner -> home: add a connection of `user_id` to the roster.
-    Join {
-        app: AppIdx,
-        channel: Box<str>,
-        user_id: Box<str>,
-        user_info: Box<str>,
-        socket: SocketId,
-        /// The joining socket's core.
-        core: usize,
-        /// A replay of the channel's events after this id was asked for (apps with history).
-        after: Option<Box<str>>,
-        reply: oneshot::Sender<JoinReply>,
-    },
+    Join(JoinRequest),
     /// Anyone -> home: one connection of `user_id` left.
     Leave {
         app: AppIdx,
@@ -103,7 +92,7 @@ pub enum PresenceMsg {
 impl PresenceMsg {
     pub fn lane(&self) -> Lane {
         match self {
-            PresenceMsg::Join { .. } | PresenceMsg::Users { .. } => Lane::Control,
+            PresenceMsg::Join(_) | PresenceMsg::Users { .. } => Lane::Control,
             PresenceMsg::Joined { ordered: true, .. } => Lane::Publish,
             PresenceMsg::Leave { .. }
             | PresenceMsg::Joined { .. }
@@ -130,16 +119,16 @@ pub async fn join(
         user_id: user_id.clone(),
     });
     let (tx, rx) = oneshot::channel();
-    let msg = PresenceMsg::Join {
+    let msg = PresenceMsg::Join(JoinRequest {
         app,
         channel: Box::from(channel),
         user_id: Box::from(&*user_id),
         user_info: member.user_info.into_boxed_str(),
         socket: session.socket_id,
-        core: core.id,
+        joiner: core.id,
         after: after.map(Box::from),
         reply: tx,
-    };
+    });
     if core
         .send_home(app, channel, CoreMsg::Presence(msg))
         .is_err()
@@ -199,32 +188,17 @@ pub async fn users(core: &Core, app: AppIdx, channel: &str) -> Result<Vec<Box<st
 
 pub fn on_message(core: &Core, msg: PresenceMsg) {
     match msg {
-        PresenceMsg::Join {
-            app,
-            channel,
-            user_id,
-            user_info,
-            socket,
-            core: joiner,
-            after,
-            reply,
-        } => {
+        PresenceMsg::Join(pending) => {
+            let app = pending.app;
             let max = core.app(app).config.max_presence_members;
-            let result = core
-                .facts
-                .borrow_mut()
-                .presence_join(app, &channel, &user_id, &user_info, max);
-            let new_member = result.join == Join::NewMember;
-            let pending = PendingJoin {
+            let result = core.facts.borrow_mut().presence_join(
                 app,
-                channel,
-                user_id,
-                user_info,
-                socket,
-                joiner,
-                after,
-                reply,
-            };
+                &pending.channel,
+                &pending.user_id,
+                &pending.user_info,
+                max,
+            );
+            let new_member = result.join == Join::NewMember;
             match (core.shared.cluster.get(), core.rc(), result.snapshot) {
                 // In a cluster the roster and the first join are the cluster's: ask Redis, go on when it answers
                 // (the bridge keeps this core's joins and leaves in order).
@@ -348,14 +322,16 @@ pub fn on_message(core: &Core, msg: PresenceMsg) {
     }
 }
 
-/// A join the home core took, waiting for its answer.
-struct PendingJoin {
+/// A connection of `user_id` joining: what the home core needs to answer it (kept while Redis decides).
+pub struct JoinRequest {
     app: AppIdx,
     channel: Box<str>,
     user_id: Box<str>,
     user_info: Box<str>,
     socket: SocketId,
+    /// The joining socket's core.
     joiner: usize,
+    /// A replay of the channel's events after this id was asked for (apps with history).
     after: Option<Box<str>>,
     reply: oneshot::Sender<JoinReply>,
 }
@@ -363,7 +339,7 @@ struct PendingJoin {
 /// The cluster answered a join (or did not: then this node's roster stands).
 fn joined_in_cluster(
     core: &Core,
-    j: PendingJoin,
+    j: JoinRequest,
     local: String,
     new_member: bool,
     answer: Option<PresenceJoined>,
@@ -389,8 +365,8 @@ fn joined_in_cluster(
 }
 
 /// Answers the joiner with `snapshot` (None: the channel is full), then tells the others of a new member.
-fn complete_join(core: &Core, j: PendingJoin, snapshot: Option<String>, new_member: bool) {
-    let PendingJoin {
+fn complete_join(core: &Core, j: JoinRequest, snapshot: Option<String>, new_member: bool) {
+    let JoinRequest {
         app,
         channel,
         user_id,

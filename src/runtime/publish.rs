@@ -67,7 +67,7 @@ impl Core {
             return;
         }
         let config = &self.app(p.app).config;
-        let published_at_ms = history::unix_ms();
+        let published_at_ms = if numbered { crate::clock::unix_ms() } else { 0 };
         for cf in &p.frames {
             let remote = RemotePublish {
                 origin: cluster.node_id.clone(),

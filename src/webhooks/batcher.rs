@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::app::AppIdx;
 use crate::config::{AppConfig, WebhookConfig, WebhookSettings};
@@ -227,9 +227,7 @@ impl Batcher {
             let events: Vec<_> = s.queue.drain(..n).collect();
             self.held -= n;
             self.held_bytes -= events.iter().map(|(_, e)| e.size()).sum::<usize>();
-            let time_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let time_ms = crate::clock::unix_ms();
             let body = body(time_ms, events.iter().map(|(_, e)| &**e));
             let signature = webhook_signature(&self.targets[t].secret, &body);
             s.in_flight = true;
