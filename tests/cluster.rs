@@ -1180,3 +1180,42 @@ fn a_redis_cluster_works_through_the_shard_of_relays_slot() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn publications_redis_refuses_are_given_up_once_not_sent_again_and_again() {
+    let redis = Redis::start();
+    let a = history_node(&redis, "a");
+    let b = history_node(&redis, "b");
+    let mut on_a = a.client();
+    on_a.subscribe("news");
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let set = |con: &mut redis::Connection, k: &str, v: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query(con)
+            .unwrap();
+    };
+    // Out of memory: the numbering script is refused.
+    set(&mut con, "maxmemory-policy", "noeviction");
+    set(&mut con, "maxmemory", "1");
+    assert_eq!(b.publish("news", "e", "refused").0, 200);
+    eventually("the refusal logged", Duration::from_secs(5), || {
+        b.log().contains("Redis refused publications")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        b.log().matches("Redis refused").count(),
+        1,
+        "given up once, not resent: {}",
+        b.log()
+    );
+    set(&mut con, "maxmemory", "0");
+    assert_eq!(b.publish("news", "e", "taken").0, 200);
+    assert_eq!(on_a.expect_event("e").data_str(), "taken");
+    on_a.expect_silence(Duration::from_millis(300));
+}

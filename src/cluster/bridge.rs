@@ -21,10 +21,9 @@ use crossbeam_queue::ArrayQueue;
 use futures_channel::oneshot;
 
 use crate::cluster::commands::{
-    ClusterAnswer, ClusterQuery, Command, Commands, PresenceJoined, RECONNECT_MAX, RECONNECT_MIN,
-    heartbeat,
+    ClusterAnswer, ClusterQuery, Command, Commands, PresenceJoined, heartbeat,
 };
-use crate::cluster::link::{self, IO_TIMEOUT, Subscriber};
+use crate::cluster::link::{self, IO_TIMEOUT, Subscriber, backoff};
 use crate::cluster::wire::{
     HistoryWindow, MemberRecord, NumberedPublish, Record, RemotePublish, control_channel,
     redis_channel,
@@ -124,6 +123,24 @@ pub struct Keep {
     pub published_at_ms: u64,
 }
 
+impl Delivery {
+    /// The app it concerns (app indices differ between nodes; ids do not).
+    pub fn app_id(&self) -> &str {
+        match self {
+            Delivery::Publish(p) => &p.app_id,
+            Delivery::Numbered(n) => &n.publish.app_id,
+            Delivery::Window(w) => &w.app_id,
+            Delivery::Member(m) => &m.app_id,
+            Delivery::Terminate { app_id, .. }
+            | Delivery::UserOnline { app_id, .. }
+            | Delivery::Count { app_id, .. }
+            | Delivery::UserGone { app_id, .. }
+            | Delivery::MemberGone { app_id, .. }
+            | Delivery::Occupancy { app_id, .. } => app_id,
+        }
+    }
+}
+
 pub type DeliverFn = Box<dyn Fn(Delivery) + Send + Sync>;
 
 /// The cores' side of the bridge.
@@ -189,7 +206,7 @@ impl Cluster {
         let timeout = config.node_timeout;
         let publisher = std::thread::Builder::new()
             .name("relay-cluster-cmd".into())
-            .spawn(move || Commands::new(&c, pc, commands_rx, timeout).run())?;
+            .spawn(move || Commands::new(&c, pc, commands_rx).run())?;
         let _ = cluster.publisher.set(publisher.thread().clone());
         let c = cluster.clone();
         let hc = client.clone();
@@ -218,11 +235,12 @@ impl Cluster {
             });
         }
         let key = redis_channel(&self.prefix, &p.app_id, &p.channel);
-        if self
-            .outgoing
-            .force_push(Outgoing { key, record, keep })
-            .is_some()
-        {
+        self.enqueue(Outgoing { key, record, keep });
+    }
+
+    /// Queues a publication for the command thread; never waits (a full buffer drops the oldest, counted).
+    fn enqueue(&self, o: Outgoing) {
+        if self.outgoing.force_push(o).is_some() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
         self.wake_commands();
@@ -273,18 +291,11 @@ impl Cluster {
     /// Tells every other node to close a user's connections (`terminate_connections`).
     pub fn terminate(&self, app_id: &str, user_id: &str) {
         let record = Record::terminate(&self.node_id, app_id, user_id);
-        if self
-            .outgoing
-            .force_push(Outgoing {
-                key: control_channel(&self.prefix),
-                record,
-                keep: None,
-            })
-            .is_some()
-        {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        self.wake_commands();
+        self.enqueue(Outgoing {
+            key: control_channel(&self.prefix),
+            record,
+            keep: None,
+        });
     }
 
     /// Adds a connection of a user to a presence roster in Redis (see `commands.rs`).
@@ -390,12 +401,6 @@ impl Cluster {
     }
 }
 
-fn backoff(failures: u32) -> Duration {
-    RECONNECT_MIN
-        .saturating_mul(1 << failures.min(6))
-        .min(RECONNECT_MAX)
-}
-
 /// What the subscriber knows of one Redis channel.
 #[derive(Default)]
 struct Interest {
@@ -474,12 +479,12 @@ fn subscribe_loop(cluster: &Cluster, client: &redis::Client, ops: Receiver<Op>) 
                     // A node ignores its own records, except numbered ones (delivered here only once numbered)
                     // and windows (only for the node that asked).
                     let own = record.origin() == cluster.node_id;
-                    let wanted = match record {
+                    let deliverable = match record {
                         Record::Numbered(_) => true,
                         Record::Window(_) => own,
                         _ => !own,
                     };
-                    if !wanted {
+                    if !deliverable {
                         continue;
                     }
                     cluster.stats.received.fetch_add(1, Ordering::Relaxed);

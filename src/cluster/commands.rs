@@ -17,17 +17,14 @@ use crossbeam_channel::Receiver;
 use futures_channel::oneshot;
 
 use crate::cluster::bridge::{Cluster, Delivery, Outgoing};
-use crate::cluster::link;
+use crate::cluster::link::{self, RECONNECT_MIN, backoff};
 use crate::cluster::wire::{MemberRecord, Record, control_channel, redis_channel};
 use crate::json::push_json_string_into;
 
-/// Reconnect backoff: from the first to the most.
-pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
-pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Publications sent in one pipeline.
 const PUBLISH_BATCH: usize = 512;
 /// After an outage, publications held meanwhile wait this long before they are sent, so the other nodes (whose
-/// reconnect backoff is at most [`RECONNECT_MAX`]) listen again when they arrive.
+/// reconnect backoff is at most [`link::RECONNECT_MAX`]) listen again when they arrive.
 const RESUBSCRIBE_GRACE: Duration = Duration::from_millis(5500);
 /// How often this node renews its heartbeat and looks for dead nodes.
 const BEAT: Duration = Duration::from_secs(1);
@@ -175,8 +172,9 @@ end
 return 0
 ";
 
-/// Removes a dead node's members and occupied channels; returns the members whose user is now gone from the
-/// cluster, and the channels no node occupies any more.
+/// Removes a dead node's members, occupied channels, users, counts and connections, and the node itself from the
+/// node set (KEYS[7]); returns the members whose user is now gone from the cluster, the channels no node
+/// occupies any more, the users now offline and the new counts.
 const CLEANUP: &str = r"
 if redis.call('EXISTS', KEYS[6]) == 1 then return {{}, {}, {}, {}} end
 -- One node fewer for `field`; true when none is left (the field is then removed).
@@ -221,6 +219,7 @@ for _, e in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if gone_from(ARGV[1] .. ':' .. m[1] .. ':occ', m[2]) then table.insert(vacated, e) end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('SREM', KEYS[7], ARGV[2])
 return {gone, vacated, offline, counts}
 ";
 
@@ -286,7 +285,6 @@ return {0, '', 0}
 const COUNT_THROTTLE_ABOVE: u64 = 100;
 const COUNT_THROTTLE: Duration = Duration::from_secs(5);
 
-/// A node's occupied channel comes (+1) or goes (-1); returns 1 when the cluster's occupancy changed.
 /// Numbers a publication of an app with history, keeps it in the channel's window and publishes it.
 /// KEYS: window hash (epoch, seq), events list. ARGV: an epoch for a new window, max events, ttl ms, Redis
 /// channel, the publish record, its Unix ms. The numbered record is `wire::NumberedPublish`.
@@ -336,11 +334,21 @@ fn publish(cluster: &Cluster) -> &'static str {
     }
 }
 
+/// Adds `e` to `set` (`on`) or takes it out.
+fn toggle(set: &mut HashSet<String>, e: &str, on: bool) {
+    if on {
+        set.insert(e.to_string());
+    } else {
+        set.remove(e);
+    }
+}
+
 /// A new window's epoch: random, 48 bits (exact as a JavaScript number), never 0.
 fn new_epoch() -> u64 {
     (crate::socket_id::random_seed() >> 16).max(1)
 }
 
+/// A node's occupied channel comes (+1) or goes (-1); returns 1 when the cluster's occupancy changed.
 const OCCUPANCY: &str = r"
 if ARGV[3] == '1' then
   if redis.call('SADD', KEYS[2], ARGV[2]) == 1 and redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
@@ -396,10 +404,9 @@ fn parse_entry(e: &str) -> Option<(String, String, String)> {
 }
 
 pub struct Commands<'a> {
-    pub cluster: &'a Cluster,
-    pub client: redis::Client,
-    pub commands: Receiver<Command>,
-    pub node_timeout: Duration,
+    cluster: &'a Cluster,
+    client: redis::Client,
+    commands: Receiver<Command>,
     /// This node's presence contributions: entry -> user_info.
     mirror: HashMap<String, String>,
     /// This node's occupied channels (entries of [`channel_entry`]).
@@ -423,17 +430,11 @@ pub struct Commands<'a> {
 }
 
 impl<'a> Commands<'a> {
-    pub fn new(
-        cluster: &'a Cluster,
-        client: redis::Client,
-        commands: Receiver<Command>,
-        node_timeout: Duration,
-    ) -> Self {
+    pub fn new(cluster: &'a Cluster, client: redis::Client, commands: Receiver<Command>) -> Self {
         Commands {
             cluster,
             client,
             commands,
-            node_timeout,
             mirror: HashMap::new(),
             occupied: HashSet::new(),
             online: HashSet::new(),
@@ -518,10 +519,7 @@ impl<'a> Commands<'a> {
                     );
                 }
                 self.failures += 1;
-                self.next_try = now
-                    + RECONNECT_MIN
-                        .saturating_mul(1 << self.failures.min(6))
-                        .min(RECONNECT_MAX);
+                self.next_try = now + backoff(self.failures);
             }
         }
     }
@@ -549,6 +547,9 @@ impl<'a> Commands<'a> {
             return;
         }
         let n = self.pending.len().min(PUBLISH_BATCH);
+        // A new window's epoch, should a numbered publication of the batch start one.
+        let numbered = self.pending.iter().take(n).any(|o| o.keep.is_some());
+        let epoch = if numbered { new_epoch() } else { 0 };
         let mut pipe = redis::pipe();
         for o in self.pending.iter().take(n) {
             match &o.keep {
@@ -564,7 +565,7 @@ impl<'a> Commands<'a> {
                         .arg(2)
                         .arg(window)
                         .arg(events)
-                        .arg(new_epoch())
+                        .arg(epoch)
                         .arg(k.max_events.max(1))
                         .arg(k.ttl.as_millis().max(1) as u64)
                         .arg(&o.key)
@@ -585,6 +586,16 @@ impl<'a> Commands<'a> {
                     .published
                     .fetch_add(n as u64, Ordering::Relaxed);
             }
+            // Redis refused a command of the batch (out of memory, say): sending it again would repeat the ones
+            // it took (and number them again), so the batch is given up and counted with the losses.
+            Err(e) if !link::is_connection_error(&e) => {
+                crate::warn!("cluster: Redis refused publications ({e}); {n} given up");
+                self.pending.drain(..n);
+                self.cluster
+                    .stats
+                    .dropped
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(e) => self.lost(&e),
         }
     }
@@ -602,11 +613,7 @@ impl<'a> Commands<'a> {
                 held,
             } => {
                 let e = channel_entry(&app_id, &channel);
-                if held {
-                    self.occupied.insert(e.clone());
-                } else {
-                    self.occupied.remove(&e);
-                }
+                toggle(&mut self.occupied, &e, held);
                 self.occupancy(&app_id, &channel, held, &e);
             }
             Command::Query { query, reply } => {
@@ -685,11 +692,7 @@ impl<'a> Commands<'a> {
                 reply,
             } => {
                 let e = channel_entry(&app_id, &user_id);
-                if online {
-                    self.online.insert(e.clone());
-                } else {
-                    self.online.remove(&e);
-                }
+                toggle(&mut self.online, &e, online);
                 let _ = reply.send(self.user_online(&app_id, &user_id, online, &e));
             }
             Command::Join {
@@ -1106,7 +1109,7 @@ impl<'a> Commands<'a> {
         let Some(users) = self.own_set("users") else {
             return;
         };
-        for (e, here) in differences(&users, &self.online.clone()) {
+        for (e, here) in differences(&users, &self.online) {
             if let Some((a, u)) = parse_channel_entry(&e) {
                 self.user_online(&a, &u, here, &e);
             }
@@ -1161,7 +1164,7 @@ impl<'a> Commands<'a> {
         let Some(occupied) = self.own_set("occupied") else {
             return;
         };
-        for (e, here) in differences(&occupied, &self.occupied.clone()) {
+        for (e, here) in differences(&occupied, &self.occupied) {
             if let Some((a, c)) = parse_channel_entry(&e) {
                 self.occupancy(&a, &c, here, &e);
             }
@@ -1259,17 +1262,19 @@ impl<'a> Commands<'a> {
         }
         type Cleaned = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
         let (gone, vacated, offline, counts): Cleaned = eval(self.cluster, CLEANUP)
-            .arg(6)
+            .arg(7)
             .arg(&members)
             .arg(&occupied)
             .arg(&users)
             .arg(&subs)
             .arg(&conns)
             .arg(&alive)
+            .arg(&nodes)
             .arg(&prefix)
             .arg(node)
             .query(con)?;
-        redis::cmd("SREM").arg(&nodes).arg(node).query::<()>(con)?;
+        // The node's part is gone from Redis now: what follows must reach this node's cores even if telling the
+        // other nodes fails (nothing could redo it).
         crate::warn!(
             "cluster: node {node} stopped beating; removed it ({} members gone from their channels)",
             gone.len()
@@ -1301,7 +1306,7 @@ impl<'a> Commands<'a> {
                 .ignore();
             went_offline.push((app_id, user_id));
         }
-        pipe.query::<()>(con)?;
+        let told = pipe.query::<()>(con);
         for (app_id, user_id) in went_offline {
             (self.cluster.deliver)(Delivery::UserGone { app_id, user_id });
         }
@@ -1327,7 +1332,7 @@ impl<'a> Commands<'a> {
                 occupied: false,
             });
         }
-        Ok(())
+        told
     }
 }
 

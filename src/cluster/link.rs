@@ -7,6 +7,17 @@ use std::time::Duration;
 
 use redis::{ConnectionAddr, ProtocolVersion, PushKind, Value};
 
+/// Reconnect backoff: from the first to the most.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// The wait before the next connection attempt after `failures` in a row.
+pub fn backoff(failures: u32) -> Duration {
+    RECONNECT_MIN
+        .saturating_mul(1 << failures.min(6))
+        .min(RECONNECT_MAX)
+}
+
 /// Connect, read and write deadline of a connection.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -76,7 +87,6 @@ pub fn connect(client: &redis::Client, tag: &str, resp3: bool) -> redis::RedisRe
             insecure: *insecure,
             tls_params: tls_params.clone(),
         },
-        ConnectionAddr::Unix(_) => seed.clone(),
         _ => seed.clone(),
     };
     if target == seed {

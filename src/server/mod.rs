@@ -176,157 +176,7 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
     };
     let to_cores = shared.clone();
     let node_id = config.node_id.clone();
-    let deliver = Box::new(move |d: Delivery| {
-        if let Delivery::Terminate { app_id, user_id } = &d {
-            let Some(app) = to_cores.apps.by_id(app_id) else {
-                return;
-            };
-            let user_id: Arc<str> = Arc::from(user_id.as_str());
-            for inbox in &to_cores.inboxes {
-                let msg = UserMsg::Terminate {
-                    app: app.idx,
-                    user_id: user_id.clone(),
-                };
-                let _ = inbox.send(CoreMsg::Users(msg));
-            }
-            return;
-        }
-        // A user's facts live on the user's home core.
-        if let Delivery::UserOnline {
-            app_id, user_id, ..
-        }
-        | Delivery::UserGone { app_id, user_id } = &d
-        {
-            let Some(app) = to_cores.apps.by_id(app_id) else {
-                return;
-            };
-            let home = user_home_core(app.idx, user_id, to_cores.cores());
-            let msg = match d {
-                Delivery::UserOnline {
-                    user_id, online, ..
-                } => UserMsg::Remote {
-                    app: app.idx,
-                    user_id: user_id.into(),
-                    online,
-                },
-                Delivery::UserGone { user_id, .. } => UserMsg::Gone {
-                    app: app.idx,
-                    user_id: user_id.into(),
-                },
-                _ => return,
-            };
-            let _ = to_cores.inboxes[home].send(CoreMsg::Users(msg));
-            return;
-        }
-        let (app_id, channel) = match &d {
-            Delivery::Terminate { .. }
-            | Delivery::UserOnline { .. }
-            | Delivery::UserGone { .. } => {
-                return;
-            }
-            Delivery::Publish(r) => (&r.app_id, &r.channel),
-            Delivery::Numbered(n) => (&n.publish.app_id, &n.publish.channel),
-            Delivery::Window(w) => (&w.app_id, &w.channel),
-            Delivery::Member(m) => (&m.app_id, &m.channel),
-            Delivery::MemberGone {
-                app_id, channel, ..
-            }
-            | Delivery::Occupancy {
-                app_id, channel, ..
-            }
-            | Delivery::Count {
-                app_id, channel, ..
-            } => (app_id, channel),
-        };
-        let Some(app) = to_cores.apps.by_id(app_id) else {
-            return;
-        };
-        let home = home_core(app.idx, channel, to_cores.cores());
-        let msg = match d {
-            Delivery::Terminate { .. }
-            | Delivery::UserOnline { .. }
-            | Delivery::UserGone { .. } => {
-                return;
-            }
-            Delivery::Publish(r) => CoreMsg::Remote(Box::new(remote_publication(app.idx, &r))),
-            Delivery::Numbered(n) => {
-                let mut p = remote_publication(app.idx, &n.publish);
-                p.numbered = Some(Numbered {
-                    id: EventId {
-                        epoch: n.epoch,
-                        seq: n.seq,
-                    },
-                    published_at_ms: n.published_at_ms,
-                    own: n.publish.origin == node_id,
-                });
-                CoreMsg::Remote(Box::new(p))
-            }
-            Delivery::Window(w) => CoreMsg::History(HistoryMsg::Window(Box::new(ClusterWindow {
-                app: app.idx,
-                channel: w.channel.into(),
-                token: w.token,
-                epoch: w.epoch,
-                last_seq: w.last_seq,
-                events: w
-                    .events
-                    .into_iter()
-                    .map(|n| {
-                        let id = EventId {
-                            epoch: n.epoch,
-                            seq: n.seq,
-                        };
-                        let p = n.publish;
-                        let event = NewEvent {
-                            name_token: p.name_token.into(),
-                            data_token: p.data_token.into(),
-                            user_id: p.user_id.map(Into::into),
-                            published_at_ms: n.published_at_ms,
-                        };
-                        (id, event)
-                    })
-                    .collect(),
-            }))),
-            Delivery::Member(m) => CoreMsg::Presence(PresenceMsg::Remote {
-                app: app.idx,
-                channel: m.channel.into(),
-                user_id: m.user_id.into(),
-                user_info: m.user_info.map(Into::into),
-            }),
-            Delivery::MemberGone {
-                channel, user_id, ..
-            } => CoreMsg::Presence(PresenceMsg::Gone {
-                app: app.idx,
-                channel: channel.into(),
-                user_id: user_id.into(),
-            }),
-            Delivery::Count {
-                channel,
-                total,
-                report,
-                ..
-            } => CoreMsg::Counts(CountMsg::Total {
-                app: app.idx,
-                channel: channel.into(),
-                total,
-                report,
-            }),
-            Delivery::Occupancy {
-                channel, occupied, ..
-            } => CoreMsg::Occupancy(OccupancyMsg::Cluster {
-                app: app.idx,
-                channel: channel.into(),
-                occupied,
-            }),
-        };
-        // A core's counters are its own to write: a full inbox is counted with the bridge's losses.
-        if to_cores.inboxes[home].send(msg).is_err()
-            && let Some(c) = to_cores.cluster.get()
-        {
-            c.stats
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
+    let deliver = Box::new(move |d: Delivery| route_delivery(&to_cores, &node_id, d));
     let app_ids = shared.config.apps.iter().map(|a| a.id.clone()).collect();
     let counted = shared.clone();
     let local_connections = Box::new(move || counted.connections.count());
@@ -339,6 +189,144 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
     );
     let _ = shared.cluster.set(cluster);
     Ok(())
+}
+
+/// Hands what the bridge received to the core that owns it: a user's facts to the user's home core, a channel's
+/// to the channel's home core, a terminate to every core. A full inbox is counted with the bridge's losses (a
+/// core's counters are its own to write).
+fn route_delivery(s: &Shared, node_id: &str, d: Delivery) {
+    let Some(app) = s.apps.by_id(d.app_id()).map(|a| a.idx) else {
+        return;
+    };
+    let cores = s.cores();
+    let (home, msg) = match d {
+        Delivery::Terminate { user_id, .. } => {
+            let user_id: Arc<str> = Arc::from(user_id);
+            for inbox in &s.inboxes {
+                let user_id = user_id.clone();
+                let _ = inbox.send(CoreMsg::Users(UserMsg::Terminate { app, user_id }));
+            }
+            return;
+        }
+        Delivery::UserOnline {
+            user_id, online, ..
+        } => (
+            user_home_core(app, &user_id, cores),
+            CoreMsg::Users(UserMsg::Remote {
+                app,
+                user_id: user_id.into(),
+                online,
+            }),
+        ),
+        Delivery::UserGone { user_id, .. } => (
+            user_home_core(app, &user_id, cores),
+            CoreMsg::Users(UserMsg::Gone {
+                app,
+                user_id: user_id.into(),
+            }),
+        ),
+        Delivery::Publish(r) => (
+            home_core(app, &r.channel, cores),
+            CoreMsg::Remote(Box::new(remote_publication(app, &r))),
+        ),
+        Delivery::Numbered(n) => {
+            let mut p = remote_publication(app, &n.publish);
+            p.numbered = Some(Numbered {
+                id: EventId {
+                    epoch: n.epoch,
+                    seq: n.seq,
+                },
+                published_at_ms: n.published_at_ms,
+                own: n.publish.origin == node_id,
+            });
+            (
+                home_core(app, &n.publish.channel, cores),
+                CoreMsg::Remote(Box::new(p)),
+            )
+        }
+        Delivery::Window(w) => {
+            let events = w
+                .events
+                .into_iter()
+                .map(|n| {
+                    let id = EventId {
+                        epoch: n.epoch,
+                        seq: n.seq,
+                    };
+                    let p = n.publish;
+                    let event = NewEvent {
+                        name_token: p.name_token.into(),
+                        data_token: p.data_token.into(),
+                        user_id: p.user_id.map(Into::into),
+                        published_at_ms: n.published_at_ms,
+                    };
+                    (id, event)
+                })
+                .collect();
+            let window = ClusterWindow {
+                app,
+                channel: w.channel.as_str().into(),
+                token: w.token,
+                epoch: w.epoch,
+                last_seq: w.last_seq,
+                events,
+            };
+            (
+                home_core(app, &w.channel, cores),
+                CoreMsg::History(HistoryMsg::Window(Box::new(window))),
+            )
+        }
+        Delivery::Member(m) => (
+            home_core(app, &m.channel, cores),
+            CoreMsg::Presence(PresenceMsg::Remote {
+                app,
+                channel: m.channel.into(),
+                user_id: m.user_id.into(),
+                user_info: m.user_info.map(Into::into),
+            }),
+        ),
+        Delivery::MemberGone {
+            channel, user_id, ..
+        } => (
+            home_core(app, &channel, cores),
+            CoreMsg::Presence(PresenceMsg::Gone {
+                app,
+                channel: channel.into(),
+                user_id: user_id.into(),
+            }),
+        ),
+        Delivery::Count {
+            channel,
+            total,
+            report,
+            ..
+        } => (
+            home_core(app, &channel, cores),
+            CoreMsg::Counts(CountMsg::Total {
+                app,
+                channel: channel.into(),
+                total,
+                report,
+            }),
+        ),
+        Delivery::Occupancy {
+            channel, occupied, ..
+        } => (
+            home_core(app, &channel, cores),
+            CoreMsg::Occupancy(OccupancyMsg::Cluster {
+                app,
+                channel: channel.into(),
+                occupied,
+            }),
+        ),
+    };
+    if s.inboxes[home].send(msg).is_err()
+        && let Some(c) = s.cluster.get()
+    {
+        c.stats
+            .dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Another node's publication (or this node's, numbered by Redis) as a publication of this node's app.
