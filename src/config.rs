@@ -249,6 +249,13 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
 }
 
+impl Config {
+    /// Some app has a webhook (else the sender does not run).
+    pub fn has_webhooks(&self) -> bool {
+        self.apps.iter().any(|a| !a.webhooks.is_empty())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -1250,10 +1257,11 @@ mod tests {
         )
         .unwrap();
         let hook = &c.apps[0].webhooks[0];
-        assert!(hook.wants(WebhookKind::ChannelOccupied, Some("a-room")));
-        assert!(!hook.wants(WebhookKind::ChannelOccupied, Some("a-hall")));
+        assert!(hook.kinds().contains(WebhookKind::ChannelOccupied));
+        assert!(hook.filter.matches(Some("a-room")));
+        assert!(!hook.filter.matches(Some("a-hall")));
         assert!(
-            !hook.wants(WebhookKind::UserOnline, None),
+            !hook.kinds().contains(WebhookKind::UserOnline),
             "user kinds are opt-in"
         );
         let e = parse_apps_file(

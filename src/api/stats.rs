@@ -31,13 +31,7 @@ pub fn stats(core: &Rc<Core>) -> Response {
         _ => (node_connections, node_channels),
     };
     let mut body = format!(r#"{{"connections":{connections},"channels":{channels}"#);
-    if core
-        .shared
-        .config
-        .apps
-        .iter()
-        .any(|a| !a.webhooks.is_empty())
-    {
+    if core.shared.config.has_webhooks() {
         let w = &core.shared.webhooks.stats;
         let get = WebhookStats::get;
         body.push_str(&format!(

@@ -86,10 +86,6 @@ impl KindSet {
     pub fn union(self, other: KindSet) -> KindSet {
         KindSet(self.0 | other.0)
     }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
 }
 
 /// Which channels a webhook hears about; events without a channel (user online/offline) always pass.
@@ -151,10 +147,6 @@ impl WebhookConfig {
                 s
             }
         }
-    }
-
-    pub fn wants(&self, kind: WebhookKind, channel: Option<&str>) -> bool {
-        self.kinds().contains(kind) && self.filter.matches(channel)
     }
 
     /// `field` names this webhook in errors (`apps[0].webhooks[1]`).

@@ -38,8 +38,7 @@ impl Shared {
         let cores = inboxes.len();
         let connections = ConnectionQuota::new(config.limits.max_connections);
         // The queue's slots are allocated up front: a server without webhooks keeps one.
-        let hooks = config.apps.iter().any(|a| !a.webhooks.is_empty());
-        let slots = if hooks {
+        let slots = if config.has_webhooks() {
             config.webhooks.queue_cap.min(HANDOFF_CAP)
         } else {
             1

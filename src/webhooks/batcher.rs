@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::AppIdx;
-use crate::config::{AppConfig, WebhookConfig, WebhookSettings};
+use crate::config::{AppConfig, KindSet, WebhookFilter, WebhookSettings};
 use crate::protocol::auth::webhook_signature;
 use crate::webhooks::event::{WebhookEvent, body};
 
@@ -27,7 +27,9 @@ pub struct Target {
     pub app_key: Arc<str>,
     pub headers: Vec<(String, String)>,
     secret: String,
-    hook: WebhookConfig,
+    /// What it receives, worked out once from its configuration.
+    kinds: KindSet,
+    filter: WebhookFilter,
 }
 
 /// One request: its body is built and signed once and sent as is on every attempt.
@@ -119,7 +121,8 @@ impl Batcher {
                     app_key: Arc::from(app.key.as_str()),
                     headers: hook.headers.clone().into_iter().collect(),
                     secret: app.secret.clone(),
-                    hook: hook.clone(),
+                    kinds: hook.kinds(),
+                    filter: hook.filter.clone(),
                 }));
             }
             by_app.push(mine);
@@ -152,9 +155,8 @@ impl Batcher {
         let event = Arc::new(event);
         let size = event.size();
         for &t in targets {
-            if self.targets[t]
-                .hook
-                .wants(event.kind, event.channel.as_deref())
+            let target = &self.targets[t];
+            if target.kinds.contains(event.kind) && target.filter.matches(event.channel.as_deref())
             {
                 self.state[t].queue.push_back((now, event.clone()));
                 self.held += 1;
@@ -203,19 +205,15 @@ impl Batcher {
                 continue;
             }
             let window = self.settings.retry_window;
-            let before = s.queue.len();
-            let mut gone_bytes = 0;
-            s.queue.retain(|(at, e)| {
-                let keep = now.duration_since(*at) <= window;
-                if !keep {
-                    gone_bytes += e.size();
-                }
-                keep
-            });
-            let gone = before - s.queue.len();
-            self.held -= gone;
-            self.held_bytes -= gone_bytes;
-            self.expired += gone as u64;
+            // Queued in arrival order: the expired ones are at the front (no rescan of a long backlog).
+            while let Some((at, e)) = s.queue.front()
+                && now.duration_since(*at) > window
+            {
+                self.held -= 1;
+                self.held_bytes -= e.size();
+                self.expired += 1;
+                s.queue.pop_front();
+            }
             let Some(&(first, _)) = s.queue.front() else {
                 continue;
             };
@@ -321,7 +319,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{WebhookFilter, WebhookKind};
+    use crate::config::{WebhookConfig, WebhookFilter, WebhookKind};
     use crate::protocol::auth::webhook_signature;
 
     fn apps() -> Vec<AppConfig> {

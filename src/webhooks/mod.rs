@@ -48,26 +48,21 @@ impl WebhookQueue {
         }
     }
 
-    /// Queues an event; false when the queue was full and its oldest event was dropped to make room.
-    pub fn emit(&self, event: WebhookEvent) -> bool {
+    /// Queues an event; when the queue is full its oldest event is dropped to make room (counted).
+    pub fn emit(&self, event: WebhookEvent) {
         let size = event.size();
         if self.bytes.fetch_add(size, Ordering::Relaxed) + size > self.max_bytes {
             self.bytes.fetch_sub(size, Ordering::Relaxed);
             WebhookStats::add(&self.stats.dropped, 1);
-            return false;
+            return;
         }
-        let kept_all = match self.events.force_push(event) {
-            None => true,
-            Some(old) => {
-                self.bytes.fetch_sub(old.size(), Ordering::Relaxed);
-                WebhookStats::add(&self.stats.dropped, 1);
-                false
-            }
-        };
+        if let Some(old) = self.events.force_push(event) {
+            self.bytes.fetch_sub(old.size(), Ordering::Relaxed);
+            WebhookStats::add(&self.stats.dropped, 1);
+        }
         if let Some(t) = self.sender.get() {
             t.unpark();
         }
-        kept_all
     }
 
     fn pop(&self) -> Option<WebhookEvent> {

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,7 @@ pub type ReportFn = Box<dyn Fn(AppIdx, DeliveryReport) + Send>;
 /// The running sender; [`Webhooks::shutdown`] flushes and stops it.
 pub struct Webhooks {
     /// Set at shutdown: flush everything, stop at this instant at the latest.
-    stop: Arc<Mutex<Option<Instant>>>,
+    stop: Arc<OnceLock<Instant>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -53,8 +53,8 @@ impl Webhooks {
         queue: Arc<WebhookQueue>,
         report: ReportFn,
     ) -> io::Result<Webhooks> {
-        let stop = Arc::new(Mutex::new(None));
-        if config.apps.iter().all(|a| a.webhooks.is_empty()) {
+        let stop = Arc::new(OnceLock::new());
+        if !config.has_webhooks() {
             return Ok(Webhooks { stop, thread: None });
         }
         let settings = config.webhooks.clone();
@@ -116,9 +116,7 @@ impl Webhooks {
         let Some(thread) = self.thread.take() else {
             return;
         };
-        if let Ok(mut stop) = self.stop.lock() {
-            *stop = Some(Instant::now() + grace);
-        }
+        let _ = self.stop.set(Instant::now() + grace);
         thread.thread().unpark();
         let _ = thread.join();
     }
@@ -183,7 +181,7 @@ struct Summary {
 
 struct Dispatcher {
     queue: Arc<WebhookQueue>,
-    stop: Arc<Mutex<Option<Instant>>>,
+    stop: Arc<OnceLock<Instant>>,
     settings: WebhookSettings,
     batcher: Batcher,
     debounce: Debouncer,
@@ -202,7 +200,7 @@ impl Dispatcher {
         let mut batches = Vec::new();
         loop {
             let now = Instant::now();
-            let stopping = self.stop.lock().ok().and_then(|s| *s);
+            let stopping = self.stop.get().copied();
             while let Ok((batch, outcome)) = self.results.try_recv() {
                 self.in_flight -= 1;
                 self.finished(batch, outcome, now);
