@@ -3,7 +3,7 @@
 //! keeps a small ring per app (no lock, no cross-core traffic when writing); a read asks every core for its newest
 //! entries and merges them, newest first.
 
-use crate::clock::unix_ms;
+use crate::clock::unix_us;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -49,14 +49,15 @@ pub enum LogEvent {
 
 #[derive(Debug, Clone)]
 pub struct LogEntry {
-    pub time_ms: u64,
+    /// Microseconds: the merge orders the cores' entries by it (two cores often log within one millisecond).
+    pub time_us: u64,
     pub event: LogEvent,
 }
 
 impl LogEntry {
     /// `{"time_ms":..,"type":"publish",...}`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(format!(r#"{{"time_ms":{},"type":"#, self.time_ms).as_bytes());
+        out.extend_from_slice(format!(r#"{{"time_ms":{},"type":"#, self.time_us / 1000).as_bytes());
         match &self.event {
             LogEvent::Publish {
                 channel,
@@ -138,7 +139,7 @@ impl EventLog {
         }
     }
 
-    pub fn push(&mut self, app: AppIdx, time_ms: u64, event: LogEvent) {
+    pub fn push(&mut self, app: AppIdx, time_us: u64, event: LogEvent) {
         if self.max == 0 {
             return;
         }
@@ -146,7 +147,7 @@ impl EventLog {
         if ring.len() == self.max {
             ring.pop_front();
         }
-        ring.push_back(LogEntry { time_ms, event });
+        ring.push_back(LogEntry { time_us, event });
     }
 
     /// The newest `limit` entries of `app`, newest first.
@@ -163,7 +164,7 @@ impl EventLog {
 /// Merges the cores' answers: the newest `limit` of them all, newest first.
 pub fn merge(parts: Vec<Vec<LogEntry>>, limit: usize) -> Vec<LogEntry> {
     let mut all: Vec<LogEntry> = parts.into_iter().flatten().collect();
-    all.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
+    all.sort_by_key(|e| std::cmp::Reverse(e.time_us));
     all.truncate(limit);
     all
 }
@@ -171,7 +172,7 @@ pub fn merge(parts: Vec<Vec<LogEntry>>, limit: usize) -> Vec<LogEntry> {
 impl Core {
     /// Notes `event` in the app's log on this core.
     pub fn log_event(&self, app: AppIdx, event: LogEvent) {
-        self.event_log.borrow_mut().push(app, unix_ms(), event);
+        self.event_log.borrow_mut().push(app, unix_us(), event);
     }
 
     /// Publish stage: REST and client events are logged where they enter, once per channel.
@@ -208,20 +209,30 @@ mod tests {
     fn rings_keep_the_newest_and_merge_newest_first() {
         let mut a = EventLog::new(1, 2);
         let mut b = EventLog::new(1, 2);
-        a.push(0, 1, LogEvent::ConnectionOpened { socket: sock(1) });
-        a.push(0, 3, LogEvent::ConnectionOpened { socket: sock(2) });
-        a.push(0, 5, LogEvent::ConnectionClosed { socket: sock(1) });
-        b.push(0, 4, LogEvent::RateLimited { events: 10 });
+        a.push(0, 1000, LogEvent::ConnectionOpened { socket: sock(1) });
+        a.push(0, 3000, LogEvent::ConnectionOpened { socket: sock(2) });
+        a.push(0, 5000, LogEvent::ConnectionClosed { socket: sock(1) });
+        b.push(0, 4000, LogEvent::RateLimited { events: 10 });
         let merged = merge(vec![a.newest(0, 10), b.newest(0, 10)], 3);
         assert_eq!(
-            merged.iter().map(|e| e.time_ms).collect::<Vec<_>>(),
-            [5, 4, 3]
+            merged.iter().map(|e| e.time_us).collect::<Vec<_>>(),
+            [5000, 4000, 3000]
         );
         let mut out = Vec::new();
         merged[1].write_json(&mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{"time_ms":4,"type":"rate_limited","events":10}"#
+        );
+        // Two cores within one millisecond: the later microsecond comes first.
+        let mut c = EventLog::new(1, 2);
+        let mut d = EventLog::new(1, 2);
+        c.push(0, 7900, LogEvent::RateLimited { events: 2 });
+        d.push(0, 7100, LogEvent::RateLimited { events: 1 });
+        let merged = merge(vec![d.newest(0, 10), c.newest(0, 10)], 2);
+        assert_eq!(
+            merged.iter().map(|e| e.time_us).collect::<Vec<_>>(),
+            [7900, 7100]
         );
         let off = {
             let mut l = EventLog::new(1, 0);
