@@ -14,7 +14,9 @@ use serde::Deserialize;
 
 use crate::socket_id::MAX_CORES;
 
+mod ops;
 mod webhooks;
+pub use ops::{DashboardSettings, LogFormat, MetricsSettings, OpsSettings, TlsSettings};
 pub use webhooks::{
     KindSet, WebhookConfig, WebhookFilter, WebhookKind, WebhookSettings, parse_event_list,
 };
@@ -246,6 +248,8 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// Nodes sharing their apps through Redis; `None` runs one node alone.
     pub cluster: Option<ClusterConfig>,
+    /// Metrics listener, TLS, dashboard, log format, drain.
+    pub ops: OpsSettings,
     pub apps: Vec<AppConfig>,
 }
 
@@ -271,6 +275,7 @@ impl Default for Config {
             limits: Limits::default(),
             webhooks: WebhookSettings::default(),
             cluster: None,
+            ops: OpsSettings::default(),
             apps: vec![AppConfig::default()],
         }
     }
@@ -532,6 +537,48 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "--max-http-body-bytes",
         "largest HTTP request body",
     ),
+    (
+        "RELAY_METRICS_HOST",
+        "--metrics-host",
+        "address of the Prometheus endpoint (127.0.0.1)",
+    ),
+    (
+        "RELAY_METRICS_PORT",
+        "--metrics-port",
+        "port of GET /metrics (9601; 0 = off)",
+    ),
+    (
+        "RELAY_TLS_CERT",
+        "--tls-cert",
+        "PEM certificate chain: serve wss:// and https://",
+    ),
+    ("RELAY_TLS_KEY", "--tls-key", "PEM private key of --tls-cert"),
+    (
+        "RELAY_DASHBOARD_ENABLED",
+        "--dashboard-enabled",
+        "serve the dashboard (true/false, default false)",
+    ),
+    (
+        "RELAY_DASHBOARD_PATH",
+        "--dashboard-path",
+        "where the dashboard is served (/dashboard)",
+    ),
+    (
+        "RELAY_DASHBOARD_USER",
+        "--dashboard-user",
+        "dashboard user name (admin)",
+    ),
+    (
+        "RELAY_DASHBOARD_PASSWORD",
+        "--dashboard-password",
+        "dashboard password (required when enabled)",
+    ),
+    ("RELAY_LOG_FORMAT", "--log-format", "text or json"),
+    (
+        "RELAY_SHUTDOWN_GRACE",
+        "--shutdown-grace",
+        "seconds a SIGTERM drain spreads client closes over (10)",
+    ),
 ];
 
 pub fn usage() -> String {
@@ -664,6 +711,7 @@ pub fn load_from(
     }
     apply_webhook_settings(&mut config.webhooks, &get)?;
     config.cluster = cluster_settings(&get)?;
+    ops::apply(&mut config.ops, &get)?;
     apply_app_defaults(&mut config, &set_in_file, &get)?;
     let from_file = get("RELAY_APPS_FILE").is_some();
     apply_default_app(&mut config, from_file, &get)?;
@@ -1023,6 +1071,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     config.webhooks.validate()?;
+    config.ops.validate()?;
     if config.apps.is_empty() {
         return Err(ConfigError::new("apps", "at least one app is needed"));
     }

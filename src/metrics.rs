@@ -32,9 +32,13 @@ pub enum Counter {
     HistoryEvictions,
     /// Messages a core's inbox refused because a lane was full.
     InboxOverflows,
+    /// Bytes written to WebSocket clients (frames, TLS records not included).
+    WsBytesSent,
+    /// Bytes read from WebSocket clients (frames as they arrive).
+    WsBytesReceived,
 }
 
-const COUNTERS: usize = Counter::InboxOverflows as usize + 1;
+const COUNTERS: usize = Counter::WsBytesReceived as usize + 1;
 
 /// Values that go up and down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

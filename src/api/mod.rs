@@ -13,6 +13,7 @@ use crate::runtime::core::Core;
 
 pub mod app_auth;
 pub mod channels;
+pub mod dashboard;
 pub mod event_log;
 pub mod events;
 pub mod stats;

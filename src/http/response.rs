@@ -9,6 +9,9 @@ pub struct Response {
     pub content_type: &'static str,
     /// One extra header when a status calls for it: `Allow` for 405, `Sec-WebSocket-Version` for 426.
     pub header: Option<(&'static str, &'static str)>,
+    /// A server-sent event stream follows this head instead of a body: no length, the connection ends with it
+    /// (`http_conn` hands the socket to `api::dashboard::stream_events`).
+    pub event_stream: bool,
 }
 
 fn reason(status: u16) -> &'static str {
@@ -39,6 +42,7 @@ impl Response {
             body,
             content_type: "application/json",
             header: None,
+            event_stream: false,
         }
     }
 
@@ -61,8 +65,27 @@ impl Response {
         r
     }
 
+    /// The head of a server-sent event stream.
+    pub fn event_stream() -> Self {
+        Response {
+            status: 200,
+            body: Vec::new(),
+            content_type: "text/event-stream",
+            header: Some(("Cache-Control", "no-store")),
+            event_stream: true,
+        }
+    }
+
     pub fn write_to(&self, out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
         use std::io::Write;
+        if self.event_stream {
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                self.content_type
+            );
+            return;
+        }
         let _ = write!(
             out,
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",

@@ -183,6 +183,13 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         }
         let body = &buf[start + head.head_len..start + total];
         let response = api::route(&core, &head, body).await;
+        if response.event_stream {
+            response.write_to(&mut out, false, false);
+            if write_out(&mut stream, &mut out, write_limit).await {
+                api::dashboard::stream_events(&core, &mut stream).await;
+            }
+            return;
+        }
         let keep_alive = head.keep_alive && !core.shared.is_shutting_down();
         response.write_to(&mut out, keep_alive, head.method == Method::Head);
         start += total;
