@@ -1,11 +1,15 @@
 //! The apps a process serves, looked up by id (REST) or key (WebSocket).
 //!
-//! Built once at start and shared read-only by every core; the only mutable part is each app's live connection
-//! count, an atomic checked against its quota at handshake time.
+//! A registry is read-only; a reload (SIGHUP) builds the next one from the old ([`AppRegistry::reloaded`]) and
+//! every core switches to it through its inbox. An app keeps its index for the life of the process (a removed app
+//! stays as a tombstone no lookup finds), so per-core tables indexed by it never move, and what must outlive a
+//! reload (live connection count, rate window, counters) sits in [`AppLive`], shared by both registries.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{AppConfig, KindSet};
+use crate::metrics::AppMetrics;
 
 /// Position of an app in the registry; per-core tables are indexed by it.
 pub type AppIdx = u32;
@@ -13,12 +17,21 @@ pub type AppIdx = u32;
 pub struct App {
     pub idx: AppIdx,
     pub config: AppConfig,
+    /// Kinds some webhook of the app receives: a core builds a webhook event only when its kind is here.
+    pub webhook_kinds: KindSet,
+    pub live: Arc<AppLive>,
+    /// Removed by a reload: kept so indices stay stable; by_id and by_key never find it.
+    pub removed: bool,
+}
+
+/// The part of an app that a reload keeps.
+pub struct AppLive {
     /// Live connections against `config.max_connections` (close 4004 when full).
     pub connections: ConnectionQuota,
     /// REST events published this second, against `config.rate_limit_max` (429 when over).
     pub publish_rate: RateLimiter,
-    /// Kinds some webhook of the app receives: a core builds a webhook event only when its kind is here.
-    pub webhook_kinds: KindSet,
+    /// Deliveries and publishes, per core.
+    pub metrics: AppMetrics,
 }
 
 /// Events per one-second window, shared by every core: one atomic word holding the window's second and its
@@ -56,21 +69,27 @@ impl RateLimiter {
 /// A live-connection counter with a cap (0 = unlimited), shared by every core.
 pub struct ConnectionQuota {
     count: AtomicU64,
-    max: u64,
+    /// Changed by a reload; connections over a lowered cap stay, new ones wait for room.
+    max: AtomicU64,
 }
 
 impl ConnectionQuota {
     pub fn new(max: u64) -> Self {
         ConnectionQuota {
             count: AtomicU64::new(0),
-            max,
+            max: AtomicU64::new(max),
         }
+    }
+
+    pub fn set_max(&self, max: u64) {
+        self.max.store(max, Ordering::Release);
     }
 
     /// Reserves a slot; false when at the cap.
     pub fn try_add(&self) -> bool {
+        let max = self.max.load(Ordering::Acquire);
         let prev = self.count.fetch_add(1, Ordering::AcqRel);
-        if self.max != 0 && prev >= self.max {
+        if max != 0 && prev >= max {
             self.count.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
@@ -87,37 +106,115 @@ impl ConnectionQuota {
 }
 
 pub struct AppRegistry {
-    apps: Vec<App>,
+    apps: Vec<Arc<App>>,
+    cores: usize,
+}
+
+/// What a reload changed, by app index.
+#[derive(Debug, Default, PartialEq)]
+pub struct ReloadSummary {
+    pub added: Vec<AppIdx>,
+    pub changed: Vec<AppIdx>,
+    pub removed: Vec<AppIdx>,
+}
+
+impl ReloadSummary {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+fn app(idx: usize, config: &AppConfig, live: Arc<AppLive>) -> Arc<App> {
+    live.connections.set_max(config.max_connections);
+    Arc::new(App {
+        idx: idx as AppIdx,
+        config: config.clone(),
+        webhook_kinds: config.webhook_kinds(),
+        live,
+        removed: false,
+    })
+}
+
+fn fresh_live(config: &AppConfig, cores: usize) -> Arc<AppLive> {
+    Arc::new(AppLive {
+        connections: ConnectionQuota::new(config.max_connections),
+        publish_rate: RateLimiter::default(),
+        metrics: AppMetrics::new(cores),
+    })
 }
 
 impl AppRegistry {
-    pub fn new(configs: &[AppConfig]) -> Self {
+    /// `cores`: how many per-core counter blocks each app keeps.
+    pub fn new(configs: &[AppConfig], cores: usize) -> Self {
         let apps = configs
             .iter()
             .enumerate()
-            .map(|(i, c)| App {
-                idx: i as AppIdx,
-                config: c.clone(),
-                connections: ConnectionQuota::new(c.max_connections),
-                publish_rate: RateLimiter::default(),
-                webhook_kinds: c.webhook_kinds(),
-            })
+            .map(|(i, c)| app(i, c, fresh_live(c, cores)))
             .collect();
-        AppRegistry { apps }
+        AppRegistry { apps, cores }
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&App> {
-        self.apps.iter().find(|a| a.config.id == id)
+    /// The registry after a reload to `configs`, matched by app id: an app that stays keeps its index and live
+    /// state (with its new settings), a new one takes the next index, a missing one becomes a tombstone.
+    pub fn reloaded(&self, configs: &[AppConfig]) -> (AppRegistry, ReloadSummary) {
+        let mut summary = ReloadSummary::default();
+        let mut apps: Vec<Arc<App>> = Vec::with_capacity(self.apps.len() + configs.len());
+        for old in &self.apps {
+            match configs.iter().find(|c| c.id == old.config.id) {
+                Some(c) => {
+                    if old.removed {
+                        summary.added.push(old.idx);
+                    } else if *c != old.config {
+                        summary.changed.push(old.idx);
+                    }
+                    if old.removed || *c != old.config {
+                        apps.push(app(old.idx as usize, c, old.live.clone()));
+                    } else {
+                        apps.push(old.clone());
+                    }
+                }
+                None if old.removed => apps.push(old.clone()),
+                None => {
+                    summary.removed.push(old.idx);
+                    apps.push(Arc::new(App {
+                        idx: old.idx,
+                        config: old.config.clone(),
+                        webhook_kinds: KindSet::default(),
+                        live: old.live.clone(),
+                        removed: true,
+                    }));
+                }
+            }
+        }
+        for c in configs {
+            if !self.apps.iter().any(|a| a.config.id == c.id) {
+                summary.added.push(apps.len() as AppIdx);
+                apps.push(app(apps.len(), c, fresh_live(c, self.cores)));
+            }
+        }
+        (
+            AppRegistry {
+                apps,
+                cores: self.cores,
+            },
+            summary,
+        )
     }
 
-    pub fn by_key(&self, key: &str) -> Option<&App> {
-        self.apps.iter().find(|a| a.config.key == key)
+    pub fn by_id(&self, id: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|a| !a.removed && a.config.id == id)
     }
 
-    pub fn get(&self, idx: AppIdx) -> &App {
+    pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|a| !a.removed && a.config.key == key)
+    }
+
+    /// The app at `idx`, removed or not (an index came from this registry or an earlier one).
+    pub fn get(&self, idx: AppIdx) -> &Arc<App> {
         &self.apps[idx as usize]
     }
 
+    /// Slots, tombstones included: per-core tables are this long.
     pub fn len(&self) -> usize {
         self.apps.len()
     }
@@ -126,8 +223,9 @@ impl AppRegistry {
         self.apps.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &App> {
-        self.apps.iter()
+    /// The apps being served (not the removed ones).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.apps.iter().filter(|a| !a.removed)
     }
 }
 

@@ -232,6 +232,7 @@ async fn over_rate(req: &ApiRequest<'_>, events: usize) -> Option<Response> {
         _ => {
             let second = req.core.shared.started.elapsed().as_secs() as u32;
             req.app
+                .live
                 .publish_rate
                 .try_take(events, cfg.rate_limit_max, second)
         }

@@ -63,7 +63,8 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         return Response::error(404, "Not found");
     };
     let (app_id, resource) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(app) = core.shared.apps.by_id(app_id) else {
+    let registry = core.registry();
+    let Some(app) = registry.by_id(app_id) else {
         return Response::error(404, &format!("Unknown app id '{app_id}'"));
     };
     let segments: Vec<&str> = resource.split('/').collect();

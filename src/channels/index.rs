@@ -93,6 +93,13 @@ impl<S: Subscriber> ChannelIndex<S> {
         }
     }
 
+    /// Room for apps added by a reload (indices never move).
+    pub fn grow(&mut self, app_count: usize) {
+        while self.apps.len() < app_count {
+            self.apps.push(HashMap::new());
+        }
+    }
+
     pub fn is_subscribed(subscriber: &S, name: &str) -> bool {
         subscriber
             .subscriptions()

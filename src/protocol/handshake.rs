@@ -1,6 +1,8 @@
 //! Pusher's checks on a WebSocket upgrade (docs/protocol.md#connection): the app key in the path, the protocol
 //! version, and admission in Pusher's order, each refusal with its close code.
 
+use std::sync::Arc;
+
 use crate::app::{App, AppRegistry, ConnectionQuota};
 use crate::protocol::codes::close;
 
@@ -40,13 +42,13 @@ impl Refusal {
 /// Admits a connection to the app with `key`, in Pusher's order: known key (4001), enabled (4003), protocol
 /// (4007), draining (4200), app quota (4004), server capacity (4100). On success one slot of the app's quota and
 /// one of the server's are held; [`release`] gives them back when the connection ends.
-pub fn admit<'a>(
-    apps: &'a AppRegistry,
+pub fn admit(
+    apps: &AppRegistry,
     server: &ConnectionQuota,
     key: &str,
     query: &str,
     draining: bool,
-) -> Result<&'a App, Refusal> {
+) -> Result<Arc<App>, Refusal> {
     let Some(app) = apps.by_key(key) else {
         return Err(Refusal::new(
             close::UNKNOWN_APP,
@@ -65,25 +67,25 @@ pub fn admit<'a>(
     if draining {
         return Err(Refusal::new(close::RECONNECT, "Server is shutting down"));
     }
-    if !app.connections.try_add() {
+    if !app.live.connections.try_add() {
         return Err(Refusal::new(
             close::APP_OVER_QUOTA,
             "Application is over connection quota",
         ));
     }
     if !server.try_add() {
-        app.connections.remove();
+        app.live.connections.remove();
         return Err(Refusal::new(
             close::OVER_CAPACITY,
             "Server is over capacity",
         ));
     }
-    Ok(app)
+    Ok(app.clone())
 }
 
 /// Gives back the slots [`admit`] took.
 pub fn release(app: &App, server: &ConnectionQuota) {
-    app.connections.remove();
+    app.live.connections.remove();
     server.remove();
 }
 
@@ -116,7 +118,7 @@ mod tests {
             max_connections: 1,
             ..AppConfig::default()
         };
-        let apps = AppRegistry::new(&[limited, disabled]);
+        let apps = AppRegistry::new(&[limited, disabled], 1);
         let server = ConnectionQuota::new(0);
         let code = |key, query, draining| {
             admit(&apps, &server, key, query, draining)
@@ -135,14 +137,14 @@ mod tests {
             code("app-key", "protocol=7", false),
             Some(close::APP_OVER_QUOTA)
         );
-        release(app, &server);
+        release(&app, &server);
         assert_eq!(server.count(), 0);
         let full = ConnectionQuota::new(1);
         assert!(full.try_add());
         let refused = admit(&apps, &full, "app-key", "", false).err().unwrap();
         assert_eq!(refused.code, close::OVER_CAPACITY);
         assert_eq!(
-            apps.by_key("app-key").unwrap().connections.count(),
+            apps.by_key("app-key").unwrap().live.connections.count(),
             0,
             "app slot given back"
         );

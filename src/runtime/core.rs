@@ -12,7 +12,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::app::{App, AppIdx};
+use crate::app::{App, AppIdx, AppRegistry};
 use crate::channels::facts::FactsTable;
 use crate::channels::history::HistoryStore;
 use crate::channels::index::ChannelIndex;
@@ -30,6 +30,8 @@ use crate::socket_id::{SocketId, SocketIdGen, random_seed};
 pub struct Core {
     pub id: usize,
     pub shared: Arc<Shared>,
+    /// The apps as this core knows them: replaced by a reload (`CoreMsg::Apps`), read without a lock.
+    apps: RefCell<Arc<AppRegistry>>,
     pub channels: RefCell<ChannelIndex>,
     /// Facts of the channels and users this core is home to.
     pub facts: RefCell<FactsTable>,
@@ -77,11 +79,13 @@ struct SessionTable {
 
 impl Core {
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
-        let apps = shared.apps.len();
+        let registry = shared.registry();
+        let apps = registry.len();
         let event_log = EventLog::new(apps, shared.config.limits.event_log_max);
         Core {
             id,
             shared,
+            apps: RefCell::new(registry),
             channels: RefCell::new(ChannelIndex::new(apps)),
             facts: RefCell::new(FactsTable::default()),
             history: RefCell::new(HistoryStore::new(random_seed() ^ id as u64)),
@@ -113,8 +117,22 @@ impl Core {
         self.me.get()?.upgrade()
     }
 
-    pub fn app(&self, idx: AppIdx) -> &App {
-        self.shared.apps.get(idx)
+    /// The app at `idx` (an index from this core's registry stays valid in every later one).
+    pub fn app(&self, idx: AppIdx) -> Arc<App> {
+        self.apps.borrow().get(idx).clone()
+    }
+
+    /// The apps this core serves now.
+    pub fn registry(&self) -> Arc<AppRegistry> {
+        self.apps.borrow().clone()
+    }
+
+    /// Switches to a reloaded registry: per-app tables grow for new apps.
+    pub fn set_registry(&self, registry: Arc<AppRegistry>) {
+        let apps = registry.len();
+        self.channels.borrow_mut().grow(apps);
+        self.event_log.borrow_mut().grow(apps);
+        *self.apps.borrow_mut() = registry;
     }
 
     /// This core's counters (written only from this thread).

@@ -139,6 +139,13 @@ impl EventLog {
         }
     }
 
+    /// Room for apps added by a reload.
+    pub fn grow(&mut self, apps: usize) {
+        while self.apps.len() < apps {
+            self.apps.push(VecDeque::new());
+        }
+    }
+
     pub fn push(&mut self, app: AppIdx, time_us: u64, event: LogEvent) {
         if self.max == 0 {
             return;

@@ -4,7 +4,7 @@
 //! Read-only after start except the atomics. Nothing here is on the per-delivery path.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use crate::app::{AppRegistry, ConnectionQuota};
@@ -16,8 +16,10 @@ use crate::runtime::message::CoreMsg;
 use crate::webhooks::{HANDOFF_CAP, WebhookQueue};
 
 pub struct Shared {
+    /// The configuration at start (a reload changes the apps, in `apps`, not this).
     pub config: Config,
-    pub apps: AppRegistry,
+    /// The apps now, for threads off the cores (a core keeps its own copy, switched by `CoreMsg::Apps`).
+    apps: RwLock<Arc<AppRegistry>>,
     pub inboxes: Vec<InboxSender<CoreMsg>>,
     pub metrics: Metrics,
     pub started: Instant,
@@ -34,8 +36,8 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config, inboxes: Vec<InboxSender<CoreMsg>>) -> Self {
-        let apps = AppRegistry::new(&config.apps);
         let cores = inboxes.len();
+        let apps = RwLock::new(Arc::new(AppRegistry::new(&config.apps, cores)));
         let connections = ConnectionQuota::new(config.limits.max_connections);
         // The queue's slots are allocated up front: a server without webhooks keeps one.
         let slots = if config.has_webhooks() {
@@ -55,6 +57,22 @@ impl Shared {
             cores_draining: AtomicUsize::new(cores),
             webhooks,
             cluster: OnceLock::new(),
+        }
+    }
+
+    /// The apps now (off the cores; a core reads its own copy, `Core::registry`).
+    pub fn registry(&self) -> Arc<AppRegistry> {
+        match self.apps.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Publishes a reloaded registry for threads off the cores (the cores are told through their inboxes).
+    pub fn set_registry(&self, registry: Arc<AppRegistry>) {
+        match self.apps.write() {
+            Ok(mut w) => *w = registry,
+            Err(poisoned) => *poisoned.into_inner() = registry,
         }
     }
 

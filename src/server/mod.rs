@@ -195,7 +195,7 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
 /// to the channel's home core, a terminate to every core. A full inbox is counted with the bridge's losses (a
 /// core's counters are its own to write).
 fn route_delivery(s: &Shared, node_id: &str, d: Delivery) {
-    let Some(app) = s.apps.by_id(d.app_id()).map(|a| a.idx) else {
+    let Some(app) = s.registry().by_id(d.app_id()).map(|a| a.idx) else {
         return;
     };
     let cores = s.cores();

@@ -50,7 +50,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
     }
     let shared = core.shared.clone();
     let app = match pusher_handshake::admit(
-        &shared.apps,
+        &core.registry(),
         &shared.connections,
         app_key,
         &head.query,
@@ -66,7 +66,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
         let room = reply(cluster.conn_admit(&app.config.id, app.config.max_connections)).await;
         // Refused: Redis counted nothing for it, so there is nothing to release there.
         if room == Ok(Some(false)) {
-            pusher_handshake::release(app, &shared.connections);
+            pusher_handshake::release(&app, &shared.connections);
             return refuse(
                 stream,
                 close::APP_OVER_QUOTA,
@@ -133,7 +133,7 @@ pub fn finish(core: &Core, session: &Rc<Session>) {
         session.outbox.kill();
     }
     let app = core.app(session.app);
-    pusher_handshake::release(app, &core.shared.connections);
+    pusher_handshake::release(&app, &core.shared.connections);
     if let Some(cluster) = core.shared.cluster.get()
         && app.config.max_connections > 0
     {
