@@ -8,6 +8,7 @@ use crate::app::App;
 use crate::http::query::Query;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::Response;
+use crate::metrics::HttpRoute;
 use crate::protocol::auth;
 use crate::runtime::core::Core;
 
@@ -36,17 +37,44 @@ fn method_name(m: &Method) -> &str {
     }
 }
 
+/// Answers one request, counted by route and status (`relay_http_requests_total`).
 pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response {
+    let mut counted = HttpRoute::Other;
+    let response = answer(core, head, body, &mut counted).await;
+    core.metrics().http(counted, response.status);
+    response
+}
+
+async fn answer(
+    core: &Rc<Core>,
+    head: &RequestHead,
+    body: &[u8],
+    counted: &mut HttpRoute,
+) -> Response {
     let get = matches!(head.method, Method::Get | Method::Head);
+    if let Some(r) = dashboard::route(core, head) {
+        *counted = HttpRoute::Dashboard;
+        return r;
+    }
     match head.path.as_str() {
         "/health" | "/up" => {
+            *counted = HttpRoute::Health;
             return if get {
                 stats::health(core)
             } else {
                 Response::method_not_allowed("GET, HEAD")
             };
         }
+        "/ready" => {
+            *counted = HttpRoute::Ready;
+            return if get {
+                stats::ready(core)
+            } else {
+                Response::method_not_allowed("GET, HEAD")
+            };
+        }
         "/stats" => {
+            *counted = HttpRoute::Stats;
             return if get {
                 stats::stats(core)
             } else {
@@ -99,6 +127,7 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         }
         _ => return Response::error(404, &format!("Not found: {}", head.path)),
     };
+    *counted = handler.counted();
     let query = match Query::parse(&head.query) {
         Ok(q) => q,
         Err(e) => return Response::error(401, &format!("Invalid query string: {e}")),
@@ -137,6 +166,22 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead, body: &[u8]) -> Response
         Route::Terminate(user) => users::terminate_connections(&req, user),
         Route::Auth => app_auth::authorize(&req.app.config, req.body),
         Route::EventLog => event_log::log(&req).await,
+    }
+}
+
+impl Route<'_> {
+    fn counted(&self) -> HttpRoute {
+        match self {
+            Route::Trigger | Route::LegacyTrigger(_) => HttpRoute::Events,
+            Route::Batch => HttpRoute::BatchEvents,
+            Route::Channels => HttpRoute::Channels,
+            Route::Channel(_) | Route::ChannelStats(_) => HttpRoute::Channel,
+            Route::Users(_) => HttpRoute::ChannelUsers,
+            Route::History(_) => HttpRoute::ChannelHistory,
+            Route::Terminate(_) => HttpRoute::TerminateConnections,
+            Route::Auth => HttpRoute::Auth,
+            Route::EventLog => HttpRoute::EventLog,
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! `GET /health` and `GET /stats` (seed: unauthenticated, for load balancers and dashboards).
+//! `GET /health`, `GET /ready` and `GET /stats` (seed: unauthenticated, for load balancers and dashboards).
 
 use std::rc::Rc;
 
@@ -8,11 +8,26 @@ use crate::runtime::core::Core;
 use crate::webhooks::WebhookStats;
 use std::sync::atomic::Ordering;
 
+/// Liveness: the process answers. 503 `draining` once a SIGTERM drain began, so load balancers stop routing.
 pub fn health(core: &Rc<Core>) -> Response {
     if core.shared.is_shutting_down() {
-        return Response::json(503, br#"{"status":"shutting_down"}"#.to_vec());
+        return Response::json(503, br#"{"status":"draining"}"#.to_vec());
     }
     Response::json(200, br#"{"status":"ok"}"#.to_vec())
+}
+
+/// Readiness: whether new clients should be sent here. Not while draining; on a cluster node, not while Redis is
+/// unreachable (the node serves its own clients, but a new one would miss the other nodes' events).
+pub fn ready(core: &Rc<Core>) -> Response {
+    if core.shared.is_shutting_down() {
+        return Response::json(503, br#"{"status":"draining"}"#.to_vec());
+    }
+    if let Some(c) = core.shared.cluster.get()
+        && !c.connected.load(Ordering::Acquire)
+    {
+        return Response::json(503, br#"{"status":"redis_unreachable"}"#.to_vec());
+    }
+    Response::json(200, br#"{"status":"ready"}"#.to_vec())
 }
 
 /// `{"connections":N,"channels":N}` (the seed's shape): open WebSocket connections and occupied channels, all apps;
