@@ -35,8 +35,8 @@ for round in $(seq "$ROUNDS"); do
   kill $A; wait $A 2>/dev/null
 
   redis-cli -p 6390 FLUSHALL > /dev/null
-  taskset -c 0 env RELAY_REDIS_URL=redis://127.0.0.1:6390/ RELAY_NODE_ID=a $R --port 6101 --workers 1 --host 127.0.0.1 > "$OUT/node-a.log" 2>&1 & A=$!
-  taskset -c 1 env RELAY_REDIS_URL=redis://127.0.0.1:6390/ RELAY_NODE_ID=b $R --port 6102 --workers 1 --host 127.0.0.1 > "$OUT/node-b.log" 2>&1 & B=$!
+  taskset -c 0 env RELAY_REDIS_URL=redis://127.0.0.1:6390/ RELAY_NODE_ID=a RELAY_METRICS_PORT=0 $R --port 6101 --workers 1 --host 127.0.0.1 > "$OUT/node-a.log" 2>&1 & A=$!
+  taskset -c 1 env RELAY_REDIS_URL=redis://127.0.0.1:6390/ RELAY_NODE_ID=b RELAY_METRICS_PORT=0 $R --port 6102 --workers 1 --host 127.0.0.1 > "$OUT/node-b.log" 2>&1 & B=$!
   wait_port 6101; wait_port 6102
   redis-cli -p 6390 CONFIG RESETSTAT > /dev/null
   taskset -c 1 $L $ARGS --port 6101 --publish-port 6102 --server-pid $A > "$OUT/cluster-$round.json" 2>/dev/null

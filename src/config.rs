@@ -552,7 +552,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "--tls-cert",
         "PEM certificate chain: serve wss:// and https://",
     ),
-    ("RELAY_TLS_KEY", "--tls-key", "PEM private key of --tls-cert"),
+    (
+        "RELAY_TLS_KEY",
+        "--tls-key",
+        "PEM private key of --tls-cert",
+    ),
     (
         "RELAY_DASHBOARD_ENABLED",
         "--dashboard-enabled",

@@ -52,6 +52,9 @@ fn main() {
         workers,
         server.driver
     );
+    if let Some(m) = server.metrics_addr {
+        relay::info!("metrics: http://{m}/metrics");
+    }
     for (id, key) in &apps {
         relay::info!("app id={id} key={key}");
     }

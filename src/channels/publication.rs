@@ -4,6 +4,9 @@
 //! Encoding is a step of its own ([`Publication::encode`]) because an app with history encodes on the channel's
 //! home core, once the event has its id.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use crate::app::AppIdx;
@@ -54,6 +57,10 @@ pub struct Publication {
     pub remote: bool,
     /// In a cluster, the id Redis gave an event of an app with history.
     pub numbered: Option<Numbered>,
+    /// When the event reached this node (`relay_publish_fanout_seconds` runs from here).
+    pub arrived: Instant,
+    /// Cores that have not yet queued it to their subscribers; the one that brings it to 0 times the fan-out.
+    cores_left: AtomicUsize,
     encoded: bool,
 }
 
@@ -84,8 +91,20 @@ impl Publication {
                 .collect(),
             remote: false,
             numbered: None,
+            arrived: Instant::now(),
+            cores_left: AtomicUsize::new(1),
             encoded: false,
         }
+    }
+
+    /// The fan-out is about to reach `cores` cores (this one included).
+    pub fn fanning_out_to(&mut self, cores: usize) {
+        *self.cores_left.get_mut() = cores;
+    }
+
+    /// One core has queued it to its subscribers; true for the last one.
+    pub fn core_done(&self) -> bool {
+        self.cores_left.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     /// A server event on `channel` whose data is the JSON text `data_json` (sent as a string, like every
@@ -134,7 +153,9 @@ impl Publication {
             frames,
             remote,
             numbered,
+            arrived,
             encoded,
+            ..
         } = self;
         frames
             .into_iter()
@@ -148,6 +169,8 @@ impl Publication {
                 frames: vec![cf],
                 remote,
                 numbered,
+                arrived,
+                cores_left: AtomicUsize::new(1),
                 encoded,
             })
             .collect()

@@ -172,6 +172,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Publications queued for Redis and not sent yet: how far the bridge lags behind the cores.
+    pub fn backlog(&self) -> usize {
+        self.outgoing.len()
+    }
+
     /// Starts the bridge threads; `deliver` gets every publication of another node this node listens to.
     pub fn start(
         config: &ClusterConfig,

@@ -107,8 +107,18 @@ pub(super) fn apply(
                 key: key.into(),
             })
         }
-        (Some(_), None) => return Err(ConfigError::new("RELAY_TLS_KEY", "needs RELAY_TLS_CERT's key")),
-        (None, Some(_)) => return Err(ConfigError::new("RELAY_TLS_CERT", "needs a certificate with RELAY_TLS_KEY")),
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "RELAY_TLS_KEY",
+                "needs RELAY_TLS_CERT's key",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "RELAY_TLS_CERT",
+                "needs a certificate with RELAY_TLS_KEY",
+            ));
+        }
     }
     if let Some((field, v)) = get("RELAY_DASHBOARD_ENABLED") {
         ops.dashboard.enabled = parse_bool(&field, &v)?;
@@ -126,7 +136,12 @@ pub(super) fn apply(
         ops.log_format = match v.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            _ => return Err(ConfigError::new(field, format!("'{v}' is not text or json"))),
+            _ => {
+                return Err(ConfigError::new(
+                    field,
+                    format!("'{v}' is not text or json"),
+                ));
+            }
         };
     }
     if let Some((field, v)) = get("RELAY_SHUTDOWN_GRACE") {
@@ -170,7 +185,10 @@ impl OpsSettings {
             }
         }
         if self.shutdown_grace.is_zero() {
-            return Err(ConfigError::new("RELAY_SHUTDOWN_GRACE", "must be at least 1 second"));
+            return Err(ConfigError::new(
+                "RELAY_SHUTDOWN_GRACE",
+                "must be at least 1 second",
+            ));
         }
         Ok(())
     }

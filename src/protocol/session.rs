@@ -66,6 +66,8 @@ pub struct Session {
     pub ping_sent: Cell<Option<Instant>>,
     /// When the server started closing this session.
     pub closing_since: Cell<Option<Instant>>,
+    /// The close code the server sent (0: none, the client closed or went away first), for the metrics.
+    pub close_code: Cell<u16>,
     pub subscriptions: RefCell<Vec<Subscription>>,
     /// Presence channels joined (or being joined) and as whom.
     pub memberships: RefCell<Vec<Membership>>,
@@ -97,6 +99,7 @@ impl Session {
             outbox: Outbox::new(outbox_cap),
             last_seen: Cell::new(now),
             ping_sent: Cell::new(None),
+            close_code: Cell::new(0),
             closing_since: Cell::new(None),
             subscriptions: RefCell::new(Vec::new()),
             memberships: RefCell::new(Vec::new()),
@@ -193,6 +196,7 @@ impl Session {
             .replace_and_finish(&[error, frame::encode_close(OVER_CAPACITY, reason)])
         {
             self.closing_since.set(Some(Instant::now()));
+            self.close_code.set(OVER_CAPACITY);
         }
     }
 
@@ -212,11 +216,21 @@ impl Session {
             return;
         }
         self.closing_since.set(Some(Instant::now()));
+        self.close_code.set(code);
         let close = frame::encode_close(code, reason);
         match error_frame {
             Some(e) => self.outbox.finish(&[e, close]),
             None => self.outbox.finish(&[close]),
         };
+    }
+
+    /// Answers the client's Close (RFC 6455 §5.5.1: echoing its code); the client ended the connection.
+    pub fn echo_close(&self, code: u16) {
+        if self.is_closing() {
+            return;
+        }
+        self.close(code, "", None);
+        self.close_code.set(0);
     }
 
     /// `pusher:error` with `code` and `message`, then Close with the same code (refusals, terminations).

@@ -16,7 +16,7 @@ use crate::app::{App, AppIdx, AppRegistry};
 use crate::channels::facts::FactsTable;
 use crate::channels::history::HistoryStore;
 use crate::channels::index::ChannelIndex;
-use crate::metrics::{CoreMetrics, Counter, Gauge};
+use crate::metrics::{CloseReason, CoreMetrics, Counter, Gauge};
 use crate::protocol::session::Session;
 use crate::runtime::event_log::{EventLog, LogEvent};
 use crate::runtime::history::WindowWait;
@@ -201,7 +201,9 @@ impl Core {
             t.free.push(slot);
             t.len -= 1;
             drop(t);
-            self.metrics().inc(Counter::ConnectionsClosed);
+            let m = self.metrics();
+            m.inc(Counter::ConnectionsClosed);
+            m.closed(CloseReason::from_code(session.close_code.get()));
             let socket = session.socket_id;
             self.log_event(session.app, LogEvent::ConnectionClosed { socket });
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::channels::index::Deliveries;
 use crate::channels::publication::{Publication, Source};
 use crate::cluster::{Keep, RemotePublish};
-use crate::metrics::Counter;
+use crate::metrics::{AppCounter, Counter};
 use crate::protocol::channel_name::ChannelType;
 use crate::runtime::core::Core;
 use crate::runtime::history::Stage;
@@ -35,6 +35,15 @@ impl Core {
                 Source::Client => Counter::PublishesClient,
                 Source::Server => Counter::PublishesServer,
             });
+            let per_app = match p.source {
+                _ if p.remote => None,
+                Source::Rest => Some(AppCounter::PublishesRest),
+                Source::Client => Some(AppCounter::PublishesClient),
+                Source::Server => None,
+            };
+            if let Some(c) = per_app {
+                self.app(p.app).live.metrics.add(self.id, c, 1);
+            }
             self.log_publication(&p);
         }
         match history::stage(self, &p) {
@@ -95,14 +104,17 @@ impl Core {
 
     /// The stages that need the encoded frame (cache store), then the fan-out: other cores first (they run in
     /// parallel with our local loop), then this one.
-    pub fn fan_out(&self, p: Publication) -> Result<(), InboxFull> {
+    pub fn fan_out(&self, mut p: Publication) -> Result<(), InboxFull> {
         debug_assert!(p.is_encoded(), "fan-out of an event with no frames");
         cache::keep_last_event(self, &p);
+        p.fanning_out_to(self.shared.cores());
         let p = Arc::new(p);
         let mut result = Ok(());
         for (i, inbox) in self.shared.inboxes.iter().enumerate() {
             if i != self.id && inbox.send(CoreMsg::Publish(p.clone())).is_err() {
                 self.metrics().inc(Counter::InboxOverflows);
+                // Never delivered there: the fan-out ends without that core.
+                p.core_done();
                 result = Err(InboxFull);
             }
         }
@@ -129,5 +141,15 @@ impl Core {
         m.add(Counter::DeliveriesBackpressured, d.backpressured);
         m.add(Counter::SlowReaderCutoffs, d.cut_off);
         m.add(Counter::DeliveriesDropped, d.dropped);
+        let delivered = d.queued + d.backpressured;
+        if delivered > 0 {
+            self.app(p.app)
+                .live
+                .metrics
+                .add(self.id, AppCounter::Deliveries, delivered);
+        }
+        if p.core_done() {
+            m.fanout(p.arrived.elapsed());
+        }
     }
 }

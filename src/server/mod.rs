@@ -4,6 +4,7 @@
 
 pub mod http_conn;
 pub mod listener;
+pub mod prometheus;
 pub mod ws_conn;
 
 use std::io;
@@ -42,6 +43,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served (None: turned off).
+    pub metrics_addr: Option<SocketAddr>,
     pub driver: &'static str,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -98,6 +101,7 @@ impl Server {
         let shared = Arc::new(Shared::new(config, senders));
         let webhooks = start_webhooks(&shared)?;
         start_cluster(&shared)?;
+        let metrics_addr = start_metrics(&shared)?;
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -141,6 +145,7 @@ impl Server {
         }
         Ok(Server {
             addr,
+            metrics_addr,
             driver: driver_name(),
             shared,
             threads,
@@ -162,6 +167,20 @@ impl Server {
         }
         // The drain's vacated channels and removed members are queued by now; what is held goes out at once.
         self.webhooks.shutdown(WEBHOOK_FLUSH_GRACE);
+    }
+}
+
+/// Serves `GET /metrics` unless `RELAY_METRICS_PORT` is 0.
+fn start_metrics(shared: &Arc<Shared>) -> Result<Option<SocketAddr>, StartError> {
+    let m = &shared.config.ops.metrics;
+    if m.port == 0 {
+        return Ok(None);
+    }
+    let addr = SocketAddr::new(m.host, m.port);
+    match prometheus::start(shared.clone(), addr) {
+        Ok(a) => Ok(Some(a)),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(StartError::AddressInUse(addr)),
+        Err(e) => Err(StartError::Bind(addr, e)),
     }
 }
 

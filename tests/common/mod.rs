@@ -34,6 +34,8 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_relay"));
         cmd.args(["--port", "0", "--workers", "2", "--host", "127.0.0.1"])
             .args(args);
+        // Many servers run at once: none serves metrics unless its test asks (9601 would clash).
+        cmd.env("RELAY_METRICS_PORT", "0");
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -188,6 +188,8 @@ async function startRelay({ env = {}, workers = 2, args = [], app, readyTimeout 
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('RELAY_')) baseEnv[k] = v;
   }
+  // Tests run servers side by side: none serves metrics on the default port unless the test asks.
+  baseEnv.RELAY_METRICS_PORT = '0';
   let lastErr;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
