@@ -140,39 +140,13 @@ pub async fn list(req: &ApiRequest<'_>) -> Response {
     if info.cache {
         return Response::error(400, "cache may only be requested for a single channel");
     }
-    let q = Query::Channels {
-        app: req.app.idx,
-        prefix: Arc::from(prefix),
+    let channels = match occupied(req, prefix).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    let mut counts: BTreeMap<Box<str>, u64> = BTreeMap::new();
-    let answers = match req.core.query(q).await {
-        Ok(a) => a,
-        Err(e) => return busy(e),
-    };
-    for a in answers {
-        if let Answer::Counts(list) = a {
-            for (name, n) in list {
-                *counts.entry(name).or_default() += n;
-            }
-        }
-    }
-    // In a cluster a channel is listed when any node has a subscriber (its count is this node's).
-    let q = || ClusterQuery::Channels {
-        app_id: req.app.config.id.clone(),
-        prefix: prefix.into(),
-    };
-    let mut elsewhere = std::collections::BTreeSet::new();
-    if let Some(ClusterAnswer::Names(names)) = req.core.ask_cluster(q).await {
-        for name in names {
-            counts.entry(name.clone().into()).or_default();
-            elsewhere.insert(name);
-        }
-    }
     let mut out = String::from(r#"{"channels":{"#);
     let mut first = true;
-    for (name, n) in counts.iter().filter(|(name, n)| {
-        (**n > 0 || elsewhere.contains(&***name)) && !name.starts_with(SERVER_TO_USER_PREFIX)
-    }) {
+    for (name, n) in &channels {
         if !first {
             out.push(',');
         }
@@ -199,6 +173,44 @@ pub async fn list(req: &ApiRequest<'_>) -> Response {
     }
     out.push_str("}}");
     Response::json(200, out.into_bytes())
+}
+
+/// The app's occupied channels whose names start with `prefix`, by name, with this node's subscriber counts (the
+/// listing of `GET /channels`; the dashboard's presence table). In a cluster a channel is listed when any node
+/// has a subscriber (its count is this node's, maybe 0). `#server-to-user-` channels are never listed.
+pub(crate) async fn occupied(
+    req: &ApiRequest<'_>,
+    prefix: &str,
+) -> Result<Vec<(Box<str>, u64)>, Response> {
+    let q = Query::Channels {
+        app: req.app.idx,
+        prefix: Arc::from(prefix),
+    };
+    let mut counts: BTreeMap<Box<str>, u64> = BTreeMap::new();
+    for a in req.core.query(q).await.map_err(busy)? {
+        if let Answer::Counts(list) = a {
+            for (name, n) in list {
+                *counts.entry(name).or_default() += n;
+            }
+        }
+    }
+    let q = || ClusterQuery::Channels {
+        app_id: req.app.config.id.clone(),
+        prefix: prefix.into(),
+    };
+    let mut elsewhere = std::collections::BTreeSet::new();
+    if let Some(ClusterAnswer::Names(names)) = req.core.ask_cluster(q).await {
+        for name in names {
+            counts.entry(name.clone().into()).or_default();
+            elsewhere.insert(name);
+        }
+    }
+    Ok(counts
+        .into_iter()
+        .filter(|(name, n)| {
+            (*n > 0 || elsewhere.contains(&**name)) && !name.starts_with(SERVER_TO_USER_PREFIX)
+        })
+        .collect())
 }
 
 /// `GET /apps/{id}/channels/{name}?info=`: always 200 with `occupied` (docs/protocol.md#channel-info).

@@ -2,8 +2,11 @@
 //! core's ring (docs/protocol.md#event-log).
 
 use crate::api::ApiRequest;
+use crate::app::AppIdx;
 use crate::http::response::Response;
-use crate::runtime::event_log::merge;
+use crate::runtime::core::Core;
+use crate::runtime::event_log::{LogEntry, merge};
+use crate::runtime::message::NoReply;
 use crate::runtime::query::{Answer, Query};
 
 /// Entries returned when `limit` is not given.
@@ -26,22 +29,10 @@ pub async fn log(req: &ApiRequest<'_>) -> Response {
             }
         },
     };
-    let q = Query::EventLog {
-        app: req.app.idx,
-        limit,
-    };
-    let answers = match req.core.query(q).await {
-        Ok(a) => a,
+    let entries = match newest(req.core, req.app.idx, limit).await {
+        Ok(e) => e,
         Err(_) => return Response::error(503, "Server busy: a core did not answer in time"),
     };
-    let parts = answers
-        .into_iter()
-        .filter_map(|a| match a {
-            Answer::Log(entries) => Some(entries),
-            _ => None,
-        })
-        .collect();
-    let entries = merge(parts, limit);
     let mut out = Vec::with_capacity(32 + entries.len() * 96);
     out.extend_from_slice(br#"{"events":["#);
     for (i, e) in entries.iter().enumerate() {
@@ -52,4 +43,21 @@ pub async fn log(req: &ApiRequest<'_>) -> Response {
     }
     out.extend_from_slice(b"]}");
     Response::json(200, out)
+}
+
+/// The app's `limit` newest entries over every core, newest first (also the dashboard's event log tail).
+pub(crate) async fn newest(
+    core: &Core,
+    app: AppIdx,
+    limit: usize,
+) -> Result<Vec<LogEntry>, NoReply> {
+    let answers = core.query(Query::EventLog { app, limit }).await?;
+    let parts = answers
+        .into_iter()
+        .filter_map(|a| match a {
+            Answer::Log(entries) => Some(entries),
+            _ => None,
+        })
+        .collect();
+    Ok(merge(parts, limit))
 }

@@ -36,6 +36,11 @@ pub fn ready(core: &Rc<Core>) -> Response {
 /// bridge; this node's alone in `cluster.node_connections`, and when Redis has not answered for 3 s). All are
 /// running counts: unauthenticated polling costs no core any work.
 pub fn stats(core: &Rc<Core>) -> Response {
+    Response::json(200, stats_json(core).into_bytes())
+}
+
+/// The `/stats` object itself; the dashboard's snapshot carries it too.
+pub(crate) fn stats_json(core: &Core) -> String {
     let node_connections = core.shared.connections.count();
     let node_channels = core.shared.metrics.gauge(Gauge::OccupiedChannels).max(0) as u64;
     let (connections, channels) = match core.shared.cluster.get() {
@@ -72,7 +77,7 @@ pub fn stats(core: &Rc<Core>) -> Response {
         ));
     }
     body.push('}');
-    Response::json(200, body.into_bytes())
+    body
 }
 
 /// Cluster totals younger than 3 s (the bridge refreshes them every second).

@@ -31,6 +31,8 @@ pub struct RequestHead {
     pub connection_upgrade: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// `Authorization`, kept for the dashboard's Basic authentication (REST requests sign their query instead).
+    pub authorization: Option<String>,
     /// Bytes of request line plus headers, including the blank line.
     pub head_len: usize,
 }
@@ -154,6 +156,7 @@ pub fn parse_head(
         connection_upgrade: false,
         ws_key: None,
         ws_version: None,
+        authorization: None,
         head_len,
     };
     for h in req.headers.iter() {
@@ -183,6 +186,10 @@ pub fn parse_head(
                 .map(|s| s.trim().to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.ws_version = std::str::from_utf8(h.value)
+                .ok()
+                .map(|s| s.trim().to_string());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = std::str::from_utf8(h.value)
                 .ok()
                 .map(|s| s.trim().to_string());
         }

@@ -46,6 +46,17 @@ impl Response {
         }
     }
 
+    /// A 200 with a body that is not JSON (the dashboard's page and assets).
+    pub fn content(content_type: &'static str, body: Vec<u8>) -> Self {
+        Response {
+            status: 200,
+            body,
+            content_type,
+            header: None,
+            event_stream: false,
+        }
+    }
+
     pub fn ok_empty_object() -> Self {
         Self::json(200, b"{}".to_vec())
     }
