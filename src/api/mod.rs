@@ -52,7 +52,7 @@ async fn answer(
     counted: &mut HttpRoute,
 ) -> Response {
     let get = matches!(head.method, Method::Get | Method::Head);
-    if let Some(r) = dashboard::route(core, head) {
+    if let Some(r) = dashboard::route(core, head).await {
         *counted = HttpRoute::Dashboard;
         return r;
     }

@@ -43,7 +43,7 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'sel
 const CHALLENGE: &str = r#"Basic realm="relay dashboard", charset="UTF-8""#;
 
 /// The answer for a request under the dashboard's path; `None` when the dashboard is off or the path is not its.
-pub fn route(core: &Rc<Core>, head: &RequestHead) -> Option<Response> {
+pub async fn route(core: &Rc<Core>, head: &RequestHead) -> Option<Response> {
     let d = &core.shared.config.ops.dashboard;
     if !d.enabled {
         return None;
@@ -77,7 +77,9 @@ pub fn route(core: &Rc<Core>, head: &RequestHead) -> Option<Response> {
         "/events" if get => Response::event_stream(),
         "/events" => Response::method_not_allowed("GET"),
         "/api/snapshot" => {
-            let mut r = Response::json(200, snapshot::figures(core));
+            let mut body = Vec::new();
+            snapshot::write(core, &mut body).await;
+            let mut r = Response::json(200, body);
             r.header = Some(("Cache-Control", "no-store"));
             r
         }

@@ -77,23 +77,7 @@ pub async fn write(core: &Rc<Core>, out: &mut Vec<u8>) {
         }
         out.extend_from_slice(b"]}");
     }
-    out.extend_from_slice(format!(r#"],"detail":true,"partial":{partial}}}"#).as_bytes());
-}
-
-/// The snapshot without presence channels and event log (the parts that ask other cores): answered at once.
-pub fn figures(core: &Rc<Core>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2048);
-    let apps = head(core, &mut out);
-    for (i, app) in apps.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'{');
-        app_figures(app, &mut out);
-        out.push(b'}');
-    }
-    out.extend_from_slice(br#"],"detail":false,"partial":false}"#);
-    out
+    out.extend_from_slice(format!(r#"],"partial":{partial}}}"#).as_bytes());
 }
 
 /// Writes everything up to the apps array's opening bracket; returns the apps to list.
