@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 
 use crate::api;
 use crate::http::request::{HttpError, Method, parse_head};
 use crate::runtime::core::Core;
+use crate::server::transport::Transport;
 use crate::server::{ws_conn, yield_now};
 
 const READ_CHUNK: usize = 4096;
@@ -26,7 +26,11 @@ enum ReadOutcome {
 }
 
 /// Appends what the socket has to `buf`, waiting at most `limit`.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration) -> ReadOutcome {
+async fn read_more<S: AsyncReadRent>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    limit: Duration,
+) -> ReadOutcome {
     buf.reserve(READ_CHUNK);
     let len = buf.len();
     let cap = buf.capacity();
@@ -64,7 +68,7 @@ pub const MAX_REQUESTS_PER_TURN: usize = 64;
 const READ_BUFFER_KEEP: usize = 64 * 1024;
 
 /// Writes `out` within `limit`; false if the client is gone or does not read in time.
-async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, limit: Duration) -> bool {
+async fn write_out<S: AsyncWriteRent>(stream: &mut S, out: &mut Vec<u8>, limit: Duration) -> bool {
     if out.is_empty() {
         return true;
     }
@@ -90,7 +94,8 @@ fn compact(buf: &mut Vec<u8>, start: &mut usize) {
     }
 }
 
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+/// Serves HTTP on an accepted connection, plain TCP or TLS (compiled once for each).
+pub async fn serve<S: Transport>(core: Rc<Core>, mut stream: S) {
     let limits = core.shared.config.limits.clone();
     let write_limit = limits.http_write_timeout;
     let mut buf: Vec<u8> = Vec::new();
@@ -211,7 +216,12 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
 }
 
 /// Answers a request we cannot serve and ends the connection (its framing can no longer be trusted).
-async fn refuse(stream: &mut TcpStream, out: &mut Vec<u8>, e: HttpError, write_limit: Duration) {
+pub(crate) async fn refuse<S: AsyncReadRent + AsyncWriteRent>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    e: HttpError,
+    write_limit: Duration,
+) {
     crate::debug!("http request refused: {e:?}");
     e.response().write_to(out, false, false);
     if !write_out(stream, out, write_limit).await {

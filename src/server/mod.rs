@@ -5,6 +5,8 @@
 pub mod http_conn;
 pub mod listener;
 pub mod prometheus;
+pub mod tls;
+pub mod transport;
 pub mod ws_conn;
 
 use std::io;
@@ -36,6 +38,7 @@ use crate::runtime::presence::PresenceMsg;
 use crate::runtime::shared::Shared;
 use crate::runtime::users::UserMsg;
 use crate::server::listener::{bind_reuseport, claim_port};
+use crate::server::tls::TlsCell;
 use crate::webhooks::{DeliveryReport, Webhooks};
 
 /// How long a drain waits for clients to finish their close handshakes.
@@ -49,6 +52,8 @@ pub struct Server {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     webhooks: Webhooks,
+    /// The certificate every core's accept loop reads, when TLS is on.
+    tls: Option<Arc<TlsCell>>,
 }
 
 #[derive(Debug)]
@@ -59,6 +64,8 @@ pub enum StartError {
     Thread(io::Error),
     /// A core could not build its runtime or register its listener.
     Core(String),
+    /// The TLS certificate or key cannot be used (the message names the setting).
+    Tls(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -71,6 +78,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
             StartError::Thread(e) => write!(f, "cannot start worker thread: {e}"),
             StartError::Core(e) => write!(f, "cannot start a core: {e}"),
+            StartError::Tls(e) => write!(f, "cannot serve TLS: {e}"),
         }
     }
 }
@@ -89,6 +97,10 @@ pub fn driver_name() -> &'static str {
 impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
         crate::log::set_debug(config.debug);
+        let tls = match &config.ops.tls {
+            Some(t) => Some(Arc::new(TlsCell::load(t).map_err(StartError::Tls)?)),
+            None => None,
+        };
         let addr = claim_port(SocketAddr::new(config.host, config.port))?;
         let workers = config.workers;
         let mut senders = Vec::with_capacity(workers);
@@ -119,10 +131,11 @@ impl Server {
         for (id, (rx, listener)) in receivers.into_iter().zip(listeners).enumerate() {
             let shared = shared.clone();
             let ready = ready_tx.clone();
+            let tls = tls.clone();
             let t = std::thread::Builder::new()
                 .name(format!("relay-core-{id}"))
                 .stack_size(CORE_STACK_BYTES)
-                .spawn(move || run_core(id, id % cpus, shared, rx, listener, ready))
+                .spawn(move || run_core(id, id % cpus, shared, rx, listener, tls, ready))
                 .map_err(StartError::Thread)?;
             threads.push(t);
         }
@@ -150,7 +163,18 @@ impl Server {
             shared,
             threads,
             webhooks,
+            tls,
         })
+    }
+
+    /// Re-reads the TLS certificate and key (on SIGHUP): new connections get the new certificate, open ones keep
+    /// theirs. On an error the current certificate stays and the error names the setting. Nothing to do without
+    /// TLS.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.tls {
+            Some(cell) => cell.reload(),
+            None => Ok(()),
+        }
     }
 
     /// Graceful drain: stop accepting, close every WebSocket with 4200 (clients reconnect elsewhere), wait for
@@ -416,6 +440,7 @@ fn run_core(
     shared: Arc<Shared>,
     rx: InboxReceiver<CoreMsg>,
     listener: StdListener,
+    tls: Option<Arc<TlsCell>>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
@@ -444,7 +469,7 @@ fn run_core(
         let core = Core::new_rc(id, shared);
         let rx = Rc::new(rx);
         core.attach_inbox(rx.clone());
-        let accept = monoio::spawn(accept_loop(core.clone(), listener));
+        let accept = monoio::spawn(accept_loop(core.clone(), listener, tls));
         let scan = monoio::spawn(scan_loop(core.clone()));
         let retire = monoio::spawn(retire_loop(core.clone()));
         let mut batch = Vec::new();
@@ -470,12 +495,17 @@ fn run_core(
 /// rate without starving delivery (the epoll driver would otherwise accept from a full backlog without pause).
 pub const MAX_ACCEPTS_PER_TURN: usize = 32;
 
-async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+/// With TLS, each connection takes the current certificate here, once, and is served by its own compiled copy of
+/// the connection code (`tls::serve`); a plain connection's code is untouched by TLS.
+async fn accept_loop(core: Rc<Core>, listener: TcpListener, tls: Option<Arc<TlsCell>>) {
     let mut accepted = 0;
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
-                monoio::spawn(http_conn::serve(core.clone(), stream));
+                match &tls {
+                    None => monoio::spawn(http_conn::serve(core.clone(), stream)),
+                    Some(cell) => monoio::spawn(tls::serve(core.clone(), stream, cell.current())),
+                };
                 accepted += 1;
                 if accepted == MAX_ACCEPTS_PER_TURN {
                     accepted = 0;

@@ -3,20 +3,19 @@
 //! After the 101, refusals (`protocol::handshake::admit`: 4001, 4003, 4007, 4200, 4004, 4100) are a `pusher:error`
 //! then a Close with the same code. An accepted connection becomes a `Session`: a writer task drains its outbox,
 //! and this task reads. Reading waits for readability first and only then borrows a per-core buffer, so an idle
-//! connection pins no read buffer.
+//! connection pins no read buffer. Generic over the stream (plain TCP or TLS, `server::transport`), compiled once
+//! for each. WebSocket bytes are counted here as read and in the writer as written (`WsBytesReceived`,
+//! `WsBytesSent`): once per socket operation, plaintext only.
 
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
-};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::http::request::RequestHead;
 use crate::http::response::Response;
+use crate::metrics::Counter;
 use crate::protocol::codes::close;
 use crate::protocol::liveness::CLOSE_GRACE;
 use crate::protocol::session::Session;
@@ -24,10 +23,16 @@ use crate::protocol::{handshake as pusher_handshake, outbound};
 use crate::runtime::core::Core;
 use crate::runtime::handler;
 use crate::runtime::message::reply;
+use crate::server::transport::{ReadHalf, Transport};
 use crate::ws::frame::{self, FrameDecoder, Message};
 use crate::ws::{handshake, writer};
 
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, leftover: Vec<u8>) {
+pub async fn serve<S: Transport>(
+    core: Rc<Core>,
+    mut stream: S,
+    head: RequestHead,
+    leftover: Vec<u8>,
+) {
     let checked = pusher_handshake::app_key_from_path(&head.path)
         .ok_or_else(|| Response::error(404, "Not found: WebSocket connections go to /app/{key}"))
         .and_then(|key| handshake::validate(&head).map(|ws_key| (key, ws_key)));
@@ -57,7 +62,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
         shared.is_shutting_down(),
     ) {
         Ok(app) => app,
-        Err(r) => return refuse(stream, r.code, &r.message).await,
+        Err(r) => return refuse(&core, stream, r.code, &r.message).await,
     };
     // An app's connection quota is the cluster's: Redis counts every node's connections.
     if let Some(cluster) = shared.cluster.get()
@@ -68,6 +73,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
         if room == Ok(Some(false)) {
             pusher_handshake::release(&app, &shared.connections);
             return refuse(
+                &core,
                 stream,
                 close::APP_OVER_QUOTA,
                 "Application is over connection quota",
@@ -75,7 +81,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
             .await;
         }
     }
-    let _ = stream.set_nodelay(true);
+    let _ = stream.set_nodelay();
     drop(head);
 
     let session = Rc::new(Session::new(
@@ -91,8 +97,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
         core.id,
         app.config.id
     );
-    let (rd, wr) = stream.into_split();
-    monoio::spawn(write(session.clone(), wr));
+    let (rd, wr) = stream.into_halves();
+    monoio::spawn(write(core.clone(), session.clone(), wr));
     session.send(outbound::connection_established(
         &session.socket_id_text,
         shared.config.activity_timeout_secs,
@@ -104,8 +110,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, head: RequestHead, lef
 }
 
 /// The writer task: drains the outbox; on a socket error the whole connection is cut.
-async fn write(session: Rc<Session>, mut wr: OwnedWriteHalf<TcpStream>) {
-    if !writer::run(&session.outbox, &mut wr).await {
+async fn write<W: AsyncWriteRent>(core: Rc<Core>, session: Rc<Session>, mut wr: W) {
+    if !writer::run(&session.outbox, &mut wr, core.metrics()).await {
         session.shutdown_socket();
     }
     // Dropping the write half sends FIN after the last frame (usually the Close frame).
@@ -113,12 +119,7 @@ async fn write(session: Rc<Session>, mut wr: OwnedWriteHalf<TcpStream>) {
     session.writer_alive.set(false);
 }
 
-async fn run(
-    core: Rc<Core>,
-    session: Rc<Session>,
-    rd: OwnedReadHalf<TcpStream>,
-    leftover: Vec<u8>,
-) {
+async fn run<R: ReadHalf>(core: Rc<Core>, session: Rc<Session>, rd: R, leftover: Vec<u8>) {
     read_loop(&core, &session, rd, leftover).await;
     session.reader_alive.set(false);
     core.retire(session);
@@ -153,13 +154,15 @@ pub fn finish(core: &Core, session: &Rc<Session>) {
 
 /// Handshake-time refusal (docs/protocol.md#handshake): error event, Close with the same code, then wait briefly for
 /// the client's Close so our frames are not lost to a reset.
-async fn refuse(mut stream: TcpStream, code: u16, message: &str) {
+async fn refuse<S: Transport>(core: &Core, mut stream: S, code: u16, message: &str) {
     crate::debug!("websocket refused with {code}: {message}");
     let mut out = outbound::error(Some(code), message).to_vec();
     out.extend_from_slice(&frame::encode_close(code, message));
+    let len = out.len() as u64;
     if stream.write_all(out).await.0.is_err() {
         return;
     }
+    core.metrics().add(Counter::WsBytesSent, len);
     let _ = stream.shutdown().await;
     let mut buf = vec![0u8; 512];
     for _ in 0..8 {
@@ -173,13 +176,13 @@ async fn refuse(mut stream: TcpStream, code: u16, message: &str) {
 /// Per-core pool of read buffers, borrowed only while a read is in flight.
 pub const READ_BUFFER_BYTES: usize = 8 * 1024;
 
-async fn read_loop(
-    core: &Core,
-    session: &Rc<Session>,
-    mut rd: OwnedReadHalf<TcpStream>,
-    leftover: Vec<u8>,
-) {
+async fn read_loop<R: ReadHalf>(core: &Core, session: &Rc<Session>, mut rd: R, leftover: Vec<u8>) {
     let limits = &core.shared.config.limits;
+    // Frames that came in with the upgrade request.
+    if !leftover.is_empty() {
+        core.metrics()
+            .add(Counter::WsBytesReceived, leftover.len() as u64);
+    }
     let mut decoder = FrameDecoder::new(limits.max_ws_message_bytes);
     let mut buf = BytesMut::from(&leftover[..]);
     // A fragmented message holds a buffer until its last fragment: it must complete in time, however many
@@ -211,9 +214,7 @@ async fn read_loop(
             None => Some(Instant::now() + limits.ws_fragment_timeout),
             Some(d) => Some(d),
         };
-        // SAFETY: the read half's stream is only borrowed immutably for `readable`, on this thread, while no
-        // other operation of this task is in flight; the writer task only uses the write side.
-        let readable = unsafe { &*rd.0.get() }.readable(false);
+        let readable = rd.readable();
         let readable = match fragment_deadline {
             None => readable.await,
             // Waiting for readability is cancel-safe: no data is lost when the timeout drops it.
@@ -239,6 +240,7 @@ async fn read_loop(
         let n = res.unwrap_or_default();
         if n > 0 {
             buf.extend_from_slice(&chunk[..n]);
+            core.metrics().add(Counter::WsBytesReceived, n as u64);
         }
         core.return_read_buffer(chunk);
         if n == 0 {
@@ -268,7 +270,7 @@ async fn on_message(core: &Core, session: &Rc<Session>, msg: Message) -> bool {
             let code = code
                 .filter(|c| frame::is_valid_close_code(*c))
                 .unwrap_or(close::NORMAL);
-            session.close(code, "", None);
+            session.echo_close(code);
             return false;
         }
     }

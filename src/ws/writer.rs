@@ -4,14 +4,16 @@
 //! Under load a burst of publishes queues several frames per socket before the writer runs, so one syscall
 //! (one SQE on io_uring) carries them all; when idle a single frame goes out at once, adding no latency.
 //! The iovec array is owned by the in-flight operation (monoio's `write_vectored_all` is not cancel-safe).
+//! Generic over the socket's write side (plain TCP, or TLS which encrypts a whole batch into one write), and
+//! counts the bytes each write took (`WsBytesSent`, frames as sent, TLS overhead not included).
 
 use std::future::poll_fn;
 
 use bytes::{Buf, Bytes};
 use monoio::buf::IoVecBuf;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedWriteHalf};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
+use crate::metrics::{CoreMetrics, Counter};
 use crate::ws::outbox::Outbox;
 
 /// iovecs per writev (Linux IOV_MAX is 1024).
@@ -74,7 +76,7 @@ impl Default for FrameBatch {
 
 /// Writes everything `outbox` is given until it closes (true: all written) or the socket fails (false: the outbox
 /// is dead). The caller drops the write half afterwards, which sends FIN after the last frame (usually a Close).
-pub async fn run(outbox: &Outbox, wr: &mut OwnedWriteHalf<TcpStream>) -> bool {
+pub async fn run<W: AsyncWriteRent>(outbox: &Outbox, wr: &mut W, metrics: &CoreMetrics) -> bool {
     let mut batch = FrameBatch::new();
     loop {
         let more = poll_fn(|cx| outbox.poll_take(cx, &mut batch.frames, MAX_IOVECS)).await;
@@ -85,9 +87,14 @@ pub async fn run(outbox: &Outbox, wr: &mut OwnedWriteHalf<TcpStream>) -> bool {
         let ok = match batch.frames.len() {
             1 => {
                 let frame = batch.frames.pop().expect("one frame");
-                wr.write_all(frame).await.0.is_ok()
+                let len = frame.len() as u64;
+                let ok = wr.write_all(frame).await.0.is_ok();
+                if ok {
+                    metrics.add(Counter::WsBytesSent, len);
+                }
+                ok
             }
-            _ => write_batch(wr, &mut batch).await,
+            _ => write_batch(wr, &mut batch, metrics).await,
         };
         outbox.set_writing(false);
         if !ok {
@@ -97,7 +104,11 @@ pub async fn run(outbox: &Outbox, wr: &mut OwnedWriteHalf<TcpStream>) -> bool {
     }
 }
 
-async fn write_batch(wr: &mut OwnedWriteHalf<TcpStream>, batch: &mut FrameBatch) -> bool {
+async fn write_batch<W: AsyncWriteRent>(
+    wr: &mut W,
+    batch: &mut FrameBatch,
+    metrics: &CoreMetrics,
+) -> bool {
     while !batch.frames.is_empty() {
         batch.rebuild();
         let owned = std::mem::take(batch);
@@ -108,7 +119,10 @@ async fn write_batch(wr: &mut OwnedWriteHalf<TcpStream>, batch: &mut FrameBatch)
                 batch.frames.clear();
                 return false;
             }
-            Ok(n) => batch.advance(n),
+            Ok(n) => {
+                metrics.add(Counter::WsBytesSent, n as u64);
+                batch.advance(n);
+            }
         }
     }
     true

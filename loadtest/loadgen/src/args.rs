@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+use crate::tls::TlsClient;
+
 pub const USAGE: &str = "\
 relay-loadgen: load generator for Pusher-Channels-compatible servers (protocol 7)
 
@@ -24,6 +26,7 @@ Common flags:
   --drain SECS       wait this long after publishing for deliveries/acks (default 2)
   --quiet            no progress lines on stderr
   --allow-non-loopback  permit a --host outside 127.0.0.0/8
+  --tls              wss:// and https:// (needs --tls-ca FILE, or --insecure to accept any certificate)
 
 idle   --connections N [--channels K] [--rate R] [--hold SECS]
 fanout --subscribers N --channels K --rate R [--duration S] [--payload BYTES] [--publish-port P]
@@ -60,6 +63,8 @@ pub struct Common {
     pub read_buf: Option<usize>,
     pub drain: f64,
     pub quiet: bool,
+    /// Every connection over TLS (`--tls`).
+    pub tls: Option<TlsClient>,
 }
 
 #[derive(Clone, Debug)]
@@ -162,6 +167,8 @@ const BOOL_FLAGS: &[&str] = &[
     "allow-non-loopback",
     "keep-going",
     "storm-rst",
+    "tls",
+    "insecure",
     "help",
 ];
 
@@ -272,6 +279,25 @@ fn pub_opts(f: &Flags) -> Result<PubOpts, String> {
     })
 }
 
+/// `--tls` with `--tls-ca FILE` (verify against it) or `--insecure` (accept any certificate).
+fn tls_client(f: &Flags) -> Result<Option<TlsClient>, String> {
+    let ca: Option<String> = f.opt("tls-ca")?;
+    let insecure = f.flag("insecure");
+    if !f.flag("tls") {
+        if ca.is_some() || insecure {
+            return Err("--tls-ca and --insecure go with --tls".into());
+        }
+        return Ok(None);
+    }
+    match (ca, insecure) {
+        (Some(_), true) => Err("--tls-ca and --insecure exclude each other".into()),
+        (None, false) => {
+            Err("--tls needs --tls-ca FILE, or --insecure to accept any certificate".into())
+        }
+        (ca, _) => TlsClient::new(ca.as_deref()).map(Some),
+    }
+}
+
 /// Parses `args` (without the program name). `Ok(None)` means help was asked for.
 pub fn parse(args: &[String]) -> Result<Option<(Common, Scenario)>, String> {
     let Some(scenario) = args.first() else {
@@ -322,6 +348,7 @@ pub fn parse(args: &[String]) -> Result<Option<(Common, Scenario)>, String> {
         read_buf: f.opt::<usize>("read-buf")?.map(|v| v.clamp(64, 1 << 24)),
         drain: non_negative("drain", f.get("drain", 2.0)?)?.min(3600.0),
         quiet: f.flag("quiet"),
+        tls: tls_client(&f)?,
     };
     let sc = match scenario.as_str() {
         "idle" => {
@@ -480,5 +507,20 @@ mod tests {
         assert!(parse(&v("fanout --channels 1 --rate 1")).is_err());
         assert!(parse(&v("idle --connections 1 --hold NaN")).is_err());
         assert!(parse(&v("idle --connections 1")).unwrap().is_some());
+    }
+
+    #[test]
+    fn tls_needs_a_ca_or_insecure() {
+        let (c, _) = parse(&v("idle --connections 1")).unwrap().unwrap();
+        assert!(c.tls.is_none());
+        let (c, _) = parse(&v("idle --connections 1 --tls --insecure"))
+            .unwrap()
+            .unwrap();
+        assert!(c.tls.is_some());
+        assert!(parse(&v("idle --connections 1 --tls")).is_err());
+        assert!(parse(&v("idle --connections 1 --insecure")).is_err());
+        assert!(parse(&v("idle --connections 1 --tls --insecure --tls-ca x.pem")).is_err());
+        let e = parse(&v("idle --connections 1 --tls --tls-ca /nonexistent.pem")).unwrap_err();
+        assert!(e.contains("--tls-ca"), "{e}");
     }
 }

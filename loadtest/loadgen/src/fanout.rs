@@ -107,6 +107,7 @@ fn run_step(
     let m0 = CpuMark::now(c.server_pid);
     let ph = publish::start(PubCfg {
         addr: SocketAddrV4::new(c.host, popts.publish_port.unwrap_or(c.port)),
+        tls: c.tls.clone(),
         app_id: c.app_id.clone(),
         key: c.key.clone(),
         secret: c.secret.clone(),

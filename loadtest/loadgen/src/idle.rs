@@ -14,6 +14,7 @@ pub fn target(c: &Common) -> Target {
         addr: SocketAddrV4::new(c.host, c.port),
         key: c.key.clone(),
         per_ip: c.conns_per_ip,
+        tls: c.tls.clone(),
     }
 }
 

@@ -12,6 +12,7 @@ mod sign;
 mod soak;
 mod soak_clients;
 mod storm;
+mod tls;
 mod util;
 mod ws;
 

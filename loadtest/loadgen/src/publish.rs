@@ -22,17 +22,19 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 use crate::net;
 use crate::sign::sign_rest_query;
+use crate::tls::{ReadHalf, TlsClient, WriteHalf};
 use crate::util::{
     Hist, Notify, build_runtime, json_escape, merge, new_hist, ns_since, pin_thread, unix_secs,
 };
 
 pub struct PubCfg {
     pub addr: SocketAddrV4,
+    /// https:// (`--tls`).
+    pub tls: Option<TlsClient>,
     pub app_id: String,
     pub key: String,
     pub secret: String,
@@ -301,7 +303,11 @@ async fn pub_conn(ctx: Rc<ThreadCtx>, k: usize) {
         if Instant::now() >= end {
             break;
         }
-        let stream = match net::connect(cfg.addr, None).await {
+        let connected = match net::connect(cfg.addr, None).await {
+            Ok(tcp) => crate::tls::wrap(cfg.tls.as_ref(), tcp, *cfg.addr.ip()).await,
+            Err(e) => Err(e),
+        };
+        let stream = match connected {
             Ok(s) => s,
             Err(e) => {
                 ctx.conn_error(
@@ -348,7 +354,7 @@ async fn pub_conn(ctx: Rc<ThreadCtx>, k: usize) {
 /// Writes requests until the publish window ends (returns true) or the
 /// connection dies (returns false).
 async fn write_requests(
-    mut wr: OwnedWriteHalf<TcpStream>,
+    mut wr: WriteHalf,
     st: &ConnState,
     ctx: &ThreadCtx,
     n: &mut u64,
@@ -565,7 +571,7 @@ fn chunked_len(b: &[u8]) -> Result<Option<usize>, ()> {
     }
 }
 
-async fn read_responses(mut rd: OwnedReadHalf<TcpStream>, st: Rc<ConnState>, ctx: Rc<ThreadCtx>) {
+async fn read_responses(mut rd: ReadHalf, st: Rc<ConnState>, ctx: Rc<ThreadCtx>) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut head = 0usize;
     let subs = ctx.cfg.subs.clone();

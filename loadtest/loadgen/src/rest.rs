@@ -20,6 +20,7 @@ pub fn run(c: &Common, r: &RestOpts) -> Result<String, String> {
     let m0 = CpuMark::now(c.server_pid);
     let ph = publish::start(PubCfg {
         addr: SocketAddrV4::new(c.host, c.port),
+        tls: c.tls.clone(),
         app_id: c.app_id.clone(),
         key: c.key.clone(),
         secret: c.secret.clone(),

@@ -135,6 +135,7 @@ pub fn run(c: &Common, o: &SoakOpts) -> Result<String, String> {
     // 3. Publishers: latency channels, and the slow channel.
     let pub_cfg = |channels: Vec<String>, rate: f64, payload: usize, conns: usize, subs| PubCfg {
         addr: SocketAddrV4::new(c.host, c.port),
+        tls: c.tls.clone(),
         app_id: c.app_id.clone(),
         key: c.key.clone(),
         secret: c.secret.clone(),

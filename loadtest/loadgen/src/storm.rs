@@ -728,6 +728,7 @@ pub fn run(c: &Common, o: &StormOpts) -> Result<String, String> {
     let m0 = CpuMark::now(c.server_pid);
     let ph = match publish::start(PubCfg {
         addr: SocketAddrV4::new(c.host, c.port),
+        tls: c.tls.clone(),
         app_id: c.app_id.clone(),
         key: c.key.clone(),
         secret: c.secret.clone(),

@@ -385,3 +385,56 @@ fn hold_loop_does_not_allocate_per_message() {
     assert_eq!(pong_bytes, 4 * (2 + 4 + 2)); // 4 masked pongs with "hb"
     assert!(allocs < 100, "{allocs} allocations for {N} messages");
 }
+
+/// relay itself, in-process, serving TLS with a fresh certificate (written to `dir`).
+fn relay_with_tls(dir: &std::path::Path) -> (relay::server::Server, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let mut config = relay::config::Config {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        workers: 1,
+        ..Default::default()
+    };
+    config.ops.metrics.port = 0;
+    config.ops.tls = Some(relay::config::TlsSettings {
+        cert: cert.clone(),
+        key,
+    });
+    let server = relay::server::Server::start(config).expect("relay with TLS");
+    (server, cert.to_str().unwrap().to_string())
+}
+
+#[test]
+fn tls_fanout_and_idle_against_relay() {
+    let dir = std::env::temp_dir().join(format!("relay-loadgen-tls-{}", std::process::id()));
+    let (server, ca) = relay_with_tls(&dir);
+    let port = server.addr.port();
+    // Publishes of 9 KB pipelined over TLS, subscribers verifying nothing (--insecure).
+    let out = run(&format!(
+        "fanout --port {port} --subscribers 40 --channels 4 --rate 200 --duration 1 --payload 9000 \
+         --publishers 2 --tls --insecure --quiet"
+    ));
+    assert_eq!(num(&out, "subscribers_ok"), 40, "{out}");
+    assert_eq!(num(&out, "acked"), 200, "{out}");
+    assert_eq!(num(&out, "deliveries_expected"), 200 * 10, "{out}");
+    assert_eq!(num(&out, "deliveries_lost"), 0, "{out}");
+    // The certificate as the CA.
+    let out = run(&format!(
+        "idle --port {port} --connections 30 --hold 0 --tls --tls-ca {ca} --quiet"
+    ));
+    assert_eq!(num(&out, "connections_ok"), 30, "{out}");
+    // Plain connections to a TLS port fail (the server answers 400), they do not hang.
+    let out = run(&format!(
+        "idle --port {port} --connections 3 --hold 0 --handshake-timeout 3 --quiet"
+    ));
+    assert_eq!(num(&out, "connections_failed"), 3, "{out}");
+    assert!(out.contains("http_400"), "{out}");
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,9 +9,11 @@ use std::time::Instant;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
+#[cfg(test)]
 use monoio::net::TcpStream;
 
 use crate::net;
+use crate::tls::{Stream, TlsClient};
 use crate::util::json_escape;
 
 pub const OP_TEXT: u8 = 0x1;
@@ -47,11 +49,15 @@ pub struct Target {
     pub key: String,
     /// Spread source addresses once the connection total exceeds this.
     pub per_ip: usize,
+    /// wss:// (`--tls`).
+    pub tls: Option<TlsClient>,
 }
 
 #[derive(Debug)]
 pub enum ConnError {
     Connect(std::io::Error),
+    /// The TLS handshake failed.
+    Tls(std::io::Error),
     Io(std::io::Error),
     Closed,
     HttpStatus(u16),
@@ -71,6 +77,7 @@ impl ConnError {
                 Some(code) => format!("connect_errno_{code}"),
                 None => "connect_error".into(),
             },
+            ConnError::Tls(e) => format!("tls_{:?}", e.kind()).to_lowercase(),
             ConnError::Io(e) => match e.raw_os_error() {
                 Some(libc::ECONNRESET) => "io_reset".into(),
                 Some(code) => format!("io_errno_{code}"),
@@ -258,7 +265,7 @@ fn mask_for(idx: usize) -> [u8; 4] {
 
 /// One client WebSocket connection with its reusable buffers.
 pub struct WsConn {
-    stream: TcpStream,
+    stream: Stream,
     /// Read buffer; bytes `head..len` are unparsed.
     buf: Vec<u8>,
     head: usize,
@@ -292,9 +299,12 @@ impl WsConn {
         read_buf: usize,
         rcvbuf: Option<usize>,
     ) -> Result<(WsConn, String), ConnError> {
-        let stream = net::connect_with(t.addr, net::source_ip(idx, total, t.per_ip), rcvbuf)
+        let tcp = net::connect_with(t.addr, net::source_ip(idx, total, t.per_ip), rcvbuf)
             .await
             .map_err(ConnError::Connect)?;
+        let stream = crate::tls::wrap(t.tls.as_ref(), tcp, *t.addr.ip())
+            .await
+            .map_err(ConnError::Tls)?;
         let mut c = WsConn {
             stream,
             buf: Vec::with_capacity(read_buf.max(256)),
@@ -446,10 +456,33 @@ impl WsConn {
         self.prepare_read()?;
         let buf = std::mem::take(&mut self.buf);
         let (len, cap) = (buf.len(), buf.capacity());
+        let stream = match &mut self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => {
+                // Waiting for TLS readability is cancel-safe; once it says yes, the read returns at once.
+                let wait = monoio::time::sleep_until(monoio::time::Instant::from_std(deadline));
+                let ready = monoio::select! {
+                    r = s.readable() => Some(r),
+                    _ = wait => None,
+                };
+                let (res, slice) = match ready {
+                    None => {
+                        self.buf = buf;
+                        return Ok(false);
+                    }
+                    Some(Err(e)) => (Err(e), buf.slice_mut(len..cap)),
+                    Some(Ok(())) => s.read(buf.slice_mut(len..cap)).await,
+                };
+                self.buf = slice.into_inner();
+                return match res {
+                    Ok(0) => Err(ConnError::Closed),
+                    Ok(_) => Ok(true),
+                    Err(e) => Err(ConnError::Io(e)),
+                };
+            }
+        };
         let canceller = Canceller::new();
-        let read = self
-            .stream
-            .cancelable_read(buf.slice_mut(len..cap), canceller.handle());
+        let read = stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
         let mut read = std::pin::pin!(read);
         let sleep = monoio::time::sleep_until(monoio::time::Instant::from_std(deadline));
         let done = monoio::select! {
@@ -476,7 +509,7 @@ impl WsConn {
     #[cfg(test)]
     pub fn from_stream(stream: TcpStream, read_buf: usize) -> WsConn {
         WsConn {
-            stream,
+            stream: Stream::Plain(stream),
             buf: Vec::with_capacity(read_buf),
             head: 0,
             need: 0,
