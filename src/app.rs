@@ -124,12 +124,12 @@ impl ReloadSummary {
     }
 }
 
-fn app(idx: usize, config: &AppConfig, live: Arc<AppLive>) -> Arc<App> {
+fn app(idx: usize, config: &AppConfig, live: Arc<AppLive>, webhook_kinds: KindSet) -> Arc<App> {
     live.connections.set_max(config.max_connections);
     Arc::new(App {
         idx: idx as AppIdx,
         config: config.clone(),
-        webhook_kinds: config.webhook_kinds(),
+        webhook_kinds,
         live,
         removed: false,
     })
@@ -149,13 +149,14 @@ impl AppRegistry {
         let apps = configs
             .iter()
             .enumerate()
-            .map(|(i, c)| app(i, c, fresh_live(c, cores)))
+            .map(|(i, c)| app(i, c, fresh_live(c, cores), c.webhook_kinds()))
             .collect();
         AppRegistry { apps, cores }
     }
 
     /// The registry after a reload to `configs`, matched by app id: an app that stays keeps its index and live
     /// state (with its new settings), a new one takes the next index, a missing one becomes a tombstone.
+    /// Webhooks are the sender's, set up at start: an app keeps the kinds it had, a new one gets none.
     pub fn reloaded(&self, configs: &[AppConfig]) -> (AppRegistry, ReloadSummary) {
         let mut summary = ReloadSummary::default();
         let mut apps: Vec<Arc<App>> = Vec::with_capacity(self.apps.len() + configs.len());
@@ -168,7 +169,12 @@ impl AppRegistry {
                         summary.changed.push(old.idx);
                     }
                     if old.removed || *c != old.config {
-                        apps.push(app(old.idx as usize, c, old.live.clone()));
+                        apps.push(app(
+                            old.idx as usize,
+                            c,
+                            old.live.clone(),
+                            old.webhook_kinds,
+                        ));
                     } else {
                         apps.push(old.clone());
                     }
@@ -179,7 +185,8 @@ impl AppRegistry {
                     apps.push(Arc::new(App {
                         idx: old.idx,
                         config: old.config.clone(),
-                        webhook_kinds: KindSet::default(),
+                        // No session or request reaches a removed app; kept for a return.
+                        webhook_kinds: old.webhook_kinds,
                         live: old.live.clone(),
                         removed: true,
                     }));
@@ -189,7 +196,8 @@ impl AppRegistry {
         for c in configs {
             if !self.apps.iter().any(|a| a.config.id == c.id) {
                 summary.added.push(apps.len() as AppIdx);
-                apps.push(app(apps.len(), c, fresh_live(c, self.cores)));
+                let live = fresh_live(c, self.cores);
+                apps.push(app(apps.len(), c, live, KindSet::default()));
             }
         }
         (
@@ -232,6 +240,57 @@ impl AppRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cfg(id: &str, key: &str, max: u64) -> AppConfig {
+        AppConfig {
+            id: id.into(),
+            key: key.into(),
+            max_connections: max,
+            ..AppConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_indices_and_live_state_and_leaves_tombstones() {
+        let r = AppRegistry::new(&[cfg("1", "k1", 0), cfg("2", "k2", 0)], 2);
+        assert!(r.get(0).live.connections.try_add());
+        let (r2, sum) = r.reloaded(&[cfg("3", "k3", 0), cfg("1", "k1", 5)]);
+        assert_eq!(
+            sum,
+            ReloadSummary {
+                added: vec![2],
+                changed: vec![0],
+                removed: vec![1],
+            }
+        );
+        assert_eq!(r2.len(), 3);
+        let one = r2.by_id("1").unwrap();
+        assert_eq!((one.idx, one.config.max_connections), (0, 5));
+        assert_eq!(one.live.connections.count(), 1, "live count kept");
+        assert!(r2.by_key("k2").is_none() && r2.by_id("2").is_none());
+        assert!(r2.get(1).removed, "tombstone keeps the index");
+        assert_eq!(r2.by_key("k3").unwrap().idx, 2);
+        assert_eq!(r2.iter().count(), 2);
+        // Unchanged apps are the same object; a removed app that returns takes its old index.
+        let (r3, sum) = r2.reloaded(&[cfg("3", "k3", 0), cfg("1", "k1", 5), cfg("2", "k2", 0)]);
+        assert_eq!(sum.added, vec![1]);
+        assert!(sum.changed.is_empty() && sum.removed.is_empty());
+        assert!(Arc::ptr_eq(r3.get(0), r2.get(0)));
+        assert_eq!(r3.by_id("2").unwrap().idx, 1);
+        assert_eq!(r3.len(), 3);
+    }
+
+    #[test]
+    fn a_lowered_quota_admits_nothing_until_there_is_room() {
+        let q = ConnectionQuota::new(0);
+        assert!(q.try_add() && q.try_add());
+        q.set_max(1);
+        assert!(!q.try_add());
+        q.remove();
+        assert!(!q.try_add(), "one open, max one");
+        q.remove();
+        assert!(q.try_add());
+    }
 
     #[test]
     fn the_rate_window_is_all_or_nothing_and_resets_each_second() {

@@ -592,6 +592,7 @@ pub fn usage() -> String {
     for (env, flag, meaning) in SETTINGS {
         s.push_str(&format!("  {flag:<28} {env:<32} {meaning}\n"));
     }
+    s.push_str("  --check-config               check the configuration, print the effective settings, exit\n");
     s.push_str("  --help                       print this\n");
     s
 }
@@ -600,6 +601,8 @@ pub fn usage() -> String {
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Run(Box<Config>),
+    /// `--check-config`: the configuration is valid; print it and exit.
+    Check(Box<Config>),
     Help,
 }
 
@@ -616,11 +619,17 @@ pub fn load_from(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Command, ConfigError> {
     let mut flags: Vec<(&'static str, String)> = Vec::new();
+    let mut check = false;
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
         if arg == "--help" || arg == "-h" {
             return Ok(Command::Help);
+        }
+        if arg == "--check-config" {
+            check = true;
+            i += 1;
+            continue;
         }
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
@@ -720,7 +729,77 @@ pub fn load_from(
     let from_file = get("RELAY_APPS_FILE").is_some();
     apply_default_app(&mut config, from_file, &get)?;
     validate(&config)?;
+    if check {
+        return Ok(Command::Check(Box::new(config)));
+    }
     Ok(Command::Run(Box::new(config)))
+}
+
+/// The effective configuration, for `--check-config`: every setting, secrets and passwords replaced.
+pub fn describe(config: &Config) -> String {
+    const HIDDEN: &str = "<redacted>";
+    let mut c = config.clone();
+    for app in &mut c.apps {
+        app.secret = HIDDEN.into();
+        if app.encryption_master_key_base64.is_some() {
+            app.encryption_master_key_base64 = Some(HIDDEN.into());
+        }
+        for hook in &mut app.webhooks {
+            for v in hook.headers.values_mut() {
+                *v = HIDDEN.into();
+            }
+        }
+    }
+    if !c.ops.dashboard.password.is_empty() {
+        c.ops.dashboard.password = HIDDEN.into();
+    }
+    if let Some(cluster) = &mut c.cluster
+        && let (Some(scheme), Some(at)) =
+            (cluster.redis_url.find("://"), cluster.redis_url.rfind('@'))
+        && at > scheme
+    {
+        cluster.redis_url = format!(
+            "{}://{HIDDEN}@{}",
+            &cluster.redis_url[..scheme],
+            &cluster.redis_url[at + 1..]
+        );
+    }
+    format!("{c:#?}\n")
+}
+
+/// Settings a reload cannot apply to a running server (only apps are reloaded; the TLS files are re-read): the
+/// names of those that differ, for one log line.
+pub fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut note = |differs: bool, name: &'static str| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    note(running.host != next.host, "host");
+    note(running.port != next.port, "port");
+    note(running.workers != next.workers, "workers");
+    note(running.debug != next.debug, "debug");
+    note(
+        running.activity_timeout_secs != next.activity_timeout_secs
+            || running.pong_timeout_secs != next.pong_timeout_secs,
+        "activity_timeout",
+    );
+    note(running.limits != next.limits, "limits");
+    note(running.cluster != next.cluster, "cluster");
+    note(running.ops != next.ops, "operations settings");
+    let hooks = |c: &Config| -> Vec<(String, Vec<WebhookConfig>)> {
+        c.apps
+            .iter()
+            .map(|a| (a.id.clone(), a.webhooks.clone()))
+            .filter(|(_, h)| !h.is_empty())
+            .collect()
+    };
+    note(
+        running.webhooks != next.webhooks || hooks(running) != hooks(next),
+        "webhooks",
+    );
+    changed
 }
 
 fn cluster_settings(
@@ -1184,8 +1263,98 @@ mod tests {
             env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
         })? {
             Command::Run(c) => Ok(*c),
+            Command::Check(_) => panic!("check"),
             Command::Help => panic!("help"),
         }
+    }
+
+    #[test]
+    fn operator_settings_have_defaults_names_and_checks() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!(c.ops.metrics.port, 9601);
+        assert_eq!(c.ops.metrics.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.ops.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(c.ops.log_format, LogFormat::Text);
+        assert!(!c.ops.dashboard.enabled && c.ops.tls.is_none());
+        let c = run(
+            &["--metrics-port", "0", "--log-format", "json"],
+            &[
+                ("RELAY_SHUTDOWN_GRACE", "3"),
+                ("RELAY_TLS_CERT", "c.pem"),
+                ("RELAY_TLS_KEY", "k.pem"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.ops.metrics.port, 0);
+        assert_eq!(c.ops.log_format, LogFormat::Json);
+        assert_eq!(c.ops.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(c.ops.tls.unwrap().key, std::path::PathBuf::from("k.pem"));
+        let field = |env: &[(&str, &str)]| run(&[], env).unwrap_err().field;
+        assert_eq!(field(&[("RELAY_TLS_CERT", "c.pem")]), "RELAY_TLS_KEY");
+        assert_eq!(field(&[("RELAY_LOG_FORMAT", "xml")]), "RELAY_LOG_FORMAT");
+        assert_eq!(
+            field(&[("RELAY_SHUTDOWN_GRACE", "0")]),
+            "RELAY_SHUTDOWN_GRACE"
+        );
+        assert_eq!(
+            field(&[("RELAY_DASHBOARD_ENABLED", "true")]),
+            "RELAY_DASHBOARD_PASSWORD"
+        );
+        for path in ["/apps", "/app/x", "dash", "/", "/d/"] {
+            assert_eq!(
+                field(&[
+                    ("RELAY_DASHBOARD_ENABLED", "true"),
+                    ("RELAY_DASHBOARD_PASSWORD", "pw"),
+                    ("RELAY_DASHBOARD_PATH", path)
+                ]),
+                "RELAY_DASHBOARD_PATH",
+                "{path}"
+            );
+        }
+        let c = run(
+            &[],
+            &[
+                ("RELAY_DASHBOARD_ENABLED", "true"),
+                ("RELAY_DASHBOARD_PASSWORD", "pw"),
+                ("RELAY_DASHBOARD_PATH", "/ops/dash"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.ops.dashboard.path.as_str(), c.ops.dashboard.user.as_str()),
+            ("/ops/dash", "admin")
+        );
+    }
+
+    #[test]
+    fn check_config_describes_the_settings_without_secrets() {
+        let args: Vec<String> = vec!["--check-config".into()];
+        let env = |n: &str| match n {
+            "RELAY_APP_SECRET" => Some("s3cret-value".to_string()),
+            "RELAY_REDIS_URL" => Some("redis://user:hunter2@10.0.0.1:6379/0".to_string()),
+            "RELAY_DASHBOARD_ENABLED" => Some("true".to_string()),
+            "RELAY_DASHBOARD_PASSWORD" => Some("pw-value".to_string()),
+            _ => None,
+        };
+        let Ok(Command::Check(c)) = load_from(&args, env) else {
+            panic!("not a check")
+        };
+        let text = describe(&c);
+        for hidden in ["s3cret-value", "hunter2", "pw-value"] {
+            assert!(!text.contains(hidden), "{hidden} in {text}");
+        }
+        assert!(
+            text.contains("10.0.0.1:6379") && text.contains("app-key"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_reload_names_the_settings_that_wait_for_a_restart() {
+        let a = run(&[], &[]).unwrap();
+        let b = run(&["--port", "7000"], &[("RELAY_APP_SECRET", "other")]).unwrap();
+        assert_eq!(restart_only_changes(&a, &b), vec!["port"]);
+        assert!(restart_only_changes(&a, &a).is_empty());
     }
 
     #[test]

@@ -51,7 +51,15 @@ pub fn parse_explained<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Str
         JsonError::TooDeep => e.to_string(),
         JsonError::Invalid => "a string has a raw control character or a bad escape".into(),
     })?;
-    sonic_rs::from_str(text).map_err(|e| e.to_string())
+    let mut de = sonic_rs::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })
 }
 
 /// Why a JSON array was refused by [`array_items`].

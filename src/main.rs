@@ -1,12 +1,14 @@
-//! The `relay` binary: read the configuration, start the cores, wait for SIGINT/SIGTERM, drain.
+//! The `relay` binary: read the configuration, start the cores, then wait for signals: SIGHUP reloads the apps
+//! (and the TLS certificate), SIGINT/SIGTERM drain and exit.
 
-use relay::config::{self, Command};
+use relay::config::{self, Command, Config};
 use relay::server::Server;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Blocks SIGINT and SIGTERM in every thread (the cores inherit the mask) so the main thread can wait for them.
+/// Blocks SIGINT, SIGTERM and SIGHUP in every thread (the cores inherit the mask) so the main thread can wait for
+/// them.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset manipulation on a local set, then applied to this thread before any other thread exists.
     unsafe {
@@ -14,6 +16,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -22,6 +25,11 @@ fn block_signals() -> libc::sigset_t {
 fn main() {
     let config = match config::load() {
         Ok(Command::Run(c)) => *c,
+        Ok(Command::Check(c)) => {
+            print!("{}", config::describe(&c));
+            println!("configuration OK");
+            return;
+        }
         Ok(Command::Help) => {
             print!("{}", config::usage());
             return;
@@ -58,15 +66,59 @@ fn main() {
     for (id, key) in &apps {
         relay::info!("app id={id} key={key}");
     }
+    let scheme = if server.config().ops.tls.is_some() {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     relay::info!(
-        "WebSocket: ws://{}/app/{{key}}   REST: http://{}/apps/{{id}}/...",
+        "WebSocket: {}://{}/app/{{key}}   REST: {}://{}/apps/{{id}}/...",
+        scheme.0,
         server.addr,
+        scheme.1,
         server.addr
     );
-    let mut sig: libc::c_int = 0;
-    // SAFETY: waits on the set blocked above; `sig` is a valid out pointer.
-    unsafe { libc::sigwait(&signals, &mut sig) };
-    relay::info!("signal {sig}: draining connections");
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: waits on the set blocked above; `sig` is a valid out pointer.
+        unsafe { libc::sigwait(&signals, &mut sig) };
+        if sig == libc::SIGHUP {
+            reload(&server);
+            continue;
+        }
+        relay::info!("signal {sig}: draining connections");
+        break;
+    }
     server.shutdown();
     relay::info!("stopped");
+}
+
+/// SIGHUP: reads the configuration again (environment, flags, apps file) and applies what can change while
+/// running. An invalid configuration changes nothing and is reported in one line naming the field.
+fn reload(server: &Server) {
+    let next: Config = match config::load() {
+        Ok(Command::Run(c) | Command::Check(c)) => *c,
+        Ok(Command::Help) => return,
+        Err(e) => {
+            relay::warn!("reload refused, the running configuration stays: {e}");
+            return;
+        }
+    };
+    if let Err(e) = server.reload_tls() {
+        relay::warn!("reload: TLS certificate not replaced, the running one stays: {e}");
+    }
+    let summary = server.reload_apps(&next.apps);
+    relay::info!(
+        "reload: {} app(s) added, {} changed, {} removed",
+        summary.added.len(),
+        summary.changed.len(),
+        summary.removed.len()
+    );
+    let later = config::restart_only_changes(server.config(), &next);
+    if !later.is_empty() {
+        relay::warn!(
+            "reload: changes to {} take effect at the next restart",
+            later.join(", ")
+        );
+    }
 }

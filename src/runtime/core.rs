@@ -17,6 +17,7 @@ use crate::channels::facts::FactsTable;
 use crate::channels::history::HistoryStore;
 use crate::channels::index::ChannelIndex;
 use crate::metrics::{CloseReason, CoreMetrics, Counter, Gauge};
+use crate::protocol::codes::close;
 use crate::protocol::session::Session;
 use crate::runtime::event_log::{EventLog, LogEvent};
 use crate::runtime::history::WindowWait;
@@ -327,18 +328,13 @@ impl Core {
         let _ = self.inbox.set(inbox);
     }
 
-    /// Handles a batch of inbox messages in order. Returns false on Shutdown (the rest are dropped).
-    pub fn handle_batch(&self, batch: impl IntoIterator<Item = CoreMsg>) -> bool {
+    /// Handles a batch of inbox messages in order.
+    pub fn handle_batch(&self, batch: impl IntoIterator<Item = CoreMsg>) {
         let was = self.draining.replace(true);
-        let mut go_on = true;
         for msg in batch {
-            if !self.handle(msg) {
-                go_on = false;
-                break;
-            }
+            self.handle(msg);
         }
         self.draining.set(was);
-        go_on
     }
 
     /// Delivers the publishes other cores queued here before a publication of this core goes out, so a
@@ -358,8 +354,8 @@ impl Core {
         self.handle_batch(batch);
     }
 
-    /// Handles one inbox message (or one this core sends itself). Returns false on Shutdown.
-    pub fn handle(&self, msg: CoreMsg) -> bool {
+    /// Handles one inbox message (or one this core sends itself).
+    pub fn handle(&self, msg: CoreMsg) {
         match msg {
             CoreMsg::Publish(p) => self.deliver(&p),
             CoreMsg::Remote(p) => {
@@ -375,9 +371,25 @@ impl Core {
             CoreMsg::Occupancy(m) => occupancy::on_message(self, m),
             CoreMsg::History(m) => history::on_message(self, m),
             CoreMsg::WebhookReport(app, report) => self.log_event(app, LogEvent::Webhook(report)),
-            CoreMsg::Shutdown => return false,
+            CoreMsg::Apps(registry) => self.reload_apps(registry),
+            // Only wakes the serve loop, which then starts the drain.
+            CoreMsg::Shutdown => {}
         }
-        true
+    }
+
+    /// Serves a reloaded registry: connections of a removed app are closed with 4001 (application does not
+    /// exist), those of a disabled one with 4003; every other connection is untouched (new limits apply to new
+    /// work).
+    fn reload_apps(&self, registry: Arc<AppRegistry>) {
+        for s in self.all_sessions() {
+            let app = registry.get(s.app);
+            if app.removed {
+                s.close_with_error(close::UNKNOWN_APP, "Application does not exist");
+            } else if !app.config.enabled {
+                s.close_with_error(close::APP_DISABLED, "Application is disabled");
+            }
+        }
+        self.set_registry(registry);
     }
 
     /// Graceful drain: every session gets Close `code` (4200 lets pusher-js reconnect at once).

@@ -8,7 +8,7 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
 use atomic_waker::AtomicWaker;
@@ -96,12 +96,12 @@ pub struct InboxReceiver<M> {
 }
 
 impl<M> InboxReceiver<M> {
-    /// Waits until a message is queued (or `stop` is set and a wake arrives), then moves every queued message
+    /// Waits until a message is queued (or `wake_for` holds when a wake arrives), then moves every queued message
     /// into `out`.
-    pub async fn recv_batch(&self, out: &mut Vec<M>, stop: &AtomicBool) {
+    pub async fn recv_batch(&self, out: &mut Vec<M>, wake_for: impl Fn() -> bool) {
         poll_fn(|cx| {
             self.waker.register(cx.waker());
-            if self.is_empty() && !stop.load(Ordering::Acquire) {
+            if self.is_empty() && !wake_for() {
                 Poll::Pending
             } else {
                 Poll::Ready(())

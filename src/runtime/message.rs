@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 
-use crate::app::AppIdx;
+use crate::app::{AppIdx, AppRegistry};
 use crate::channels::publication::Publication;
 use crate::runtime::cache::CacheMsg;
 use crate::runtime::counts::CountMsg;
@@ -33,7 +33,9 @@ pub enum CoreMsg {
     History(HistoryMsg),
     /// The webhook sender reports an attempt, for the app's event log on this core.
     WebhookReport(AppIdx, DeliveryReport),
-    /// Stop accepting, close every connection with 4200, exit.
+    /// A reload changed the apps: serve these from now on (connections of removed apps are closed).
+    Apps(Arc<AppRegistry>),
+    /// A drain began: wakes the serve loop, which spreads closes with 4200 and then exits.
     Shutdown,
 }
 
@@ -50,7 +52,8 @@ impl Routed for CoreMsg {
             CoreMsg::History(m) => m.lane(),
             // Refused when the lane is full: a log line is not worth waiting for.
             CoreMsg::WebhookReport(..) => Lane::Control,
-            CoreMsg::Shutdown => Lane::Cleanup,
+            // Never refused: a core that missed a reload would serve apps that are gone.
+            CoreMsg::Apps(_) | CoreMsg::Shutdown => Lane::Cleanup,
         }
     }
 }

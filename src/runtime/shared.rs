@@ -28,6 +28,8 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Cores whose drain has not finished; listeners close when it reaches 0.
     pub cores_draining: AtomicUsize,
+    /// When the drain began (set once, by the first to ask after `shutting_down`).
+    drain_began: OnceLock<Instant>,
     /// The bridge to the other nodes (set once at start when `RELAY_REDIS_URL` is given).
     pub cluster: OnceLock<Arc<Cluster>>,
     /// Where cores hand webhook events to the sender thread (never waits, drops the oldest when full).
@@ -55,6 +57,7 @@ impl Shared {
             connections,
             shutting_down: AtomicBool::new(false),
             cores_draining: AtomicUsize::new(cores),
+            drain_began: OnceLock::new(),
             webhooks,
             cluster: OnceLock::new(),
         }
@@ -74,6 +77,11 @@ impl Shared {
             Ok(mut w) => *w = registry,
             Err(poisoned) => *poisoned.into_inner() = registry,
         }
+    }
+
+    /// The moment the drain began: every core spreads its closes from the same start.
+    pub fn drain_began(&self) -> Instant {
+        *self.drain_began.get_or_init(Instant::now)
     }
 
     pub fn is_shutting_down(&self) -> bool {

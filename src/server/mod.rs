@@ -13,13 +13,13 @@ use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 
-use crate::app::AppIdx;
+use crate::app::{AppIdx, ReloadSummary};
 use crate::channels::facts::home_core;
 use crate::channels::history::{EventId, NewEvent};
 use crate::channels::publication::{Numbered, Publication, Source};
@@ -40,9 +40,6 @@ use crate::runtime::users::UserMsg;
 use crate::server::listener::{bind_reuseport, claim_port};
 use crate::server::tls::TlsCell;
 use crate::webhooks::{DeliveryReport, Webhooks};
-
-/// How long a drain waits for clients to finish their close handshakes.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -97,6 +94,7 @@ pub fn driver_name() -> &'static str {
 impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
         crate::log::set_debug(config.debug);
+        crate::log::set_json(config.ops.log_format == crate::config::LogFormat::Json);
         let tls = match &config.ops.tls {
             Some(t) => Some(Arc::new(TlsCell::load(t).map_err(StartError::Tls)?)),
             None => None,
@@ -177,9 +175,31 @@ impl Server {
         }
     }
 
+    /// Serves the apps of a reloaded configuration (SIGHUP): every core switches to the new registry, and closes
+    /// the connections of removed apps (4001) and disabled ones (4003). Returns what changed.
+    pub fn reload_apps(&self, apps: &[crate::config::AppConfig]) -> ReloadSummary {
+        let (next, summary) = self.shared.registry().reloaded(apps);
+        if summary.is_empty() {
+            return summary;
+        }
+        let next = Arc::new(next);
+        self.shared.set_registry(next.clone());
+        for inbox in &self.shared.inboxes {
+            // The cleanup lane never refuses.
+            let _ = inbox.send(CoreMsg::Apps(next.clone()));
+        }
+        summary
+    }
+
+    /// The configuration the server started with (a reload changes only the apps).
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
     /// Graceful drain: stop accepting, close every WebSocket with 4200 (clients reconnect elsewhere), wait for
     /// the cores to finish.
     pub fn shutdown(self) {
+        let began = self.shared.drain_began();
         self.shared.shutting_down.store(true, Ordering::Release);
         for inbox in &self.shared.inboxes {
             // Cores also check the flag after every batch, so a wake is enough if the message cannot be queued.
@@ -189,8 +209,12 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
-        // The drain's vacated channels and removed members are queued by now; what is held goes out at once.
-        self.webhooks.shutdown(WEBHOOK_FLUSH_GRACE);
+        // The drain's vacated channels and removed members are queued by now; what is held goes out at once,
+        // within what is left of the grace period (at least a moment).
+        let end = began + self.shared.config.ops.shutdown_grace;
+        let left = end.saturating_duration_since(Instant::now());
+        self.webhooks
+            .shutdown(left.clamp(WEBHOOK_FLUSH_MIN, WEBHOOK_FLUSH_GRACE));
     }
 }
 
@@ -208,8 +232,10 @@ fn start_metrics(shared: &Arc<Shared>) -> Result<Option<SocketAddr>, StartError>
     }
 }
 
-/// How long a drain waits for webhooks still queued to be delivered.
+/// How long a drain waits at most for webhooks still queued to be delivered.
 pub const WEBHOOK_FLUSH_GRACE: Duration = Duration::from_secs(5);
+/// ...and at least, even when the clients took the whole grace period.
+pub const WEBHOOK_FLUSH_MIN: Duration = Duration::from_millis(500);
 
 /// Joins the cluster when `RELAY_REDIS_URL` is set: the bridge hands each publication of another node to its
 /// channel's home core here, which publishes it to this node's subscribers.
@@ -473,18 +499,29 @@ fn run_core(
         let scan = monoio::spawn(scan_loop(core.clone()));
         let retire = monoio::spawn(retire_loop(core.clone()));
         let mut batch = Vec::new();
-        'serve: loop {
-            rx.recv_batch(&mut batch, &core.shared.shutting_down).await;
-            if !core.handle_batch(batch.drain(..)) {
-                break 'serve;
+        // Set by this core's drain once its clients are gone: the serve loop (which kept delivering meanwhile)
+        // ends.
+        let stop = Rc::new(AtomicBool::new(false));
+        let mut drain_task = None;
+        loop {
+            // Woken by a message, by the drain's start (the Shutdown message may not fit a full inbox, the wake
+            // does) and by its end.
+            let wake_for = || {
+                stop.load(Ordering::Acquire)
+                    || (drain_task.is_none() && core.shared.is_shutting_down())
+            };
+            rx.recv_batch(&mut batch, wake_for).await;
+            core.handle_batch(batch.drain(..));
+            if core.shared.is_shutting_down() && drain_task.is_none() {
+                drain_task = Some(monoio::spawn(drain(core.clone(), stop.clone())));
             }
-            if core.shared.is_shutting_down() {
+            if stop.load(Ordering::Acquire) {
                 break;
             }
         }
-        // Connections that arrive while draining are still accepted, and told 503 (HTTP) or 4200 (WebSocket)
-        // instead of being reset.
-        drain(&core).await;
+        // What other cores queued before they stopped is delivered (to whoever is still connected).
+        rx.drain_into(&mut batch);
+        core.handle_batch(batch.drain(..));
         drop(accept);
         drop(scan);
         drop(retire);
@@ -544,17 +581,51 @@ async fn scan_loop(core: Rc<Core>) {
     }
 }
 
-async fn drain(core: &Rc<Core>) {
+/// A SIGTERM drain on one core. Clients are closed with 4200 (pusher-js reconnects at once, to another node
+/// behind the load balancer) at random moments spread over the first `DRAIN_SPREAD` of the grace period, so they
+/// do not all reconnect in the same instant; the serve loop goes on delivering meanwhile. Then the core waits for
+/// the close handshakes until `DRAIN_TAIL` before the end of the grace period, and for every other core (a
+/// listener that closed early would reset the connections hashed to it while other cores still drain).
+async fn drain(core: Rc<Core>, stop: Rc<AtomicBool>) {
+    let grace = core.shared.config.ops.shutdown_grace;
+    let began = core.shared.drain_began();
+    let deadline = began + grace.mul_f64(1.0 - DRAIN_TAIL);
+    let spread = grace.mul_f64(DRAIN_SPREAD);
+    let mut rng = crate::socket_id::random_seed() | 1;
+    let mut due: Vec<(Duration, Rc<crate::protocol::session::Session>)> = core
+        .all_sessions()
+        .into_iter()
+        .map(|s| {
+            // xorshift64: uniform offsets are the jitter.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (spread.mul_f64((rng >> 11) as f64 / (1u64 << 53) as f64), s)
+        })
+        .collect();
+    due.sort_by_key(|(at, _)| *at);
+    for (at, session) in due {
+        let when = began + at;
+        let now = Instant::now();
+        if when > now {
+            monoio::time::sleep(when - now).await;
+        }
+        session.close(close::RECONNECT, "Server is shutting down", None);
+    }
+    // Anyone who connected during the spread was refused at the handshake; close what is left all the same.
     core.close_all(close::RECONNECT, "Server is shutting down");
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
     while core.session_count() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
-        core.scan(Instant::now());
     }
-    // The kernel spreads new connections over every core's listener: one that closed early would reset the
-    // connections hashed to it while other cores still drain. So every listener stays until all cores are done.
     core.shared.cores_draining.fetch_sub(1, Ordering::AcqRel);
-    while core.shared.cores_draining.load(Ordering::Acquire) > 0 {
+    while core.shared.cores_draining.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
+    stop.store(true, Ordering::Release);
+    core.shared.inboxes[core.id].wake();
 }
+
+/// Share of the grace period over which a drain spreads its closes.
+pub const DRAIN_SPREAD: f64 = 0.7;
+/// Share of the grace period kept at its end for the process to finish (webhooks flush, threads join).
+pub const DRAIN_TAIL: f64 = 0.1;
