@@ -36,9 +36,11 @@ pub enum Counter {
     WsBytesSent,
     /// Bytes read from WebSocket clients (frames as they arrive).
     WsBytesReceived,
+    /// Connections that failed before HTTP: accept errors, TLS handshakes that failed or timed out.
+    ConnectionErrors,
 }
 
-const COUNTERS: usize = Counter::WsBytesReceived as usize + 1;
+const COUNTERS: usize = Counter::ConnectionErrors as usize + 1;
 
 /// Values that go up and down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

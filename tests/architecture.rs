@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 /// The top-level modules of `src/` and their layer, lowest first. A module may use modules of a lower layer only
 /// (and itself). Within the base layer the order is the listed one too, so no two modules import each other.
 const LAYERS: &[(&str, u32)] = &[
-    ("log", 0),
-    ("clock", 1),
-    ("json", 1),
+    ("clock", 0),
+    ("json", 0),
+    ("log", 1),
     ("socket_id", 1),
     ("metrics", 1),
     ("config", 2),
