@@ -25,6 +25,7 @@ use crate::channels::history::{EventId, NewEvent};
 use crate::channels::publication::{Numbered, Publication, Source};
 use crate::cluster::{Cluster, Delivery, RemotePublish};
 use crate::config::{CORE_STACK_BYTES, Config};
+use crate::metrics::Counter;
 use crate::protocol::codes::close;
 use crate::runtime::core::Core;
 use crate::runtime::counts::CountMsg;
@@ -550,8 +551,9 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, tls: Option<Arc<TlsC
                 }
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                crate::warn!("core {}: accept failed: {e}", core.id);
+                // EMFILE and friends: back off instead of spinning; counted and summarised, not one line each.
+                crate::debug!("core {}: accept failed: {e}", core.id);
+                core.metrics().inc(Counter::ConnectionErrors);
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }

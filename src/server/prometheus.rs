@@ -274,6 +274,13 @@ pub fn render(shared: &Shared) -> String {
         "Channel histories dropped to keep an app within its history byte budget.",
         m.total(Counter::HistoryEvictions),
     );
+    single(
+        &mut out,
+        "relay_connection_errors_total",
+        "counter",
+        "Connections that failed before HTTP (accept errors, TLS handshakes that failed or timed out).",
+        m.total(Counter::ConnectionErrors),
+    );
     fanout(&mut out, m);
     webhooks(&mut out, shared);
     cluster(&mut out, shared);

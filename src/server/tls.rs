@@ -20,6 +20,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsSettings;
 use crate::http::request::HttpError;
+use crate::metrics::Counter;
 use crate::runtime::core::Core;
 use crate::server::http_conn;
 use stream::TlsStream;
@@ -122,10 +123,12 @@ pub async fn serve(core: Rc<Core>, tcp: TcpStream, config: Arc<ServerConfig>) {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 crate::debug!("tls handshake failed: {e}");
+                core.metrics().inc(Counter::ConnectionErrors);
                 return;
             }
             Err(_) => {
                 crate::debug!("tls handshake timed out");
+                core.metrics().inc(Counter::ConnectionErrors);
                 return;
             }
         };
