@@ -518,6 +518,28 @@ fn reload_serves_the_new_certificate_to_new_connections_and_keeps_the_old_on_err
 }
 
 #[test]
+fn sighup_reloads_the_certificate() {
+    let mut certs = Certs::new("sighup");
+    let server = certs.start(&[]);
+    let first = certs.der.clone();
+    assert_eq!(peer_cert(&tls_connect(server.port, accept_any())), first);
+    certs.renew();
+    // SAFETY: signals the relay child this test started.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + TIMEOUT;
+    while peer_cert(&tls_connect(server.port, accept_any())) == first {
+        assert!(
+            Instant::now() < deadline,
+            "still the old certificate after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut tls = tls_connect(server.port, certs.client_config());
+    assert_eq!(peer_cert(&tls), certs.der);
+    assert_eq!(get_health(&mut tls).0, 200);
+}
+
+#[test]
 fn websocket_bytes_are_counted_as_frames_not_tls_records() {
     let certs = Certs::new("bytes");
     let metrics_port = free_port();
