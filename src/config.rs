@@ -16,7 +16,10 @@ use crate::socket_id::MAX_CORES;
 
 mod ops;
 mod webhooks;
-pub use ops::{DashboardSettings, LogFormat, MetricsSettings, OpsSettings, TlsSettings};
+pub use ops::{
+    COMPRESSION_MIN_BYTES, CompressionSettings, DashboardSettings, LogFormat, MetricsSettings,
+    OpsSettings, TlsSettings,
+};
 pub use webhooks::{
     KindSet, WebhookConfig, WebhookFilter, WebhookKind, WebhookSettings, parse_event_list,
 };
@@ -582,6 +585,16 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "RELAY_SHUTDOWN_GRACE",
         "--shutdown-grace",
         "seconds a SIGTERM drain spreads client closes over (10)",
+    ),
+    (
+        "RELAY_COMPRESSION",
+        "--compression",
+        "accept permessage-deflate when a client offers it (on/off, default on)",
+    ),
+    (
+        "RELAY_COMPRESSION_MIN_BYTES",
+        "--compression-min-bytes",
+        "smallest message sent compressed (256)",
     ),
 ];
 
@@ -1276,6 +1289,20 @@ mod tests {
         assert_eq!(c.ops.shutdown_grace, Duration::from_secs(10));
         assert_eq!(c.ops.log_format, LogFormat::Text);
         assert!(!c.ops.dashboard.enabled && c.ops.tls.is_none());
+        assert_eq!(
+            c.ops.compression,
+            CompressionSettings {
+                enabled: true,
+                min_bytes: COMPRESSION_MIN_BYTES
+            }
+        );
+        let c = run(
+            &["--compression-min-bytes", "1024"],
+            &[("RELAY_COMPRESSION", "off")],
+        )
+        .unwrap();
+        assert!(!c.ops.compression.enabled);
+        assert_eq!(c.ops.compression.min_bytes, 1024);
         let c = run(
             &["--metrics-port", "0", "--log-format", "json"],
             &[
@@ -1295,6 +1322,18 @@ mod tests {
         assert_eq!(
             field(&[("RELAY_SHUTDOWN_GRACE", "0")]),
             "RELAY_SHUTDOWN_GRACE"
+        );
+        assert_eq!(
+            field(&[("RELAY_COMPRESSION", "maybe")]),
+            "RELAY_COMPRESSION"
+        );
+        assert_eq!(
+            field(&[("RELAY_COMPRESSION_MIN_BYTES", "-1")]),
+            "RELAY_COMPRESSION_MIN_BYTES"
+        );
+        assert_eq!(
+            field(&[("RELAY_COMPRESSION_MIN_BYTES", "99999999")]),
+            "RELAY_COMPRESSION_MIN_BYTES"
         );
         assert_eq!(
             field(&[("RELAY_DASHBOARD_ENABLED", "true")]),

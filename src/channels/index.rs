@@ -3,8 +3,9 @@
 //!
 //! One map per app, channel name -> dense subscriber list. Subscribing appends; leaving swaps the last
 //! subscriber into the hole and fixes its recorded slot, so both are O(1). Fan-out walks a contiguous
-//! `Vec<Rc<S>>` and hands each subscriber a refcounted clone of one pre-encoded frame. The index knows
-//! subscribers only through [`Subscriber`], so it is tested without sockets.
+//! `Vec<Rc<S>>` and hands each subscriber a refcounted clone of one pre-encoded frame: the plain one, or the
+//! compressed one to subscribers that negotiated permessage-deflate. The index knows subscribers only through
+//! [`Subscriber`], so it is tested without sockets.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,6 +25,10 @@ pub trait Subscriber {
     /// The subscriber's own record of its channels and slots (the index keeps it consistent).
     fn subscriptions(&self) -> &RefCell<Vec<Subscription>>;
     fn send(&self, frame: Bytes) -> SendOutcome;
+    /// Takes compressed frames (negotiated permessage-deflate).
+    fn deflate(&self) -> bool {
+        false
+    }
 }
 
 impl Subscriber for Session {
@@ -42,6 +47,39 @@ impl Subscriber for Session {
     #[inline]
     fn send(&self, frame: Bytes) -> SendOutcome {
         Session::send(self, frame)
+    }
+    #[inline]
+    fn deflate(&self) -> bool {
+        self.deflate.get()
+    }
+}
+
+/// One event's frames for one channel: `plain` for everyone, `deflated` (RSV1 set) for subscribers that
+/// negotiated permessage-deflate, empty when the event goes out plain to all (compression off, nobody
+/// negotiated it, too small, or not smaller compressed).
+#[derive(Clone, Copy)]
+pub struct Frames<'a> {
+    pub plain: &'a Bytes,
+    pub deflated: &'a Bytes,
+}
+
+impl<'a> Frames<'a> {
+    pub fn plain(plain: &'a Bytes) -> Self {
+        static NONE: Bytes = Bytes::new();
+        Frames {
+            plain,
+            deflated: &NONE,
+        }
+    }
+
+    /// The frame a subscriber with `deflate` gets.
+    #[inline]
+    fn for_deflate(self) -> &'a Bytes {
+        if self.deflated.is_empty() {
+            self.plain
+        } else {
+            self.deflated
+        }
     }
 }
 
@@ -214,8 +252,21 @@ impl<S: Subscriber> ChannelIndex<S> {
         frame: &Bytes,
         except: Option<SocketId>,
     ) -> Deliveries {
+        self.deliver_frames(app, name, Frames::plain(frame), except)
+    }
+
+    /// The fan-out loop with a compressed frame beside the plain one: each subscriber gets a refcounted clone of
+    /// the one it negotiated.
+    #[inline]
+    pub fn deliver_frames(
+        &self,
+        app: AppIdx,
+        name: &str,
+        frames: Frames<'_>,
+        except: Option<SocketId>,
+    ) -> Deliveries {
         match self.apps[app as usize].get(name) {
-            Some(channel) => deliver_to(&channel.subscribers, frame, except),
+            Some(channel) => deliver_to(&channel.subscribers, frames, except),
             None => Deliveries::default(),
         }
     }
@@ -224,20 +275,23 @@ impl<S: Subscriber> ChannelIndex<S> {
 #[inline]
 pub fn deliver_to<S: Subscriber>(
     subscribers: &[Rc<S>],
-    frame: &Bytes,
+    frames: Frames<'_>,
     except: Option<SocketId>,
 ) -> Deliveries {
     let mut out = Deliveries::default();
+    let (plain, deflated) = (frames.plain, frames.for_deflate());
+    // A branch and a refcount increment per subscriber, no allocation: both frames are already built.
+    let pick = |s: &S| if s.deflate() { deflated } else { plain };
     match except {
         None => {
             for s in subscribers {
-                out.count(s.send(frame.clone()));
+                out.count(s.send(pick(s).clone()));
             }
         }
         Some(skip) => {
             for s in subscribers {
                 if s.socket_id() != skip {
-                    out.count(s.send(frame.clone()));
+                    out.count(s.send(pick(s).clone()));
                 }
             }
         }
@@ -256,6 +310,7 @@ mod tests {
         subs: RefCell<Vec<Subscription>>,
         got: RefCell<Vec<Bytes>>,
         outcome: Cell<SendOutcome>,
+        deflate: bool,
     }
 
     impl Subscriber for Fake {
@@ -267,6 +322,9 @@ mod tests {
         }
         fn subscriptions(&self) -> &RefCell<Vec<Subscription>> {
             &self.subs
+        }
+        fn deflate(&self) -> bool {
+            self.deflate
         }
         fn send(&self, frame: Bytes) -> SendOutcome {
             if matches!(
@@ -288,6 +346,7 @@ mod tests {
             subs: RefCell::new(Vec::new()),
             got: RefCell::new(Vec::new()),
             outcome: Cell::new(SendOutcome::Queued),
+            deflate: n % 2 == 1,
         })
     }
 
@@ -364,5 +423,31 @@ mod tests {
             std::slice::from_ref(&frame)
         );
         assert_eq!(idx.deliver(0, "nope", &frame, None), Deliveries::default());
+    }
+
+    #[test]
+    fn compressed_subscribers_get_the_compressed_frame_when_there_is_one() {
+        let mut idx = ChannelIndex::new(1);
+        let subs: Vec<_> = (0..4).map(fake).collect();
+        for s in &subs {
+            idx.subscribe(s, "c");
+        }
+        let (plain, deflated) = (Bytes::from_static(b"plain"), Bytes::from_static(b"z"));
+        let frames = Frames {
+            plain: &plain,
+            deflated: &deflated,
+        };
+        assert_eq!(idx.deliver_frames(0, "c", frames, None).queued, 4);
+        for s in &subs {
+            let want = if s.deflate { &deflated } else { &plain };
+            assert_eq!(s.got.borrow().as_slice(), std::slice::from_ref(want));
+            // The same allocation: a refcounted clone, not a copy.
+            assert_eq!(s.got.borrow()[0].as_ptr(), want.as_ptr());
+        }
+        // No compressed frame: everyone gets the plain one.
+        idx.deliver(0, "c", &plain, None);
+        for s in &subs {
+            assert_eq!(s.got.borrow()[1], plain);
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! every subscriber on every core gets. Every kind of event is built by [`Publication::new`]: REST publishes and
 //! batches, client events, and the events the server makes (member added and removed, subscription counts).
 //! Encoding is a step of its own ([`Publication::encode`]) because an app with history encodes on the channel's
-//! home core, once the event has its id.
+//! home core, once the event has its id. Compressing is one more ([`Publication::deflate`]): the core that fans the
+//! publication out compresses each channel's frame once, and every core hands that same frame to its subscribers
+//! that negotiated permessage-deflate.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -13,6 +15,7 @@ use crate::app::AppIdx;
 use crate::channels::history::EventId;
 use crate::protocol::outbound;
 use crate::socket_id::SocketId;
+use crate::ws::{deflate, frame};
 
 /// Where a publication came from: decides which pipeline stages apply (only REST events are cached,
 /// docs/protocol.md#cache-channels; server events are not kept in history) and how it is counted.
@@ -26,10 +29,12 @@ pub enum Source {
     Server,
 }
 
-/// One channel's copy of the event: its frame, empty until encoded.
+/// One channel's copy of the event: its frame, empty until encoded, and the same frame compressed (RSV1 set),
+/// empty unless [`Publication::deflate`] made one.
 pub struct ChannelFrame {
     pub channel: Box<str>,
     pub frame: Bytes,
+    pub deflated: Bytes,
 }
 
 /// An event of an app with history as Redis numbered it (docs/protocol.md#cluster).
@@ -87,6 +92,7 @@ impl Publication {
                 .map(|c| ChannelFrame {
                     channel: Box::from(c.as_ref()),
                     frame: Bytes::new(),
+                    deflated: Bytes::new(),
                 })
                 .collect(),
             remote: false,
@@ -139,6 +145,22 @@ impl Publication {
 
     pub fn is_encoded(&self) -> bool {
         self.encoded
+    }
+
+    /// Compresses each encoded frame whose payload is at least `min_bytes` long, once, with this core's
+    /// compressor (permessage-deflate, no context takeover: the result is valid for every connection). A frame
+    /// that does not come out smaller stays plain only.
+    pub fn deflate(&mut self, min_bytes: usize) {
+        debug_assert!(self.encoded, "deflate before encode");
+        for cf in &mut self.frames {
+            let payload = &cf.frame[frame::server_header_len(&cf.frame)..];
+            if cf.deflated.is_empty()
+                && payload.len() >= min_bytes
+                && let Some(f) = deflate::deflate_text_frame(payload)
+            {
+                cf.deflated = f;
+            }
+        }
     }
 
     /// One publication per channel (history keeps and numbers each channel's events on that channel's home).
@@ -207,6 +229,7 @@ mod tests {
             r#"{"user_id":"7"}"#,
         );
         assert_eq!(s.source, Source::Server);
+        assert!(s.frames[0].deflated.is_empty(), "compressed only on demand");
         assert!(s.frames[0].frame.ends_with(
             br#"{"event":"pusher_internal:member_removed","channel":"presence-r","data":"{\"user_id\":\"7\"}"}"#
         ));
@@ -231,5 +254,39 @@ mod tests {
                 .frame
                 .ends_with(br#"{"event":"e","channel":"b","data":"d","user_id":"7","id":"3-1"}"#)
         );
+    }
+
+    #[test]
+    fn deflate_compresses_frames_at_or_over_the_minimum_once() {
+        let data = format!(
+            "\"{}\"",
+            "{\\\"price\\\":101.5,\\\"symbol\\\":\\\"ABC\\\"}".repeat(40)
+        );
+        let mut p = Publication::new(
+            0,
+            Source::Rest,
+            &["a"],
+            br#""e""#,
+            data.as_bytes(),
+            None,
+            None,
+        );
+        p.encode(None);
+        let plain_len = p.frames[0].frame.len() - frame::server_header_len(&p.frames[0].frame);
+        p.deflate(plain_len + 1);
+        assert!(
+            p.frames[0].deflated.is_empty(),
+            "below the minimum: plain only"
+        );
+        p.deflate(plain_len);
+        let f = p.frames[0].deflated.clone();
+        assert!(frame::is_deflated(&f) && !frame::is_deflated(&p.frames[0].frame));
+        let inflated = deflate::inflate(&f[frame::server_header_len(&f)..], 1 << 20).unwrap();
+        assert_eq!(
+            &inflated[..],
+            &p.frames[0].frame[frame::server_header_len(&p.frames[0].frame)..]
+        );
+        p.deflate(0);
+        assert_eq!(p.frames[0].deflated.as_ptr(), f.as_ptr(), "compressed once");
     }
 }

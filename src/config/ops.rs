@@ -1,5 +1,5 @@
-//! Operator settings (README "Operations"): the metrics listener, TLS, the dashboard, the log format and the drain,
-//! each with a name and a default.
+//! Operator settings (README "Operations"): the metrics listener, TLS, the dashboard, the log format, the drain and
+//! compression, each with a name and a default.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -53,6 +53,29 @@ impl Default for DashboardSettings {
     }
 }
 
+/// permessage-deflate (README "Compression"): offered by the client, accepted unless off; each publication is
+/// compressed once, when its frame is at least `min_bytes` long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionSettings {
+    pub enabled: bool,
+    /// Smaller messages go out plain: deflate saves little on them and costs as much per publication.
+    pub min_bytes: usize,
+}
+
+/// Default of `RELAY_COMPRESSION_MIN_BYTES`.
+pub const COMPRESSION_MIN_BYTES: usize = 256;
+/// Above this no WebSocket message is ever compressed, so a larger minimum is a mistake.
+const MAX_COMPRESSION_MIN_BYTES: usize = 16 * 1024 * 1024;
+
+impl Default for CompressionSettings {
+    fn default() -> Self {
+        CompressionSettings {
+            enabled: true,
+            min_bytes: COMPRESSION_MIN_BYTES,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     #[default]
@@ -70,6 +93,7 @@ pub struct OpsSettings {
     pub log_format: LogFormat,
     /// SIGTERM: clients are closed (4200) spread over this, and the process exits within it.
     pub shutdown_grace: Duration,
+    pub compression: CompressionSettings,
 }
 
 impl Default for OpsSettings {
@@ -80,6 +104,7 @@ impl Default for OpsSettings {
             dashboard: DashboardSettings::default(),
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
+            compression: CompressionSettings::default(),
         }
     }
 }
@@ -147,6 +172,12 @@ pub(super) fn apply(
     if let Some((field, v)) = get("RELAY_SHUTDOWN_GRACE") {
         ops.shutdown_grace = Duration::from_secs(parse_num(&field, &v)?);
     }
+    if let Some((field, v)) = get("RELAY_COMPRESSION") {
+        ops.compression.enabled = parse_bool(&field, &v)?;
+    }
+    if let Some((field, v)) = get("RELAY_COMPRESSION_MIN_BYTES") {
+        ops.compression.min_bytes = parse_num(&field, &v)?;
+    }
     Ok(())
 }
 
@@ -183,6 +214,12 @@ impl OpsSettings {
                     ),
                 ));
             }
+        }
+        if self.compression.min_bytes > MAX_COMPRESSION_MIN_BYTES {
+            return Err(ConfigError::new(
+                "RELAY_COMPRESSION_MIN_BYTES",
+                format!("must be at most {MAX_COMPRESSION_MIN_BYTES} (16 MiB)"),
+            ));
         }
         if self.shutdown_grace.is_zero() {
             return Err(ConfigError::new(

@@ -31,6 +31,8 @@ pub struct RequestHead {
     pub connection_upgrade: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// `Sec-WebSocket-Extensions`, several headers joined with ", " (RFC 6455 §9.1).
+    pub ws_extensions: Option<String>,
     /// `Authorization`, kept for the dashboard's Basic authentication (REST requests sign their query instead).
     pub authorization: Option<String>,
     /// Bytes of request line plus headers, including the blank line.
@@ -156,6 +158,7 @@ pub fn parse_head(
         connection_upgrade: false,
         ws_key: None,
         ws_version: None,
+        ws_extensions: None,
         authorization: None,
         head_len,
     };
@@ -188,6 +191,14 @@ pub fn parse_head(
             head.ws_version = std::str::from_utf8(h.value)
                 .ok()
                 .map(|s| s.trim().to_string());
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            if let Ok(v) = std::str::from_utf8(h.value) {
+                let all = head.ws_extensions.get_or_insert_with(String::new);
+                if !all.is_empty() {
+                    all.push_str(", ");
+                }
+                all.push_str(v.trim());
+            }
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = std::str::from_utf8(h.value)
                 .ok()

@@ -83,6 +83,9 @@ pub struct Session {
     pub reader_alive: Cell<bool>,
     /// Signed in or subscribed to an authorized channel (docs/protocol.md#authorized-connections).
     pub authorized: Cell<bool>,
+    /// Negotiated permessage-deflate at the upgrade: the fan-out hands it a publication's compressed frame.
+    /// Set once, before the session is registered; the only compression state a connection has.
+    pub deflate: Cell<bool>,
     /// Client events in the current one-second window: (window start, count) (docs/protocol.md#client-events).
     client_event_window: Cell<(Instant, u32)>,
 }
@@ -110,6 +113,7 @@ impl Session {
             writer_alive: Cell::new(true),
             reader_alive: Cell::new(true),
             authorized: Cell::new(false),
+            deflate: Cell::new(false),
             client_event_window: Cell::new((now, 0)),
         }
     }

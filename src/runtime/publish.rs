@@ -2,14 +2,15 @@
 //! passes its stages, and fans out to every core's subscribers.
 //!
 //! Stages, in order, each in its own module: for apps with history, the channel's home core numbers and keeps the
-//! event (`history::route`; the rest of the pipeline then runs there); the encode; the cache store
-//! (`cache::keep_last_event`); then the fan-out: other cores first (they run in parallel with our local loop),
-//! then this core; deliveries are counted by outcome. Webhook emission and the cluster bridge plug in before the
+//! event (`history::route`; the rest of the pipeline then runs there); the encode; the compression (once for the
+//! node, here, when some connection negotiated permessage-deflate); the cache store (`cache::keep_last_event`);
+//! then the fan-out: other cores first (they run in parallel with our local loop), then this core; deliveries are
+//! counted by outcome. Webhook emission and the cluster bridge plug in before the
 //! fan-out.
 
 use std::sync::Arc;
 
-use crate::channels::index::Deliveries;
+use crate::channels::index::{Deliveries, Frames};
 use crate::channels::publication::{Publication, Source};
 use crate::cluster::{Keep, RemotePublish};
 use crate::metrics::{AppCounter, Counter};
@@ -19,6 +20,7 @@ use crate::runtime::history::Stage;
 use crate::runtime::inbox::InboxFull;
 use crate::runtime::message::CoreMsg;
 use crate::runtime::{cache, history};
+use crate::ws::deflate::Negotiated;
 use std::time::Duration;
 
 impl Core {
@@ -102,10 +104,19 @@ impl Core {
         }
     }
 
-    /// The stages that need the encoded frame (cache store), then the fan-out: other cores first (they run in
-    /// parallel with our local loop), then this one.
+    /// The stages that need the encoded frame (compression, cache store), then the fan-out: other cores first
+    /// (they run in parallel with our local loop), then this one.
+    ///
+    /// Compression happens here, once for the node, rather than lazily on each core: a publication crosses
+    /// cores as one `Arc`, so the compressed frame travels with it and no core compresses it again (lazily, every
+    /// core with a compressed subscriber would pay for it, and the frame would need a per-core cache). It is
+    /// skipped while no connection of the process negotiated the extension.
     pub fn fan_out(&self, mut p: Publication) -> Result<(), InboxFull> {
         debug_assert!(p.is_encoded(), "fan-out of an event with no frames");
+        let compression = self.shared.config.ops.compression;
+        if compression.enabled && Negotiated::any() {
+            p.deflate(compression.min_bytes);
+        }
         cache::keep_last_event(self, &p);
         p.fanning_out_to(self.shared.cores());
         let p = Arc::new(p);
@@ -133,7 +144,11 @@ impl Core {
         {
             let channels = self.channels.borrow();
             for cf in &p.frames {
-                d.add(channels.deliver(p.app, &cf.channel, &cf.frame, p.except));
+                let frames = Frames {
+                    plain: &cf.frame,
+                    deflated: &cf.deflated,
+                };
+                d.add(channels.deliver_frames(p.app, &cf.channel, frames, p.except));
             }
         }
         let m = self.metrics();

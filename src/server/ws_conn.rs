@@ -5,7 +5,10 @@
 //! and this task reads. Reading waits for readability first and only then borrows a per-core buffer, so an idle
 //! connection pins no read buffer. Generic over the stream (plain TCP or TLS, `server::transport`), compiled once
 //! for each. WebSocket bytes are counted here as read and in the writer as written (`WsBytesReceived`,
-//! `WsBytesSent`): once per socket operation, plaintext only.
+//! `WsBytesSent`): once per socket operation, plaintext only (compressed bytes, for permessage-deflate).
+//!
+//! permessage-deflate is negotiated with the 101 (`ws::handshake::negotiate_deflate`); the session only records
+//! that it was, and its compressed client messages are inflated by the core's inflater (`ws::deflate`).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ use crate::runtime::core::Core;
 use crate::runtime::handler;
 use crate::runtime::message::reply;
 use crate::server::transport::{ReadHalf, Transport};
+use crate::ws::deflate::Negotiated;
 use crate::ws::frame::{self, FrameDecoder, Message};
 use crate::ws::{handshake, writer};
 
@@ -45,8 +49,9 @@ pub async fn serve<S: Transport>(
             return;
         }
     };
+    let deflate = handshake::negotiate_deflate(&head, shared_compression(&core));
     if stream
-        .write_all(handshake::accept_response(ws_key))
+        .write_all(handshake::accept_response_with(ws_key, deflate))
         .await
         .0
         .is_err()
@@ -90,6 +95,10 @@ pub async fn serve<S: Transport>(
         stream.as_raw_fd(),
         shared.config.limits.max_outbound_queue_bytes,
     ));
+    if deflate {
+        session.deflate.set(true);
+        Negotiated::opened();
+    }
     core.register(&session);
     crate::debug!(
         "socket {} connected on core {} (app {})",
@@ -107,6 +116,10 @@ pub async fn serve<S: Transport>(
     // The connection's long-lived task holds only the read loop's state; the handshake's is freed here.
     let rfut = run(core, session, rd, leftover);
     monoio::spawn(rfut);
+}
+
+fn shared_compression(core: &Core) -> bool {
+    core.shared.config.ops.compression.enabled
 }
 
 /// The writer task: drains the outbox; on a socket error the whole connection is cut.
@@ -129,6 +142,9 @@ async fn run<R: ReadHalf>(core: Rc<Core>, session: Rc<Session>, rd: R, leftover:
 /// memberships and sign-in, its outbox, its quota slots.
 pub fn finish(core: &Core, session: &Rc<Session>) {
     core.unregister(session);
+    if session.deflate.get() {
+        Negotiated::closed();
+    }
     if session.outbox.is_open() {
         // The client went away without a close handshake: nothing more can be written.
         session.outbox.kill();
@@ -183,7 +199,11 @@ async fn read_loop<R: ReadHalf>(core: &Core, session: &Rc<Session>, mut rd: R, l
         core.metrics()
             .add(Counter::WsBytesReceived, leftover.len() as u64);
     }
-    let mut decoder = FrameDecoder::new(limits.max_ws_message_bytes);
+    let mut decoder = if session.deflate.get() {
+        FrameDecoder::with_deflate(limits.max_ws_message_bytes)
+    } else {
+        FrameDecoder::new(limits.max_ws_message_bytes)
+    };
     let mut buf = BytesMut::from(&leftover[..]);
     // A fragmented message holds a buffer until its last fragment: it must complete in time, however many
     // control frames keep the connection alive meanwhile.

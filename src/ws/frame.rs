@@ -23,6 +23,8 @@ use std::fmt;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::ws::deflate::{self, InflateError};
+
 /// Largest header the server ever writes: 2 bytes + 8-byte extended length, never a mask.
 pub const MAX_SERVER_HEADER_LEN: usize = 10;
 /// RFC 6455 §5.5: control frames carry at most 125 payload bytes.
@@ -39,6 +41,8 @@ const LEN_64_MARKER: u8 = 127;
 
 const FIN_BIT: u8 = 0x80;
 const RSV_BITS: u8 = 0x70;
+/// RFC 7692 §6: RSV1 marks the first frame of a compressed message (permessage-deflate).
+const RSV1_BIT: u8 = 0x40;
 const OPCODE_BITS: u8 = 0x0F;
 const MASK_BIT: u8 = 0x80;
 const LEN_7_BITS: u8 = 0x7F;
@@ -104,6 +108,38 @@ pub fn encode_close(code: u16, reason: &str) -> Bytes {
 ///
 /// `write_payload` must only append to the Vec; the first [`MAX_SERVER_HEADER_LEN`] bytes are scratch space.
 pub fn encode_text_with(capacity_hint: usize, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    encode_data_with(FIN_BIT | OP_TEXT, capacity_hint, write_payload)
+}
+
+/// [`encode_text_with`] for a payload `write_payload` appends already compressed: the frame has RSV1 set
+/// (permessage-deflate, RFC 7692 §6), for connections that negotiated the extension.
+pub fn encode_deflated_text_with(
+    capacity_hint: usize,
+    write_payload: impl FnOnce(&mut Vec<u8>),
+) -> Bytes {
+    encode_data_with(FIN_BIT | RSV1_BIT | OP_TEXT, capacity_hint, write_payload)
+}
+
+/// The header length of a frame this server encoded (its payload starts there).
+pub fn server_header_len(frame: &[u8]) -> usize {
+    match frame.get(1).map(|b| b & LEN_7_BITS) {
+        Some(LEN_16_MARKER) => 4,
+        Some(LEN_64_MARKER) => 10,
+        Some(_) => 2,
+        None => frame.len(),
+    }
+}
+
+/// Whether a frame this server encoded is compressed (RSV1 set).
+pub fn is_deflated(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|b| b & RSV1_BIT != 0)
+}
+
+fn encode_data_with(
+    first_byte: u8,
+    capacity_hint: usize,
+    write_payload: impl FnOnce(&mut Vec<u8>),
+) -> Bytes {
     let mut frame = Vec::with_capacity(MAX_SERVER_HEADER_LEN.saturating_add(capacity_hint));
     frame.resize(MAX_SERVER_HEADER_LEN, 0);
     write_payload(&mut frame);
@@ -118,7 +154,8 @@ pub fn encode_text_with(capacity_hint: usize, write_payload: impl FnOnce(&mut Ve
         frame.resize(MAX_SERVER_HEADER_LEN, 0);
     }
     let payload_len = frame.len() - MAX_SERVER_HEADER_LEN;
-    let (header, header_len) = server_header(OP_TEXT, payload_len);
+    let (mut header, header_len) = server_header(OP_TEXT, payload_len);
+    header[0] = first_byte;
     let start = MAX_SERVER_HEADER_LEN - header_len;
     frame[start..MAX_SERVER_HEADER_LEN].copy_from_slice(&header[..header_len]);
     // Bytes keeps the whole allocation and just moves its start pointer past the unused scratch bytes.
@@ -211,7 +248,8 @@ pub enum Message {
 pub enum FrameError {
     /// Client frames must be masked (RFC 6455 §5.1).
     Unmasked,
-    /// RSV1-3 set, but no extension was negotiated.
+    /// RSV1-3 set, but no extension was negotiated; or RSV1 on a control or continuation frame (RFC 7692 §6.1),
+    /// or RSV2/RSV3 with permessage-deflate.
     ReservedBits,
     ReservedOpcode,
     /// Control frame without FIN.
@@ -226,6 +264,8 @@ pub enum FrameError {
     TooLarge,
     /// Text message (after reassembly) is not UTF-8.
     InvalidUtf8,
+    /// A compressed message that is not a valid deflate stream (RFC 7692 §7.2.2).
+    InvalidCompressed,
     /// Close payload of length 1, a close code that may not be sent (RFC 6455 §7.4), or a reason that is not
     /// UTF-8.
     BadClosePayload,
@@ -235,7 +275,7 @@ impl FrameError {
     pub fn close_code(&self) -> u16 {
         match self {
             FrameError::TooLarge => CLOSE_TOO_BIG,
-            FrameError::InvalidUtf8 => CLOSE_INVALID_PAYLOAD,
+            FrameError::InvalidUtf8 | FrameError::InvalidCompressed => CLOSE_INVALID_PAYLOAD,
             FrameError::Unmasked
             | FrameError::ReservedBits
             | FrameError::ReservedOpcode
@@ -259,6 +299,7 @@ impl FrameError {
             FrameError::ExpectedContinuation => "expected continuation frame",
             FrameError::TooLarge => "message too large",
             FrameError::InvalidUtf8 => "invalid UTF-8 in text message",
+            FrameError::InvalidCompressed => "invalid compressed message",
             FrameError::BadClosePayload => "invalid close payload",
         }
     }
@@ -287,12 +328,16 @@ enum DataKind {
 /// A fragmented message being reassembled.
 struct Partial {
     kind: DataKind,
+    /// Its first frame had RSV1: the joined payloads are inflated once the last fragment is in.
+    compressed: bool,
     data: BytesMut,
 }
 
 /// A parsed and validated client frame header.
 struct Header {
     fin: bool,
+    /// RSV1 on the first frame of a message (only with permessage-deflate negotiated).
+    compressed: bool,
     opcode: u8,
     mask: [u8; MASK_LEN],
     header_len: usize,
@@ -303,6 +348,8 @@ struct Header {
 /// Incremental decoder for client -> server frames. Holds the in-progress fragmented message only.
 pub struct FrameDecoder {
     max_message_size: usize,
+    /// permessage-deflate was negotiated: RSV1 may mark a compressed message.
+    deflate: bool,
     partial: Option<Partial>,
 }
 
@@ -310,7 +357,18 @@ impl FrameDecoder {
     pub fn new(max_message_size: usize) -> Self {
         FrameDecoder {
             max_message_size,
+            deflate: false,
             partial: None,
+        }
+    }
+
+    /// A decoder for a connection that negotiated permessage-deflate: a message whose first frame has RSV1 is
+    /// inflated (by the core's inflater, `ws::deflate`) into at most `max_message_size` bytes, else close 1009.
+    /// The compressed bytes count against the same limit as they arrive.
+    pub fn with_deflate(max_message_size: usize) -> Self {
+        FrameDecoder {
+            deflate: true,
+            ..Self::new(max_message_size)
         }
     }
 
@@ -359,7 +417,9 @@ impl FrameDecoder {
         };
         let fin = b0 & FIN_BIT != 0;
         let opcode = b0 & OPCODE_BITS;
-        if b0 & RSV_BITS != 0 {
+        // RFC 7692 §6.1: with permessage-deflate, RSV1 may be set on the first frame of a data message only.
+        let compressed = self.deflate && b0 & RSV_BITS == RSV1_BIT;
+        if b0 & RSV_BITS != 0 && !(compressed && matches!(opcode, OP_TEXT | OP_BINARY)) {
             return Err(FrameError::ReservedBits);
         }
         let is_control = match opcode {
@@ -415,6 +475,7 @@ impl FrameDecoder {
         mask.copy_from_slice(mask_bytes);
         Ok(Some(Header {
             fin,
+            compressed,
             opcode,
             mask,
             header_len,
@@ -435,12 +496,16 @@ impl FrameDecoder {
                     DataKind::Binary
                 };
                 if header.fin {
+                    if header.compressed {
+                        return self.inflate(kind, &payload).map(Some);
+                    }
                     return finish(kind, payload.freeze()).map(Some);
                 }
                 // Copy the first fragment into a buffer of our own: keeping a split of the read buffer across
                 // reads would stop the caller's BytesMut from reusing its allocation.
                 self.partial = Some(Partial {
                     kind,
+                    compressed: header.compressed,
                     data: BytesMut::from(&payload[..]),
                 });
                 Ok(None)
@@ -455,7 +520,12 @@ impl FrameDecoder {
                     return Ok(None);
                 }
                 match self.partial.take() {
-                    Some(Partial { kind, data }) => finish(kind, data.freeze()).map(Some),
+                    Some(Partial {
+                        kind,
+                        compressed: true,
+                        data,
+                    }) => self.inflate(kind, &data).map(Some),
+                    Some(Partial { kind, data, .. }) => finish(kind, data.freeze()).map(Some),
                     None => Err(FrameError::UnexpectedContinuation),
                 }
             }
@@ -463,6 +533,17 @@ impl FrameDecoder {
             OP_PONG => Ok(Some(Message::Pong(payload.freeze()))),
             OP_CLOSE => parse_close(payload.freeze()).map(Some),
             _ => Err(FrameError::ReservedOpcode),
+        }
+    }
+}
+
+impl FrameDecoder {
+    /// A compressed message's payload, inflated within the size limit, then checked like any other.
+    fn inflate(&self, kind: DataKind, compressed: &[u8]) -> Result<Message, FrameError> {
+        match deflate::inflate(compressed, self.max_message_size) {
+            Ok(data) => finish(kind, Bytes::from(data)),
+            Err(InflateError::TooLarge) => Err(FrameError::TooLarge),
+            Err(InflateError::Invalid) => Err(FrameError::InvalidCompressed),
         }
     }
 }
@@ -561,6 +642,81 @@ mod tests {
             _ => 2,
         };
         &frame[hl..]
+    }
+
+    /// RFC 7692 §7.2.3.1: "Hello" compressed.
+    const HELLO_DEFLATED: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
+    #[test]
+    fn with_deflate_rsv1_marks_a_compressed_message_on_its_first_frame_only() {
+        let hello = Ok(vec![Message::Text(Bytes::from_static(b"Hello"))]);
+        let whole = client_frame(true, OP_TEXT | RSV1_BIT, &HELLO_DEFLATED, MASK);
+        assert_eq!(
+            decode_all(&mut FrameDecoder::with_deflate(100), &whole),
+            hello
+        );
+        // RFC 7692 §7.2.3.1 again, in two fragments; RSV1 on the first only.
+        let mut split = client_frame(false, OP_TEXT | RSV1_BIT, &HELLO_DEFLATED[..3], MASK);
+        split.extend(client_frame(
+            true,
+            OP_CONTINUATION,
+            &HELLO_DEFLATED[3..],
+            MASK,
+        ));
+        assert_eq!(
+            decode_all(&mut FrameDecoder::with_deflate(100), &split),
+            hello
+        );
+        // Plain messages still decode on a deflate connection.
+        let plain = client_frame(true, OP_TEXT, b"Hello", MASK);
+        assert_eq!(
+            decode_all(&mut FrameDecoder::with_deflate(100), &plain),
+            hello
+        );
+
+        let deflate_err =
+            |bytes: &[u8]| match decode_all(&mut FrameDecoder::with_deflate(100), bytes) {
+                Err(e) => e,
+                Ok(m) => panic!("expected an error, got {m:?}"),
+            };
+        assert_eq!(
+            decode_err(100, &whole),
+            FrameError::ReservedBits,
+            "not negotiated"
+        );
+        let mut bad_cont = client_frame(false, OP_TEXT | RSV1_BIT, &HELLO_DEFLATED[..3], MASK);
+        bad_cont.extend(client_frame(
+            true,
+            OP_CONTINUATION | RSV1_BIT,
+            &HELLO_DEFLATED[3..],
+            MASK,
+        ));
+        assert_eq!(deflate_err(&bad_cont), FrameError::ReservedBits);
+        for op in [OP_PING, OP_PONG, OP_CLOSE] {
+            assert_eq!(
+                deflate_err(&client_frame(true, op | RSV1_BIT, b"", MASK)),
+                FrameError::ReservedBits
+            );
+        }
+        for rsv in [0x20, 0x10, 0x60] {
+            assert_eq!(
+                deflate_err(&client_frame(true, OP_TEXT | rsv, b"x", MASK)),
+                FrameError::ReservedBits
+            );
+        }
+        // Inflated past the limit: 1009; not a deflate stream: 1007; inflated but not UTF-8: 1007.
+        let e = decode_all(&mut FrameDecoder::with_deflate(4), &whole).unwrap_err();
+        assert_eq!((e.close_code(), e), (CLOSE_TOO_BIG, FrameError::TooLarge));
+        let garbage = client_frame(true, OP_TEXT | RSV1_BIT, &[0xff; 6], MASK);
+        assert_eq!(deflate_err(&garbage).close_code(), CLOSE_INVALID_PAYLOAD);
+        // 0xff as a stored block: BFINAL=0, BTYPE=00, LEN=1, NLEN=0xfffe, then the byte.
+        let not_utf8 = client_frame(
+            true,
+            OP_TEXT | RSV1_BIT,
+            &[0x00, 0x01, 0x00, 0xfe, 0xff, 0xff],
+            MASK,
+        );
+        assert_eq!(deflate_err(&not_utf8), FrameError::InvalidUtf8);
     }
 
     #[test]

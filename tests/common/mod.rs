@@ -555,3 +555,110 @@ pub fn signin(c: &mut Client, user_data: &str) -> Event {
     ));
     c.recv_event()
 }
+
+/// A raw server frame with its first byte (FIN, RSV bits, opcode), for the permessage-deflate tests.
+#[derive(Debug, Clone)]
+pub struct RawFrame {
+    pub first: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    pub fn opcode(&self) -> u8 {
+        self.first & 0x0f
+    }
+    /// RSV1: a compressed message (RFC 7692 §6).
+    pub fn rsv1(&self) -> bool {
+        self.first & 0x40 != 0
+    }
+}
+
+impl Ws {
+    /// Connects offering `extensions` in `Sec-WebSocket-Extensions` (none when `None`); returns the client and
+    /// the server's 101 head.
+    pub fn connect_offering(port: u16, path: &str, extensions: Option<&str>) -> (Ws, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let offer = extensions
+            .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+        );
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = stream.read(&mut chunk).expect("handshake read");
+            assert!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
+        buf.drain(..head_end);
+        (Ws { stream, buf }, head)
+    }
+
+    /// Sends one masked frame whose first byte is exactly `first` (FIN, RSV bits and opcode as given).
+    pub fn send_raw_frame(&mut self, first: u8, payload: &[u8]) {
+        let mut f = vec![first];
+        let n = payload.len();
+        if n < 126 {
+            f.push(0x80 | n as u8);
+        } else if n < 65536 {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        let key = [0x9a, 0x0b, 0x3c, 0x4d];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        self.stream.write_all(&f).unwrap();
+    }
+
+    /// The next frame with its first byte; `None` on timeout or end of stream.
+    pub fn try_recv_raw_frame(&mut self, timeout: Duration) -> Option<RawFrame> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.buf.len() >= 2
+                && let Some((frame, used)) = parse_frame(&self.buf)
+            {
+                let first = self.buf[0];
+                self.buf.drain(..used);
+                return Some(RawFrame {
+                    first,
+                    payload: frame.payload,
+                });
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next text frame (control frames other than Close skipped).
+    pub fn recv_text_frame(&mut self) -> RawFrame {
+        loop {
+            let f = self
+                .try_recv_raw_frame(TIMEOUT)
+                .expect("no frame from server within the timeout");
+            match f.opcode() {
+                1 => return f,
+                8 => panic!("unexpected close: {:?}", f.payload),
+                _ => continue,
+            }
+        }
+    }
+}
