@@ -15,19 +15,11 @@ use crate::ws::frame;
 /// Interval of each core's scan.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Flood counters as of the last summary, and when it was (core 0 only).
+/// Per class of flood: the count as of its last line, and when that line was (core 0 only).
+#[derive(Default)]
 pub struct FloodSummary {
-    seen: Cell<[(&'static str, u64); FLOOD_CLASSES]>,
-    last: Cell<Option<Instant>>,
-}
-
-impl Default for FloodSummary {
-    fn default() -> Self {
-        FloodSummary {
-            seen: Cell::new([("", 0); FLOOD_CLASSES]),
-            last: Cell::new(None),
-        }
-    }
+    seen: Cell<[u64; FLOOD_CLASSES]>,
+    last: Cell<[Option<Instant>; FLOOD_CLASSES]>,
 }
 
 impl Core {
@@ -83,29 +75,66 @@ impl Core {
         });
     }
 
-    /// At most one warning per class of connection error per `FLOOD_SUMMARY_INTERVAL`, all cores together:
-    /// how many of each happened since the last summary (never one line per event).
+    /// At most one warning per class of connection error per `FLOOD_SUMMARY_INTERVAL`, all cores together: the
+    /// first at the scan after it happens, then how many more since the last line (never one line per event).
     fn summarise_floods(&self, now: Instant) {
-        let due = self
-            .floods
-            .last
-            .get()
-            .is_none_or(|t| now >= t + FLOOD_SUMMARY_INTERVAL);
-        if !due {
-            return;
-        }
-        self.floods.last.set(Some(now));
         let counts = flood_counts(&self.shared.metrics);
-        let before = self.floods.seen.replace(counts);
-        for ((class, n), (_, was)) in counts.iter().zip(before.iter()) {
-            if n > was {
-                crate::warn!(
-                    "{} {class} in the last {}s",
-                    n - was,
-                    FLOOD_SUMMARY_INTERVAL.as_secs()
-                );
-            }
+        let mut seen = self.floods.seen.get();
+        let mut last = self.floods.last.get();
+        for line in flood_lines(&counts, &mut seen, &mut last, now) {
+            crate::warn!("{line}");
         }
+        self.floods.seen.set(seen);
+        self.floods.last.set(last);
+    }
+}
+
+/// The lines due now: a class that grew since its last line gets one if its last was `FLOOD_SUMMARY_INTERVAL`
+/// ago or more (or never), with the count since.
+fn flood_lines(
+    counts: &[(&'static str, u64)],
+    seen: &mut [u64],
+    last: &mut [Option<Instant>],
+    now: Instant,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (i, (class, n)) in counts.iter().enumerate() {
+        let quiet = last[i].is_none_or(|t| now >= t + FLOOD_SUMMARY_INTERVAL);
+        if *n > seen[i] && quiet {
+            let since = last[i].map_or(String::new(), |t| {
+                format!(" in the last {}s", now.duration_since(t).as_secs().max(1))
+            });
+            lines.push(format!("{} {class}{since}", n - seen[i]));
+            seen[i] = *n;
+            last[i] = Some(now);
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_gets_one_line_at_once_then_one_per_interval() {
+        let t0 = Instant::now();
+        let (mut seen, mut last) = ([0u64; 2], [None; 2]);
+        let mut at = |a: u64, b: u64, secs: u64| {
+            let counts = [("x", a), ("y", b)];
+            flood_lines(
+                &counts,
+                &mut seen,
+                &mut last,
+                t0 + Duration::from_secs(secs),
+            )
+        };
+        assert!(at(0, 0, 0).is_empty());
+        assert_eq!(at(3, 0, 1), ["3 x"]);
+        assert!(at(500, 0, 2).is_empty(), "within the interval: held");
+        assert_eq!(at(900, 1, 3), ["1 y"], "another class has its own interval");
+        assert_eq!(at(1000, 1, 6), ["997 x in the last 5s"]);
+        assert!(at(1000, 1, 20).is_empty(), "nothing new, nothing said");
     }
 }
 
