@@ -26,6 +26,9 @@ Common flags:
   --drain SECS       wait this long after publishing for deliveries/acks (default 2)
   --quiet            no progress lines on stderr
   --allow-non-loopback  permit a --host outside 127.0.0.0/8
+  --deflate          subscribers offer permessage-deflate and inflate what comes compressed; reports count
+                     wire bytes as read from the socket (wire_bytes_per_delivery)
+  --json-pad         pad published data with JSON-like text (compresses like real events) instead of x's
   --tls              wss:// and https:// (needs --tls-ca FILE, or --insecure to accept any certificate)
 
 idle   --connections N [--channels K] [--rate R] [--hold SECS]
@@ -65,6 +68,10 @@ pub struct Common {
     pub quiet: bool,
     /// Every connection over TLS (`--tls`).
     pub tls: Option<TlsClient>,
+    /// Every subscriber offers permessage-deflate (`--deflate`).
+    pub deflate: bool,
+    /// Publishes pad their data with JSON-like text instead of `x`s (`--json-pad`).
+    pub json_pad: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -168,6 +175,8 @@ const BOOL_FLAGS: &[&str] = &[
     "keep-going",
     "storm-rst",
     "tls",
+    "deflate",
+    "json-pad",
     "insecure",
     "help",
 ];
@@ -349,6 +358,8 @@ pub fn parse(args: &[String]) -> Result<Option<(Common, Scenario)>, String> {
         drain: non_negative("drain", f.get("drain", 2.0)?)?.min(3600.0),
         quiet: f.flag("quiet"),
         tls: tls_client(&f)?,
+        deflate: f.flag("deflate"),
+        json_pad: f.flag("json-pad"),
     };
     let sc = match scenario.as_str() {
         "idle" => {

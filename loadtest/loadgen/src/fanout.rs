@@ -10,6 +10,7 @@ use crate::idle::{connect_deadline, errors_obj, target};
 use crate::pool::{Pool, PoolCfg, PoolResult};
 use crate::publish::{self, PubCfg, PubResult};
 use crate::util::{CpuMark, Obj, Progress, hist_obj, own_cpu_obj, p99, server_cpu_obj};
+use crate::ws::WIRE_BYTES_READ;
 
 /// One publish step's measurements.
 pub struct Step {
@@ -103,6 +104,7 @@ fn run_step(
 ) -> Result<Step, String> {
     let _ = pool.take_hist(); // discard anything before this step
     let base = pool.totals();
+    let wire0 = WIRE_BYTES_READ.load(Relaxed);
     let drain = Duration::from_secs_f64(c.drain);
     let m0 = CpuMark::now(c.server_pid);
     let ph = publish::start(PubCfg {
@@ -165,6 +167,7 @@ fn run_step(
     let m1 = CpuMark::now(c.server_pid);
     let after = pool.totals();
     let received = after.delivered - base.delivered;
+    let wire = WIRE_BYTES_READ.load(Relaxed) - wire0;
     let pr = ph.join();
     let hist = pool.take_hist();
     line(prog);
@@ -194,6 +197,16 @@ fn run_step(
             },
         )
         .o("latency_us", hist_obj(&hist, true, true))
+        // As read from the subscribers' sockets, compressed or not (frames, pings and all).
+        .u("wire_bytes_received", wire)
+        .f(
+            "wire_bytes_per_delivery",
+            if received > 0 {
+                wire as f64 / received as f64
+            } else {
+                0.0
+            },
+        )
         .u(
             "disconnects",
             after.disconnected.saturating_sub(base.disconnected),

@@ -15,6 +15,7 @@ pub fn target(c: &Common) -> Target {
         key: c.key.clone(),
         per_ip: c.conns_per_ip,
         tls: c.tls.clone(),
+        deflate: c.deflate,
     }
 }
 

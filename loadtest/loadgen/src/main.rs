@@ -81,6 +81,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    publish::JSON_PAD.store(common.json_pad, std::sync::atomic::Ordering::Relaxed);
     match run_scenario(&common, &scenario) {
         Ok(json) => println!("{json}"),
         Err(e) => {

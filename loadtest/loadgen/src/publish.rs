@@ -31,6 +31,36 @@ use crate::util::{
     Hist, Notify, build_runtime, json_escape, merge, new_hist, ns_since, pin_thread, unix_secs,
 };
 
+/// `--json-pad`: pad data with [`json_pad`] (set once by `main`, before any publisher starts).
+pub static JSON_PAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// At least `len` bytes that compress like a typical JSON event (orders with ids, symbols, prices): varied digits
+/// from a fixed pseudo-random sequence, single quotes so any prefix is safe inside a JSON string.
+pub fn json_pad(len: usize) -> String {
+    let mut s = String::with_capacity(len + 128);
+    s.push_str("{'orders':[");
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    while s.len() < len {
+        let _ = write!(
+            s,
+            "{{'id':{},'symbol':'SYM{}','side':'{}','price':{}.{:02},'qty':{},'status':'open'}},",
+            100_000 + next(900_000),
+            next(40),
+            if next(2) == 0 { "buy" } else { "sell" },
+            50 + next(200),
+            next(100),
+            1 + next(500)
+        );
+    }
+    s
+}
+
 pub struct PubCfg {
     pub addr: SocketAddrV4,
     /// https:// (`--tls`).
@@ -237,7 +267,11 @@ fn pub_thread(
         path: format!("/apps/{}/events", cfg.app_id),
         host: cfg.addr.to_string(),
         channels_json: cfg.channels.iter().map(|c| json_escape(c)).collect(),
-        pad: "x".repeat(cfg.payload),
+        pad: if JSON_PAD.load(Relaxed) {
+            json_pad(cfg.payload)
+        } else {
+            "x".repeat(cfg.payload)
+        },
         cfg,
         progress,
         t0,

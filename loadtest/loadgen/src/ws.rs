@@ -5,6 +5,7 @@
 
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use monoio::buf::IoBufMut;
@@ -42,6 +43,63 @@ pub trait Recv {
     fn add_pong(&self);
 }
 
+/// Bytes read from every socket of this process, as they came off the wire (before any inflating): the
+/// `wire_bytes` of a report. One relaxed add per read, not per message.
+pub static WIRE_BYTES_READ: AtomicU64 = AtomicU64::new(0);
+
+/// RSV1: a compressed message (permessage-deflate, RFC 7692 §6).
+const RSV1: u8 = 0x40;
+/// What `--deflate` offers: the extension as a browser or Node's `ws` does.
+const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// Where a compressed message's text is, in place of a range of the read buffer.
+const INFLATED: usize = usize::MAX;
+
+thread_local! {
+    /// One inflater per loadgen thread, reset per message (the servers under test take no context over).
+    static INFLATER: std::cell::RefCell<flate2::Decompress> =
+        std::cell::RefCell::new(flate2::Decompress::new(false));
+}
+
+/// The receive loop reads only the start of a compressed message (the event name, channel and the publisher's
+/// `t=` stamp come first): inflating every delivery whole would make the generator, not the server, the
+/// bottleneck. The handshake phase inflates whole messages.
+const INFLATE_PREFIX: usize = 192;
+
+/// Inflates one compressed message (RFC 7692 §7.2.2: the 00 00 ff ff tail put back) into `out`, stopping once
+/// `out` holds at least `cap` bytes.
+fn inflate_into(payload: &[u8], out: &mut Vec<u8>, cap: usize) -> Result<(), ConnError> {
+    out.clear();
+    INFLATER.with_borrow_mut(|d| {
+        d.reset(false);
+        for input in [payload, &[0x00, 0x00, 0xff, 0xff][..]] {
+            let start = d.total_in();
+            loop {
+                if out.len() >= cap {
+                    return Ok(());
+                }
+                if out.capacity() == out.len() {
+                    out.reserve_exact((cap - out.len()).min(out.capacity().max(4096)));
+                }
+                let done = (d.total_in() - start) as usize;
+                let status = d
+                    .decompress_vec(&input[done..], out, flate2::FlushDecompress::Sync)
+                    .map_err(|_| ConnError::Protocol("bad compressed message"))?;
+                let done = (d.total_in() - start) as usize;
+                if status == flate2::Status::StreamEnd {
+                    return Ok(());
+                }
+                if done == input.len() && out.len() < out.capacity() {
+                    break;
+                }
+                if out.len() > MAX_FRAME {
+                    return Err(ConnError::Protocol("compressed message too large"));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Where to connect and how.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -51,6 +109,8 @@ pub struct Target {
     pub per_ip: usize,
     /// wss:// (`--tls`).
     pub tls: Option<TlsClient>,
+    /// Offer permessage-deflate (`--deflate`).
+    pub deflate: bool,
 }
 
 #[derive(Debug)]
@@ -116,7 +176,8 @@ pub fn parse_header(b: &[u8]) -> Result<Option<FrameHdr>, &'static str> {
         return Ok(None);
     }
     let (b0, b1) = (b[0], b[1]);
-    if b0 & 0x70 != 0 {
+    // RSV1 is permessage-deflate's; the connection checks it was negotiated.
+    if b0 & 0x30 != 0 {
         return Err("rsv bits set");
     }
     let (len, mut off) = match b1 & 0x7f {
@@ -273,9 +334,22 @@ pub struct WsConn {
     need: usize,
     wbuf: Vec<u8>,
     mask: [u8; 4],
+    /// permessage-deflate was negotiated.
+    deflate: bool,
+    /// The last compressed message, inflated (reused).
+    inflated: Vec<u8>,
 }
 
 impl WsConn {
+    /// A text frame's payload: a range of the read buffer, or the message just inflated.
+    pub fn text(&self, s: usize, e: usize) -> &[u8] {
+        if s == INFLATED {
+            &self.inflated[..e]
+        } else {
+            &self.buf[s..e]
+        }
+    }
+
     /// Connects, upgrades, waits for `connection_established`, subscribes to
     /// `channel` and waits for `subscription_succeeded`.
     pub async fn open(
@@ -312,11 +386,18 @@ impl WsConn {
             need: 0,
             wbuf: Vec::with_capacity(256),
             mask: mask_for(idx),
+            deflate: false,
+            inflated: Vec::new(),
+        };
+        let offer = if t.deflate {
+            format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+        } else {
+            String::new()
         };
         let req = format!(
             "GET /app/{}?protocol=7&client=relay-loadgen&version=1.0 HTTP/1.1\r\n\
              Host: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
             t.key, t.addr
         );
         let (res, _) = c.stream.write_all(req.into_bytes()).await;
@@ -338,6 +419,21 @@ impl WsConn {
                     if !accept_ok {
                         return Err(ConnError::Protocol("bad accept key"));
                     }
+                    c.deflate = resp.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("sec-websocket-extensions")
+                            && h.value.starts_with(b"permessage-deflate")
+                    });
+                    if c.deflate && !t.deflate {
+                        return Err(ConnError::Protocol("extension not offered"));
+                    }
+                    // One inflater per thread, reset per message: a server keeping its context cannot be read.
+                    let no_takeover = resp.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("sec-websocket-extensions")
+                            && contains(h.value, b"server_no_context_takeover")
+                    });
+                    if c.deflate && !no_takeover {
+                        return Err(ConnError::Protocol("deflate with context takeover"));
+                    }
                     c.head = n;
                     break;
                 }
@@ -350,7 +446,7 @@ impl WsConn {
             }
         }
         let (s, e) = c.await_event(b"pusher:connection_established").await?;
-        let socket_id = socket_id_of(&c.buf[s..e]).unwrap_or_default();
+        let socket_id = socket_id_of(c.text(s, e)).unwrap_or_default();
         Ok((c, socket_id))
     }
 
@@ -476,7 +572,10 @@ impl WsConn {
                 self.buf = slice.into_inner();
                 return match res {
                     Ok(0) => Err(ConnError::Closed),
-                    Ok(_) => Ok(true),
+                    Ok(n) => {
+                        WIRE_BYTES_READ.fetch_add(n as u64, Ordering::Relaxed);
+                        Ok(true)
+                    }
                     Err(e) => Err(ConnError::Io(e)),
                 };
             }
@@ -499,7 +598,10 @@ impl WsConn {
         self.buf = slice.into_inner();
         match res {
             Ok(0) => Err(ConnError::Closed),
-            Ok(_) => Ok(true),
+            Ok(n) => {
+                WIRE_BYTES_READ.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(true)
+            }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Ok(false),
             Err(e) => Err(ConnError::Io(e)),
         }
@@ -515,6 +617,8 @@ impl WsConn {
             need: 0,
             wbuf: Vec::with_capacity(256),
             mask: mask_for(0),
+            deflate: false,
+            inflated: Vec::new(),
         }
     }
 
@@ -549,7 +653,10 @@ impl WsConn {
         self.buf = slice.into_inner();
         match res {
             Ok(0) => Err(ConnError::Closed),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                WIRE_BYTES_READ.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(())
+            }
             Err(e) => Err(ConnError::Io(e)),
         }
     }
@@ -570,13 +677,25 @@ impl WsConn {
             match h {
                 Some(h) if self.buf.len() - self.head >= h.total() => {
                     self.need = 0;
+                    let compressed = self.buf[self.head] & RSV1 != 0;
                     let s = self.head + h.hdr_len;
                     let e = s + h.payload_len;
                     if let Some(m) = h.mask {
                         unmask(&mut self.buf[s..e], m);
                     }
                     self.head = e;
+                    if compressed && !(self.deflate && h.opcode == OP_TEXT) {
+                        return Err(ConnError::Protocol("rsv bits set"));
+                    }
                     match h.opcode {
+                        OP_TEXT if compressed => {
+                            let mut out = std::mem::take(&mut self.inflated);
+                            let r = inflate_into(&self.buf[s..e], &mut out, MAX_FRAME);
+                            let n = out.len();
+                            self.inflated = out;
+                            r?;
+                            return Ok((INFLATED, n));
+                        }
                         OP_TEXT => return Ok((s, e)),
                         OP_PING => {
                             let mut tmp = [0u8; 125];
@@ -599,7 +718,7 @@ impl WsConn {
     async fn await_event(&mut self, needle: &[u8]) -> Result<(usize, usize), ConnError> {
         loop {
             let (s, e) = self.next_text().await?;
-            let p = &self.buf[s..e];
+            let p = self.text(s, e);
             if contains(p, needle) {
                 return Ok((s, e));
             }
@@ -635,13 +754,28 @@ impl WsConn {
                         self.need = h.total();
                         break;
                     }
+                    let compressed = self.buf[self.head] & RSV1 != 0;
                     let s = self.head + h.hdr_len;
                     let e = s + h.payload_len;
                     self.head = e;
                     if let Some(m) = h.mask {
                         unmask(&mut self.buf[s..e], m);
                     }
-                    let p = &self.buf[s..e];
+                    if compressed {
+                        if !(self.deflate && h.opcode == OP_TEXT) {
+                            return ConnError::Protocol("rsv bits set");
+                        }
+                        if let Err(e) =
+                            inflate_into(&self.buf[s..e], &mut self.inflated, INFLATE_PREFIX)
+                        {
+                            return e;
+                        }
+                    }
+                    let p = if compressed {
+                        &self.inflated[..]
+                    } else {
+                        &self.buf[s..e]
+                    };
                     match h.opcode {
                         OP_TEXT => {
                             if let Some(t) = find_t(p) {
