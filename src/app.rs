@@ -108,6 +108,8 @@ impl ConnectionQuota {
 pub struct AppRegistry {
     apps: Vec<Arc<App>>,
     cores: usize,
+    /// Counts reloads: a core never switches back to an older registry.
+    pub generation: u64,
 }
 
 /// What a reload changed, by app index.
@@ -151,7 +153,11 @@ impl AppRegistry {
             .enumerate()
             .map(|(i, c)| app(i, c, fresh_live(c, cores), c.webhook_kinds()))
             .collect();
-        AppRegistry { apps, cores }
+        AppRegistry {
+            apps,
+            cores,
+            generation: 0,
+        }
     }
 
     /// The registry after a reload to `configs`, matched by app id: an app that stays keeps its index and live
@@ -204,6 +210,7 @@ impl AppRegistry {
             AppRegistry {
                 apps,
                 cores: self.cores,
+                generation: self.generation + 1,
             },
             summary,
         )
@@ -220,6 +227,11 @@ impl AppRegistry {
     /// The app at `idx`, removed or not (an index came from this registry or an earlier one).
     pub fn get(&self, idx: AppIdx) -> &Arc<App> {
         &self.apps[idx as usize]
+    }
+
+    /// The app at `idx` if this registry has it (an index from a newer registry may be past its end).
+    pub fn try_get(&self, idx: AppIdx) -> Option<&Arc<App>> {
+        self.apps.get(idx as usize)
     }
 
     /// Slots, tombstones included: per-core tables are this long.

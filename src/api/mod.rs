@@ -91,7 +91,7 @@ async fn answer(
         return Response::error(404, "Not found");
     };
     let (app_id, resource) = rest.split_once('/').unwrap_or((rest, ""));
-    let registry = core.registry();
+    let registry = core.registry_with(|r| r.by_id(app_id).is_some());
     let Some(app) = registry.by_id(app_id) else {
         return Response::error(404, &format!("Unknown app id '{app_id}'"));
     };

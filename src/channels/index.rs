@@ -152,6 +152,8 @@ impl<S: Subscriber> ChannelIndex<S> {
         if Self::is_subscribed(subscriber, name) {
             return None;
         }
+        // An app a reload added after this core's tables were sized: room for it now (indices never move).
+        self.grow(subscriber.app() as usize + 1);
         let map = &mut self.apps[subscriber.app() as usize];
         let key = match map.get_key_value(name) {
             Some((k, _)) => k.clone(),
@@ -200,7 +202,10 @@ impl<S: Subscriber> ChannelIndex<S> {
     }
 
     fn remove_slot(&mut self, app: AppIdx, sub: &Subscription) -> usize {
-        let map = &mut self.apps[app as usize];
+        let Some(map) = self.apps.get_mut(app as usize) else {
+            debug_assert!(false, "a subscription of an app without a table");
+            return 0;
+        };
         let Some(channel) = map.get_mut(&*sub.channel) else {
             debug_assert!(false, "a subscription without its channel entry");
             return 0;
@@ -227,8 +232,9 @@ impl<S: Subscriber> ChannelIndex<S> {
         left
     }
 
+    /// An app this core has no table for yet (added by a reload it has not seen) has no subscribers here.
     pub fn get(&self, app: AppIdx, name: &str) -> Option<&Channel<S>> {
-        self.apps[app as usize].get(name)
+        self.apps.get(app as usize)?.get(name)
     }
 
     pub fn local_count(&self, app: AppIdx, name: &str) -> usize {
@@ -236,7 +242,7 @@ impl<S: Subscriber> ChannelIndex<S> {
     }
 
     pub fn channels(&self, app: AppIdx) -> impl Iterator<Item = (&Rc<str>, &Channel<S>)> {
-        self.apps[app as usize].iter()
+        self.apps.get(app as usize).into_iter().flatten()
     }
 
     pub fn channel_count(&self) -> usize {
@@ -265,7 +271,7 @@ impl<S: Subscriber> ChannelIndex<S> {
         frames: Frames<'_>,
         except: Option<SocketId>,
     ) -> Deliveries {
-        match self.apps[app as usize].get(name) {
+        match self.get(app, name) {
             Some(channel) => deliver_to(&channel.subscribers, frames, except),
             None => Deliveries::default(),
         }
@@ -279,6 +285,24 @@ pub fn deliver_to<S: Subscriber>(
     except: Option<SocketId>,
 ) -> Deliveries {
     let mut out = Deliveries::default();
+    if frames.deflated.is_empty() {
+        // Everyone gets the plain frame: the loop does not read each subscriber's deflate flag.
+        match except {
+            None => {
+                for s in subscribers {
+                    out.count(s.send(frames.plain.clone()));
+                }
+            }
+            Some(skip) => {
+                for s in subscribers {
+                    if s.socket_id() != skip {
+                        out.count(s.send(frames.plain.clone()));
+                    }
+                }
+            }
+        }
+        return out;
+    }
     let (plain, deflated) = (frames.plain, frames.for_deflate());
     // A branch and a refcount increment per subscriber, no allocation: both frames are already built.
     let pick = |s: &S| if s.deflate() { deflated } else { plain };

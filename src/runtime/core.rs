@@ -118,9 +118,25 @@ impl Core {
         self.me.get()?.upgrade()
     }
 
-    /// The app at `idx` (an index from this core's registry stays valid in every later one).
+    /// The app at `idx` (an index from this core's registry stays valid in every later one). An index from a
+    /// registry this core has not switched to yet (a reload's `CoreMsg::Apps` still queued behind the work that
+    /// carries it) makes the core adopt the shared registry, which is always at least as new as any index in
+    /// flight: it is published before any core can hand out an index of it.
     pub fn app(&self, idx: AppIdx) -> Arc<App> {
+        if let Some(a) = self.apps.borrow().try_get(idx) {
+            return a.clone();
+        }
+        self.adopt(self.shared.registry());
         self.apps.borrow().get(idx).clone()
+    }
+
+    /// Runs `f` on the app at `idx` without cloning its `Arc` (no shared refcount touched: for per-publication
+    /// work on every core).
+    pub fn with_app<T>(&self, idx: AppIdx, f: impl FnOnce(&App) -> T) -> T {
+        if self.apps.borrow().try_get(idx).is_none() {
+            self.adopt(self.shared.registry());
+        }
+        f(self.apps.borrow().get(idx))
     }
 
     /// The apps this core serves now.
@@ -128,12 +144,27 @@ impl Core {
         self.apps.borrow().clone()
     }
 
-    /// Switches to a reloaded registry: per-app tables grow for new apps.
-    pub fn set_registry(&self, registry: Arc<AppRegistry>) {
-        let apps = registry.len();
-        self.channels.borrow_mut().grow(apps);
-        self.event_log.borrow_mut().grow(apps);
-        *self.apps.borrow_mut() = registry;
+    /// This core's registry if it knows what `found` looks for, else the shared one when that does (a reload
+    /// this core has not switched to yet: new apps are served at once on every core).
+    pub fn registry_with(&self, found: impl Fn(&AppRegistry) -> bool) -> Arc<AppRegistry> {
+        let mine = self.registry();
+        if found(&mine) {
+            return mine;
+        }
+        let shared = self.shared.registry();
+        if shared.generation > mine.generation && found(&shared) {
+            self.adopt(shared.clone());
+            return shared;
+        }
+        mine
+    }
+
+    /// Switches to `registry` if it is newer than this core's (per-app tables grow on a new app's first use).
+    fn adopt(&self, registry: Arc<AppRegistry>) {
+        let mut mine = self.apps.borrow_mut();
+        if registry.generation > mine.generation {
+            *mine = registry;
+        }
     }
 
     /// This core's counters (written only from this thread).
@@ -381,15 +412,19 @@ impl Core {
     /// exist), those of a disabled one with 4003; every other connection is untouched (new limits apply to new
     /// work).
     fn reload_apps(&self, registry: Arc<AppRegistry>) {
+        self.adopt(registry);
+        // The newest this core knows (an earlier adoption may have gone past this message's registry).
+        let registry = self.registry();
         for s in self.all_sessions() {
-            let app = registry.get(s.app);
+            let Some(app) = registry.try_get(s.app) else {
+                continue;
+            };
             if app.removed {
                 s.close_with_error(close::UNKNOWN_APP, "Application does not exist");
             } else if !app.config.enabled {
                 s.close_with_error(close::APP_DISABLED, "Application is disabled");
             }
         }
-        self.set_registry(registry);
     }
 
     /// Graceful drain: every session gets Close `code` (4200 lets pusher-js reconnect at once).

@@ -150,6 +150,8 @@ impl EventLog {
         if self.max == 0 {
             return;
         }
+        // An app a reload added after this core's rings were sized.
+        self.grow(app as usize + 1);
         let ring = &mut self.apps[app as usize];
         if ring.len() == self.max {
             ring.pop_front();
@@ -159,12 +161,10 @@ impl EventLog {
 
     /// The newest `limit` entries of `app`, newest first.
     pub fn newest(&self, app: AppIdx, limit: usize) -> Vec<LogEntry> {
-        self.apps[app as usize]
-            .iter()
-            .rev()
-            .take(limit)
-            .cloned()
-            .collect()
+        let Some(ring) = self.apps.get(app as usize) else {
+            return Vec::new();
+        };
+        ring.iter().rev().take(limit).cloned().collect()
     }
 }
 

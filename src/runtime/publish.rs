@@ -44,7 +44,7 @@ impl Core {
                 Source::Server => None,
             };
             if let Some(c) = per_app {
-                self.app(p.app).live.metrics.add(self.id, c, 1);
+                self.with_app(p.app, |a| a.live.metrics.add(self.id, c, 1));
             }
             self.log_publication(&p);
         }
@@ -158,10 +158,11 @@ impl Core {
         m.add(Counter::DeliveriesDropped, d.dropped);
         let delivered = d.queued + d.backpressured;
         if delivered > 0 {
-            self.app(p.app)
-                .live
-                .metrics
-                .add(self.id, AppCounter::Deliveries, delivered);
+            self.with_app(p.app, |a| {
+                a.live
+                    .metrics
+                    .add(self.id, AppCounter::Deliveries, delivered)
+            });
         }
         if p.core_done() {
             m.fanout(p.arrived.elapsed());

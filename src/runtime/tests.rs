@@ -741,3 +741,46 @@ fn a_presence_resubscribe_replays_too() {
     );
     assert_eq!(got[1]["data"].as_str(), Some("y"));
 }
+
+#[test]
+fn work_for_an_app_added_by_a_reload_reaches_cores_before_their_switch() {
+    let first = AppConfig::default();
+    let cores = Cores::new(2, first.clone());
+    let added = AppConfig {
+        id: "added".into(),
+        key: "added-key".into(),
+        ..AppConfig::default()
+    };
+    // The reload as `Server::reload_apps` does it: the shared registry first; the cores' `CoreMsg::Apps` are
+    // still queued when the new app's first work arrives.
+    let shared = cores.core(0).shared.clone();
+    let (next, summary) = shared.registry().reloaded(&[first, added]);
+    assert_eq!(summary.added, vec![1]);
+    let next = Arc::new(next);
+    shared.set_registry(next.clone());
+    // A client of the new app on core 0 (its handshake found the app in the shared registry).
+    let c = cores.core(0);
+    assert!(
+        c.registry_with(|r| r.by_key("added-key").is_some())
+            .by_key("added-key")
+            .is_some()
+    );
+    let s = Rc::new(Session::new(c.next_socket_id(), 1, -1, 1 << 20));
+    c.register(&s);
+    subscribe(&cores, 0, &s, "news");
+    assert_eq!(
+        names(&events(&s)),
+        ["pusher_internal:subscription_succeeded"]
+    );
+    // Core 1 has not switched and publishes for the new app: its own fan-out and core 0's take it.
+    let p = Publication::new(1, Source::Rest, &["news"], br#""e""#, br#""1""#, None, None);
+    assert!(cores.core(1).publish(p).is_ok());
+    cores.pump();
+    assert_eq!(names(&events(&s)), ["e"]);
+    for (i, core) in cores.cores.iter().enumerate() {
+        let _ = core.shared.inboxes[i].send(CoreMsg::Apps(next.clone()));
+    }
+    cores.pump();
+    assert_eq!(cores.core(1).registry().generation, 1);
+    assert!(!s.is_closing(), "the new app's session stays");
+}

@@ -60,7 +60,7 @@ pub async fn serve<S: Transport>(
     }
     let shared = core.shared.clone();
     let app = match pusher_handshake::admit(
-        &core.registry(),
+        &core.registry_with(|r| r.by_key(app_key).is_some()),
         &shared.connections,
         app_key,
         &head.query,
@@ -85,6 +85,23 @@ pub async fn serve<S: Transport>(
             )
             .await;
         }
+    }
+    // A reload that removed the app while this waited for Redis closed the app's sessions before this one
+    // existed: refuse it as that reload would have.
+    if core.app(app.idx).removed {
+        pusher_handshake::release(&app, &shared.connections);
+        if let Some(cluster) = shared.cluster.get()
+            && app.config.max_connections > 0
+        {
+            cluster.conn_release(&app.config.id);
+        }
+        return refuse(
+            &core,
+            stream,
+            close::UNKNOWN_APP,
+            "Application does not exist",
+        )
+        .await;
     }
     let _ = stream.set_nodelay();
     drop(head);
