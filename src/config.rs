@@ -1324,6 +1324,11 @@ mod tests {
             "RELAY_SHUTDOWN_GRACE"
         );
         assert_eq!(
+            field(&[("RELAY_SHUTDOWN_GRACE", "18446744073709551615")]),
+            "RELAY_SHUTDOWN_GRACE",
+            "a grace past an hour would overflow the drain's deadline"
+        );
+        assert_eq!(
             field(&[("RELAY_COMPRESSION", "maybe")]),
             "RELAY_COMPRESSION"
         );

@@ -324,7 +324,7 @@ fn sigterm_spreads_the_closes_over_the_grace_period_and_exits_within_it() {
     let spread = at[at.len() - 1] - at[0];
     // 16 closes at uniform moments over 2.1 s: all within one second of each other is beyond chance.
     assert!(spread > Duration::from_secs(1), "closes not spread: {at:?}");
-    assert!(at[at.len() - 1] < Duration::from_millis(2600), "{at:?}");
+    assert!(at[at.len() - 1] < Duration::from_millis(2800), "{at:?}");
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
     assert!(

@@ -109,6 +109,9 @@ impl Default for OpsSettings {
     }
 }
 
+/// The longest drain relay accepts (an hour).
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
+
 /// Paths the dashboard may not take: they belong to the protocol and the API.
 const RESERVED_PATHS: &[&str] = &["/app", "/apps", "/health", "/up", "/ready", "/stats"];
 
@@ -221,10 +224,10 @@ impl OpsSettings {
                 format!("must be at most {MAX_COMPRESSION_MIN_BYTES} (16 MiB)"),
             ));
         }
-        if self.shutdown_grace.is_zero() {
+        if self.shutdown_grace.is_zero() || self.shutdown_grace > MAX_SHUTDOWN_GRACE {
             return Err(ConfigError::new(
                 "RELAY_SHUTDOWN_GRACE",
-                "must be at least 1 second",
+                "must be between 1 and 3600 seconds",
             ));
         }
         Ok(())

@@ -112,32 +112,6 @@ fn flood_lines(
     lines
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_flood_gets_one_line_at_once_then_one_per_interval() {
-        let t0 = Instant::now();
-        let (mut seen, mut last) = ([0u64; 2], [None; 2]);
-        let mut at = |a: u64, b: u64, secs: u64| {
-            let counts = [("x", a), ("y", b)];
-            flood_lines(
-                &counts,
-                &mut seen,
-                &mut last,
-                t0 + Duration::from_secs(secs),
-            )
-        };
-        assert!(at(0, 0, 0).is_empty());
-        assert_eq!(at(3, 0, 1), ["3 x"]);
-        assert!(at(500, 0, 2).is_empty(), "within the interval: held");
-        assert_eq!(at(900, 1, 3), ["1 y"], "another class has its own interval");
-        assert_eq!(at(1000, 1, 6), ["997 x in the last 5s"]);
-        assert!(at(1000, 1, 20).is_empty(), "nothing new, nothing said");
-    }
-}
-
 /// How often a flood is summarised at most, per class.
 pub const FLOOD_SUMMARY_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -193,4 +167,30 @@ fn flood_counts(m: &Metrics) -> [(&'static str, u64); FLOOD_CLASSES] {
             m.total(Counter::ConnectionErrors),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_gets_one_line_at_once_then_one_per_interval() {
+        let t0 = Instant::now();
+        let (mut seen, mut last) = ([0u64; 2], [None; 2]);
+        let mut at = |a: u64, b: u64, secs: u64| {
+            let counts = [("x", a), ("y", b)];
+            flood_lines(
+                &counts,
+                &mut seen,
+                &mut last,
+                t0 + Duration::from_secs(secs),
+            )
+        };
+        assert!(at(0, 0, 0).is_empty());
+        assert_eq!(at(3, 0, 1), ["3 x"]);
+        assert!(at(500, 0, 2).is_empty(), "within the interval: held");
+        assert_eq!(at(900, 1, 3), ["1 y"], "another class has its own interval");
+        assert_eq!(at(1000, 1, 6), ["997 x in the last 5s"]);
+        assert!(at(1000, 1, 20).is_empty(), "nothing new, nothing said");
+    }
 }

@@ -211,11 +211,10 @@ impl Server {
             let _ = t.join();
         }
         // The drain's vacated channels and removed members are queued by now; what is held goes out at once,
-        // within what is left of the grace period (at least a moment).
+        // within what is left of the grace period.
         let end = began + self.shared.config.ops.shutdown_grace;
         let left = end.saturating_duration_since(Instant::now());
-        self.webhooks
-            .shutdown(left.clamp(WEBHOOK_FLUSH_MIN, WEBHOOK_FLUSH_GRACE));
+        self.webhooks.shutdown(left.min(WEBHOOK_FLUSH_GRACE));
     }
 }
 
@@ -233,10 +232,8 @@ fn start_metrics(shared: &Arc<Shared>) -> Result<Option<SocketAddr>, StartError>
     }
 }
 
-/// How long a drain waits at most for webhooks still queued to be delivered.
+/// How long a drain waits at most for webhooks still queued to be delivered (and never past the grace period).
 pub const WEBHOOK_FLUSH_GRACE: Duration = Duration::from_secs(5);
-/// ...and at least, even when the clients took the whole grace period.
-pub const WEBHOOK_FLUSH_MIN: Duration = Duration::from_millis(500);
 
 /// Joins the cluster when `RELAY_REDIS_URL` is set: the bridge hands each publication of another node to its
 /// channel's home core here, which publishes it to this node's subscribers.

@@ -15,7 +15,7 @@ use crate::metrics::{
 use crate::runtime::shared::Shared;
 use crate::webhooks::WebhookStats;
 
-/// A scraper must send its request and take the answer within this.
+/// A scraper must send its whole request within this, and take the answer within it too.
 pub const SCRAPE_IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head read from a scraper.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -40,11 +40,16 @@ pub fn start(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<SocketAdd
 
 /// One request per connection: a scrape is rare, and a scraper that stalls is cut at the timeout.
 fn answer(shared: &Shared, mut stream: TcpStream) {
-    let _ = stream.set_read_timeout(Some(SCRAPE_IO_TIMEOUT));
+    // One deadline for the whole request (a per-read timeout would let a byte every few seconds hold the thread).
+    let deadline = std::time::Instant::now() + SCRAPE_IO_TIMEOUT;
     let _ = stream.set_write_timeout(Some(SCRAPE_IO_TIMEOUT));
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
         match stream.read(&mut chunk) {
             Ok(0) | Err(_) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
