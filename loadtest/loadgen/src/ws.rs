@@ -835,7 +835,10 @@ mod tests {
         assert_eq!((h.hdr_len, h.payload_len), (10, 65536));
         assert_eq!(parse_header(&[0x81, 126, 1]).unwrap(), None);
         assert!(parse_header(&[0x81, 127, 0xff, 0, 0, 0, 0, 0, 0, 0]).is_err());
-        assert!(parse_header(&[0xC1, 1]).is_err());
+        // RSV1 is permessage-deflate's (the connection checks it was negotiated); RSV2 and RSV3 mean nothing.
+        assert!(parse_header(&[0xC1, 1]).unwrap().is_some());
+        assert!(parse_header(&[0xA1, 1]).is_err());
+        assert!(parse_header(&[0x91, 1]).is_err());
     }
 
     #[test]
