@@ -402,10 +402,6 @@ fn cluster(out: &mut String, shared: &Shared) {
         "relay_publishes_remote_total",
         "counter",
         "Publications of other nodes delivered on this node.",
-        m_total(shared, Counter::PublishesRemote),
+        shared.metrics.total(Counter::PublishesRemote),
     );
-}
-
-fn m_total(shared: &Shared, c: Counter) -> u64 {
-    shared.metrics.total(c)
 }
