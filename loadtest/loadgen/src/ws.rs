@@ -68,10 +68,11 @@ const INFLATE_PREFIX: usize = 192;
 /// How many recent compressed messages each thread remembers (see `inflate_prefix`).
 const INFLATE_CACHE: usize = 16;
 
+/// Recent compressed messages with the start of their text, and the next slot to replace (round robin).
+type SeenMessages = (usize, Vec<(Vec<u8>, Vec<u8>)>);
+
 thread_local! {
-    /// Recent compressed messages and the start of their text, replaced round robin.
-    static INFLATE_SEEN: std::cell::RefCell<(usize, Vec<(Vec<u8>, Vec<u8>)>)> =
-        const { std::cell::RefCell::new((0, Vec::new())) };
+    static INFLATE_SEEN: std::cell::RefCell<SeenMessages> = const { std::cell::RefCell::new((0, Vec::new())) };
 }
 
 /// The start of a compressed message's text (`INFLATE_PREFIX` bytes at least) into `out`. Every subscriber of a
