@@ -112,7 +112,7 @@ pub async fn serve<S: Transport>(
         stream.as_raw_fd(),
         shared.config.limits.max_outbound_queue_bytes,
     ));
-    if deflate {
+    if deflate.is_some() {
         session.deflate.set(true);
         Negotiated::opened();
     }

@@ -6,7 +6,7 @@
 //! its clients' messages with one inflater reset per message: a connection holds no compression state at all
 //! (an idle connection costs what it did before).
 //!
-//! * [`accepts_offer`]: the negotiation rules (which offers relay can honour);
+//! * [`accept_offer`]: the negotiation rules (which offers relay can honour, and the answer to one);
 //! * [`deflate_text_frame`]: one whole text frame with RSV1 set, from a plain payload (one compressor per core);
 //! * [`inflate`]: a client message back to its bytes, in bounded steps that stop at the size limit, so a small
 //!   compressed message cannot make the server allocate more than the limit (no decompression bomb);
@@ -26,6 +26,10 @@ pub const EXTENSION: &str = "permessage-deflate";
 /// What relay answers to an acceptable offer: both sides reset their context per message (RFC 7692 §7.1.1).
 pub const RESPONSE: &str =
     "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+/// The answer to an offer that names `server_max_window_bits` (only 15 is accepted): RFC 7692 §7.1.2.1 has the
+/// server accept that parameter by echoing it, with the same or a smaller value.
+pub const RESPONSE_WITH_WINDOW: &str = "permessage-deflate; server_no_context_takeover; \
+     client_no_context_takeover; server_max_window_bits=15";
 /// RFC 7692 §7.2.1: a sync flush ends with these four bytes; they are left off the wire and put back to inflate.
 const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// The window relay's compressor always uses (RFC 7692 §7.1.2: 8 to 15 bits).
@@ -47,18 +51,18 @@ thread_local! {
 // Negotiation
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Whether one of the client's offers (the `Sec-WebSocket-Extensions` value, offers separated by commas) is one
-/// relay can honour with [`RESPONSE`]. An offer with an unknown, repeated or malformed parameter is declined
+/// The answer to the first of the client's offers (the `Sec-WebSocket-Extensions` value, offers separated by
+/// commas, in the client's order of preference) that relay can honour, or `None`. An offer with an unknown, repeated or malformed parameter is declined
 /// (RFC 7692 §7.1), and so is `server_max_window_bits` below 15: relay's compressor always uses a 32 KiB window.
 /// Any `client_max_window_bits` is fine: the inflater takes every window up to 15 bits.
-pub fn accepts_offer(header: &str) -> bool {
-    header.split(',').any(offer_acceptable)
+pub fn accept_offer(header: &str) -> Option<&'static str> {
+    header.split(',').find_map(answer)
 }
 
-fn offer_acceptable(offer: &str) -> bool {
+fn answer(offer: &str) -> Option<&'static str> {
     let mut parts = offer.split(';').map(str::trim);
     if parts.next() != Some(EXTENSION) {
-        return false;
+        return None;
     }
     let mut seen = [false; 4];
     for param in parts {
@@ -71,14 +75,18 @@ fn offer_acceptable(offer: &str) -> bool {
             "client_no_context_takeover" => (1, value.is_none()),
             "server_max_window_bits" => (2, value.and_then(window_bits) == Some(WINDOW_BITS)),
             "client_max_window_bits" => (3, value.is_none_or(|v| window_bits(v).is_some())),
-            _ => return false,
+            _ => return None,
         };
         if !ok || seen[i] {
-            return false;
+            return None;
         }
         seen[i] = true;
     }
-    true
+    Some(if seen[2] {
+        RESPONSE_WITH_WINDOW
+    } else {
+        RESPONSE
+    })
 }
 
 fn unquote(v: &str) -> &str {
@@ -270,6 +278,33 @@ mod tests {
     }
 
     #[test]
+    fn an_offered_server_window_is_echoed_and_the_first_acceptable_offer_is_answered() {
+        assert_eq!(
+            accept_offer("permessage-deflate; client_max_window_bits"),
+            Some(RESPONSE)
+        );
+        let echo = "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15";
+        assert_eq!(RESPONSE_WITH_WINDOW, echo);
+        assert_eq!(
+            accept_offer("permessage-deflate; server_max_window_bits=15"),
+            Some(echo)
+        );
+        // The client's first choice relay can honour wins, window and all.
+        assert_eq!(
+            accept_offer(
+                "permessage-deflate; server_max_window_bits=10, permessage-deflate; server_max_window_bits=15, permessage-deflate"
+            ),
+            Some(echo)
+        );
+        assert_eq!(
+            accept_offer(
+                "permessage-deflate; server_max_window_bits=10, permessage-deflate, permessage-deflate; server_max_window_bits=15"
+            ),
+            Some(RESPONSE)
+        );
+    }
+
+    #[test]
     fn offers_relay_can_honour() {
         for ok in [
             "permessage-deflate",
@@ -280,7 +315,7 @@ mod tests {
             "x-webkit-deflate-frame, permessage-deflate",
             "permessage-deflate; server_max_window_bits=10, permessage-deflate",
         ] {
-            assert!(accepts_offer(ok), "{ok}");
+            assert!(accept_offer(ok).is_some(), "{ok}");
         }
         for declined in [
             "",
@@ -294,7 +329,7 @@ mod tests {
             "permessage-deflate; mystery",
             "permessage-deflated",
         ] {
-            assert!(!accepts_offer(declined), "{declined}");
+            assert_eq!(accept_offer(declined), None, "{declined}");
         }
     }
 

@@ -30,28 +30,29 @@ pub fn validate(head: &RequestHead) -> Result<&str, Response> {
 }
 
 /// Whether this connection uses permessage-deflate: compression is on (`RELAY_COMPRESSION`) and the client
-/// offered it in a form relay can honour (`deflate::accepts_offer`). Otherwise it goes on uncompressed.
-pub fn negotiate_deflate(head: &RequestHead, compression_on: bool) -> bool {
-    compression_on
-        && head
-            .ws_extensions
-            .as_deref()
-            .is_some_and(deflate::accepts_offer)
+/// offered it in a form relay can honour: the answer for the 101 (`deflate::accept_offer`). Otherwise (`None`) it
+/// goes on uncompressed.
+pub fn negotiate_deflate(head: &RequestHead, compression_on: bool) -> Option<&'static str> {
+    if !compression_on {
+        return None;
+    }
+    head.ws_extensions
+        .as_deref()
+        .and_then(deflate::accept_offer)
 }
 
 /// The 101 answer, with no extension.
 pub fn accept_response(key: &str) -> Vec<u8> {
-    accept_response_with(key, false)
+    accept_response_with(key, None)
 }
 
-/// The 101 answer; with `deflate`, it accepts permessage-deflate with no context takeover either way.
-pub fn accept_response_with(key: &str, deflate: bool) -> Vec<u8> {
+/// The 101 answer; with `deflate` (the extension's answer from [`negotiate_deflate`]), it accepts
+/// permessage-deflate.
+pub fn accept_response_with(key: &str, deflate: Option<&str>) -> Vec<u8> {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let extensions = if deflate {
-        format!("Sec-WebSocket-Extensions: {}\r\n", deflate::RESPONSE)
-    } else {
-        String::new()
-    };
+    let extensions = deflate
+        .map(|answer| format!("Sec-WebSocket-Extensions: {answer}\r\n"))
+        .unwrap_or_default();
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
     )
@@ -72,7 +73,11 @@ mod tests {
 
     #[test]
     fn deflate_is_accepted_with_no_context_takeover_only_when_on_and_offered() {
-        let r = String::from_utf8(accept_response_with("dGhlIHNhbXBsZSBub25jZQ==", true)).unwrap();
+        let r = String::from_utf8(accept_response_with(
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            Some(deflate::RESPONSE),
+        ))
+        .unwrap();
         assert!(r.ends_with(
             "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n"
         ));
@@ -87,12 +92,26 @@ mod tests {
                 .unwrap()
         };
         let offer = head(Some("permessage-deflate; client_max_window_bits"));
-        assert!(negotiate_deflate(&offer, true));
-        assert!(!negotiate_deflate(&offer, false), "RELAY_COMPRESSION=off");
-        assert!(!negotiate_deflate(&head(None), true));
-        assert!(!negotiate_deflate(
-            &head(Some("permessage-deflate; server_max_window_bits=9")),
-            true
-        ));
+        assert_eq!(negotiate_deflate(&offer, true), Some(deflate::RESPONSE));
+        assert_eq!(
+            negotiate_deflate(&offer, false),
+            None,
+            "RELAY_COMPRESSION=off"
+        );
+        assert_eq!(negotiate_deflate(&head(None), true), None);
+        assert_eq!(
+            negotiate_deflate(
+                &head(Some("permessage-deflate; server_max_window_bits=9")),
+                true
+            ),
+            None
+        );
+        assert_eq!(
+            negotiate_deflate(
+                &head(Some("permessage-deflate; server_max_window_bits=15")),
+                true
+            ),
+            Some(deflate::RESPONSE_WITH_WINDOW)
+        );
     }
 }
