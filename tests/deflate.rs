@@ -5,12 +5,11 @@
 mod common;
 
 use common::*;
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use sonic_rs::JsonValueTrait;
 
-const OFFER: &str = "permessage-deflate; client_max_window_bits";
+const OFFER: &str = DEFLATE_OFFER;
 const ANSWER: &str = "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n";
-const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+const TAIL: [u8; 4] = DEFLATE_TAIL;
 
 fn path() -> String {
     format!("/app/{APP_KEY}?protocol=7&client=js&version=8.4.0&flash=false")
@@ -42,39 +41,6 @@ fn the_test_bomb_is_what_it_claims() {
     assert_eq!(inflate(&bomb), vec![b' '; 4 << 20]);
 }
 
-/// A client's side of RFC 7692 §7.2.1, independent of the server's code: raw deflate, sync flush, tail removed.
-fn compress(text: &[u8]) -> Vec<u8> {
-    let mut c = Compress::new(Compression::default(), false);
-    let mut out = Vec::with_capacity(text.len() + 64);
-    c.compress_vec(text, &mut out, FlushCompress::Sync).unwrap();
-    assert_eq!(c.total_in() as usize, text.len());
-    assert!(out.ends_with(&TAIL));
-    out.truncate(out.len() - TAIL.len());
-    out
-}
-
-fn inflate(payload: &[u8]) -> Vec<u8> {
-    let mut input = payload.to_vec();
-    input.extend_from_slice(&TAIL);
-    let mut d = Decompress::new(false);
-    let mut out = Vec::new();
-    loop {
-        out.reserve(1 << 20);
-        let before = (d.total_in(), d.total_out());
-        d.decompress_vec(
-            &input[d.total_in() as usize..],
-            &mut out,
-            FlushDecompress::Sync,
-        )
-        .unwrap();
-        // Done when every byte is in and the inflater stopped with room to spare.
-        if d.total_in() as usize == input.len() && out.len() < out.capacity() {
-            return out;
-        }
-        assert_ne!(before, (d.total_in(), d.total_out()), "inflating is stuck");
-    }
-}
-
 /// A typical event: a JSON object of about `len` bytes, as a backend would publish it.
 fn event_data(len: usize) -> String {
     let mut s = String::from(r#"{"orders":["#);
@@ -99,22 +65,32 @@ fn event_data(len: usize) -> String {
 #[test]
 fn the_upgrade_answers_offers_it_can_honour_and_declines_the_rest() {
     let server = Server::start();
-    for (offer, accepted) in [
-        (Some(OFFER), true),
-        (Some("permessage-deflate"), true),
+    let with_window = "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+                       client_no_context_takeover; server_max_window_bits=15\r\n";
+    for (offer, answer) in [
+        (Some(OFFER), Some(ANSWER)),
+        (Some("permessage-deflate"), Some(ANSWER)),
         (
             Some("permessage-deflate; server_max_window_bits=10, permessage-deflate"),
-            true,
+            Some(ANSWER),
         ),
-        (Some("permessage-deflate; server_max_window_bits=10"), false),
-        (Some("permessage-deflate; unknown_param"), false),
-        (Some("x-webkit-deflate-frame"), false),
-        (None, false),
+        // RFC 7692 §7.1.2.1: accepting server_max_window_bits means echoing it.
+        (
+            Some("permessage-deflate; server_max_window_bits=15; client_max_window_bits"),
+            Some(with_window),
+        ),
+        (Some("permessage-deflate; server_max_window_bits=10"), None),
+        (Some("permessage-deflate; unknown_param"), None),
+        (Some("x-webkit-deflate-frame"), None),
+        (None, None),
     ] {
         let (mut ws, head) = Ws::connect_offering(server.port, &path(), offer);
-        assert_eq!(head.contains(ANSWER), accepted, "{offer:?}: {head}");
-        if !accepted {
-            assert!(!head.contains("Sec-WebSocket-Extensions"), "{head}");
+        match answer {
+            Some(line) => assert!(head.contains(line), "{offer:?}: {head}"),
+            None => assert!(
+                !head.contains("Sec-WebSocket-Extensions"),
+                "{offer:?}: {head}"
+            ),
         }
         // Declined or not, the connection goes on.
         ws.expect_event("pusher:connection_established");

@@ -276,14 +276,87 @@ impl Event {
 pub struct Ws {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    /// permessage-deflate was negotiated (`RELAY_TEST_DEFLATE=1`): compressed frames are inflated on the way in
+    /// and the text this client sends goes compressed.
+    deflate: bool,
+}
+
+/// `RELAY_TEST_DEFLATE=1`: every test client made by [`Ws::connect`] offers permessage-deflate as a browser does,
+/// requires it accepted, inflates what comes compressed and compresses the text it sends, so the conformance
+/// suites run with compression negotiated (scripts/test runs them so).
+pub fn deflate_everywhere() -> bool {
+    std::env::var("RELAY_TEST_DEFLATE").is_ok_and(|v| v == "1")
+}
+
+/// What browsers and Node's `ws` offer.
+pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// RFC 7692 §7.2.1: a sync flush ends with these four bytes; they are left off the wire.
+pub const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// A client's side of RFC 7692 §7.2.1, independent of the server's code: raw deflate, sync flush, tail removed.
+pub fn compress(text: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut c = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(text.len() + 64);
+    c.compress_vec(text, &mut out, FlushCompress::Sync).unwrap();
+    assert_eq!(c.total_in() as usize, text.len());
+    assert!(out.ends_with(&DEFLATE_TAIL));
+    out.truncate(out.len() - DEFLATE_TAIL.len());
+    out
+}
+
+/// `len` pseudo-random letters and digits: text that stays large when compressed, for tests whose point is the
+/// bytes on the wire (slow readers, queue caps).
+pub fn incompressible(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x % ALPHABET.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
+/// A compressed message's payload back to its bytes (the tail put back).
+pub fn inflate(payload: &[u8]) -> Vec<u8> {
+    use flate2::{Decompress, FlushDecompress};
+    let mut input = payload.to_vec();
+    input.extend_from_slice(&DEFLATE_TAIL);
+    let mut d = Decompress::new(false);
+    let mut out = Vec::new();
+    loop {
+        out.reserve(1 << 20);
+        let before = (d.total_in(), d.total_out());
+        d.decompress_vec(
+            &input[d.total_in() as usize..],
+            &mut out,
+            FlushDecompress::Sync,
+        )
+        .unwrap();
+        // Done when every byte is in and the inflater stopped with room to spare.
+        if d.total_in() as usize == input.len() && out.len() < out.capacity() {
+            return out;
+        }
+        assert_ne!(before, (d.total_in(), d.total_out()), "inflating is stuck");
+    }
 }
 
 impl Ws {
     pub fn connect(port: u16, path: &str) -> Ws {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let deflate = deflate_everywhere();
+        let offer = if deflate {
+            format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+        } else {
+            String::new()
+        };
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         );
         stream.write_all(req.as_bytes()).unwrap();
         let mut buf = Vec::new();
@@ -306,8 +379,18 @@ impl Ws {
             head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
             "{head}"
         );
+        if deflate {
+            assert!(
+                head.contains("Sec-WebSocket-Extensions: permessage-deflate;"),
+                "RELAY_TEST_DEFLATE=1 but the offer was declined: {head}"
+            );
+        }
         buf.drain(..head_end);
-        Ws { stream, buf }
+        Ws {
+            stream,
+            buf,
+            deflate,
+        }
     }
 
     pub fn send_frame(&mut self, opcode: u8, payload: &[u8], fin: bool, masked: bool) {
@@ -333,14 +416,24 @@ impl Ws {
         self.stream.write_all(&f).unwrap();
     }
 
+    /// One text message; compressed (RSV1) when permessage-deflate was negotiated, as a browser sends it.
     pub fn send_text(&mut self, text: &str) {
-        self.send_frame(1, text.as_bytes(), true, true);
+        if self.deflate {
+            self.send_raw_frame(0xc1, &compress(text.as_bytes()));
+        } else {
+            self.send_frame(1, text.as_bytes(), true, true);
+        }
     }
 
     pub fn try_recv_frame(&mut self, timeout: Duration) -> Option<Frame> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some((frame, used)) = parse_frame(&self.buf) {
+            if let Some((mut frame, used)) = parse_frame(&self.buf) {
+                if self.buf[0] & 0x40 != 0 {
+                    assert!(self.deflate, "RSV1 set without permessage-deflate");
+                    assert_eq!(frame.opcode, 1, "only text messages are compressed");
+                    frame.payload = inflate(&frame.payload);
+                }
                 self.buf.drain(..used);
                 return Some(frame);
             }
@@ -599,7 +692,15 @@ impl Ws {
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
         buf.drain(..head_end);
-        (Ws { stream, buf }, head)
+        let deflate = false; // the caller reads the answer and the raw frames itself
+        (
+            Ws {
+                stream,
+                buf,
+                deflate,
+            },
+            head,
+        )
     }
 
     /// Sends one masked frame whose first byte is exactly `first` (FIN, RSV bits and opcode as given).
