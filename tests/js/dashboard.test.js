@@ -1,24 +1,18 @@
 'use strict';
-// The dashboard in a real browser (headless Chromium, Debian's `chromium` package, driven by playwright-core):
-// HTTP Basic authentication, then the page's counters move with a pusher-js subscriber and an SDK publish,
-// live, without a reload; a screenshot is saved to target/dashboard.png. README "Dashboard".
-//
-// Chromium is required: without it this test fails, unless RELAY_SKIP_BROWSER=1 (scripts/test installs it).
+// The dashboard in a real browser (headless Chromium, see browser.js): HTTP Basic authentication, then the page's
+// counters move with a pusher-js subscriber and an SDK publish, live, without a reload; a screenshot is saved to
+// target/dashboard.png. README "Dashboard".
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const h = require('./harness');
+const { skip, launch } = require('./browser');
 
-const CHROMIUM = process.env.RELAY_CHROMIUM || '/usr/bin/chromium';
-const SKIP = process.env.RELAY_SKIP_BROWSER === '1';
 const USER = 'admin';
 const PASSWORD = 'dashboard secret';
 const SCREENSHOT = path.join(h.REPO, 'target', 'dashboard.png');
-
-// Skipped only when asked to and Chromium is indeed missing; otherwise a missing or broken Chromium fails each test.
-const skip = SKIP && !fs.existsSync(CHROMIUM) ? 'RELAY_SKIP_BROWSER=1 and no Chromium' : false;
 
 describe('dashboard in headless Chromium', () => {
   let relay;
@@ -26,37 +20,10 @@ describe('dashboard in headless Chromium', () => {
   let unusable; // why the browser could not be started: each test fails with it
   before(async () => {
     if (skip) return;
-    if (!fs.existsSync(CHROMIUM)) {
-      unusable = new Error(
-        `Chromium not found at ${CHROMIUM}: install Debian's 'chromium' package (scripts/test does), ` +
-          'set RELAY_CHROMIUM to its path, or set RELAY_SKIP_BROWSER=1 to skip this test',
-      );
-      return;
-    }
-    const { chromium } = require('playwright-core');
     relay = await h.startRelay({
       env: { RELAY_DASHBOARD_ENABLED: 'true', RELAY_DASHBOARD_PASSWORD: PASSWORD },
     });
-    // launch() gives the browser a fresh temporary profile each time (playwright's own user-data dir).
-    browser = await chromium
-      .launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        args: [
-          '--headless',
-          '--no-sandbox',
-          '--disable-gpu',
-          '--disable-quic',
-          '--no-first-run',
-          '--disable-background-networking',
-          '--disable-component-update',
-          '--disable-sync',
-        ],
-        timeout: 30000,
-      })
-      .catch((e) => {
-        unusable = new Error(`Chromium at ${CHROMIUM} did not start: ${e.message}`);
-      });
+    ({ browser, unusable } = await launch());
   });
   after(async () => {
     if (browser) await browser.close();

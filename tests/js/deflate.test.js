@@ -1,12 +1,14 @@
 'use strict';
 // permessage-deflate (docs/protocol.md#framing) with real clients. Node's `ws` offers the extension by default
 // ("permessage-deflate; client_max_window_bits") and compresses what it sends from 1 KiB up; pusher-js's Node
-// build talks through its bundled faye-websocket, which offers no extension, so it stays plain. Every client gets
-// the same events, compressed or not.
+// build talks through its bundled faye-websocket, which offers no extension, so it stays plain there. In a
+// browser pusher-js uses the browser's WebSocket, which offers the extension: the last suite runs pusher-js's web
+// build in headless Chromium (browser.js). Every client gets the same events, compressed or not.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('./harness');
+const { skip, launch } = require('./browser');
 
 /** What `ws` agreed with the server: the extension, with no context takeover either way. */
 function negotiated(raw) {
@@ -117,5 +119,95 @@ describe('permessage-deflate turned off', () => {
     assert.equal(negotiated(c.raw), null);
     await c.raw.subscribe('market');
     await c.raw.ping();
+  });
+});
+
+describe('pusher-js in headless Chromium', () => {
+  let relay;
+  let sdk;
+  let browser;
+  let unusable; // why the browser could not be started: each test fails with it
+  before(async () => {
+    if (skip) return;
+    relay = await h.startRelay();
+    sdk = h.serverSdk(relay);
+    ({ browser, unusable } = await launch());
+  });
+  after(async () => {
+    if (browser) await browser.close();
+    if (relay) await relay.stop();
+  });
+
+  it('negotiates permessage-deflate as browsers do; events and client events arrive as for a plain client', { skip }, async () => {
+    if (unusable) throw unusable;
+    const page = await browser.newPage();
+    try {
+      const errors = [];
+      page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+      // Private-channel auth is signed here, in Node, and handed to the page's pusher-js.
+      await page.exposeFunction('relayAuth', (socketId, channel) => h.channelAuth(relay, socketId, channel));
+      await page.addScriptTag({ path: require.resolve('pusher-js/dist/web/pusher.min.js') });
+      await page.evaluate(
+        ({ key, port }) =>
+          new Promise((resolve, reject) => {
+            const pusher = new Pusher(key, {
+              cluster: 'mt1',
+              wsHost: '127.0.0.1',
+              wsPort: port,
+              forceTLS: false,
+              enabledTransports: ['ws'],
+              channelAuthorization: {
+                customHandler: (params, callback) =>
+                  window.relayAuth(params.socketId, params.channelName).then((auth) => callback(null, { auth })),
+              },
+            });
+            window.pusherClient = pusher;
+            window.received = [];
+            pusher.connection.bind('error', (e) => reject(new Error(JSON.stringify(e))));
+            pusher.connection.bind('connected', () => {
+              const market = pusher.subscribe('market');
+              market.bind('orders', (data) => window.received.push(data));
+              const desk = pusher.subscribe('private-desk');
+              let waiting = 2;
+              const done = () => --waiting === 0 && resolve();
+              market.bind('pusher:subscription_succeeded', done);
+              desk.bind('pusher:subscription_succeeded', done);
+            });
+          }),
+        { key: relay.app.key, port: relay.port },
+      );
+      // The browser's own record of what it agreed with relay (WebSocket.extensions).
+      const agreed = await page.evaluate(() => window.pusherClient.connection.connection.transport.socket.extensions);
+      assert.equal(agreed, 'permessage-deflate; server_no_context_takeover; client_no_context_takeover');
+
+      const plain = await h.rawConnect(relay, { wsOptions: { perMessageDeflate: false } });
+      await plain.raw.subscribe('market');
+      await plain.raw.subscribe('private-desk', { auth: h.channelAuth(relay, plain.socketId, 'private-desk') });
+      const data = orders(20);
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await sdk.trigger('market', 'orders', { ...data, i })).status, 200);
+      }
+      const expected = [0, 1, 2].map((i) => ({ ...data, i }));
+      for (const e of expected) {
+        assert.deepEqual(JSON.parse((await plain.raw.nextEvent('orders', 'market')).data), e);
+      }
+      await h.eventually(
+        async () => {
+          const got = await page.evaluate(() => window.received);
+          if (got.length < 3) throw new Error(`${got.length} of 3 events in the page`);
+          assert.deepEqual(got, expected);
+        },
+        { timeout: 5000, interval: 50, what: 'three events in the page' },
+      );
+
+      // Chromium compresses what it sends on a connection that negotiated the extension: relay inflates it.
+      const clientData = { ...orders(15), from: 'browser' };
+      await page.evaluate((d) => window.pusherClient.channel('private-desk').trigger('client-order', d), clientData);
+      const ev = await plain.raw.nextEvent('client-order', 'private-desk');
+      assert.deepEqual(JSON.parse(ev.data), clientData);
+      assert.deepEqual(errors, []);
+    } finally {
+      await page.close();
+    }
   });
 });
