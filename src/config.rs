@@ -580,6 +580,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "--dashboard-password",
         "dashboard password (required when enabled)",
     ),
+    (
+        "RELAY_DASHBOARD_MAX_STREAMS",
+        "--dashboard-max-streams",
+        "live dashboard streams open at once (16)",
+    ),
     ("RELAY_LOG_FORMAT", "--log-format", "text or json"),
     (
         "RELAY_SHUTDOWN_GRACE",

@@ -382,3 +382,43 @@ fn a_custom_path_and_user_are_used() {
     let v = stream.expect();
     assert!(v["totals"]["deliveries"].is_u64(), "{v:?}");
 }
+
+#[test]
+fn streams_beyond_the_cap_are_refused_with_503_until_one_closes() {
+    let server = with_dashboard(&[("RELAY_DASHBOARD_MAX_STREAMS", "2")]);
+    let (mut first, head) = Stream::open(server.port, "/dashboard/events");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    first.expect();
+    let (mut second, head) = Stream::open(server.port, "/dashboard/events");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    second.expect();
+    let third = request(server.port, "GET", "/dashboard/events", Some(&admin()));
+    assert_eq!(third.status, 503, "{} {}", third.head, third.body);
+    assert_eq!(third.body, r#"{"error":"Too many dashboard streams open"}"#);
+    // The page and the snapshot are not streams: still served.
+    assert_eq!(
+        request(
+            server.port,
+            "GET",
+            "/dashboard/api/snapshot",
+            Some(&admin())
+        )
+        .status,
+        200
+    );
+    // A closed stream gives its slot back once the server notices (its next write fails).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (mut again, head) = Stream::open(server.port, "/dashboard/events");
+        if head.starts_with("HTTP/1.1 200") && again.next().is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot never came back: {head}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    second.expect();
+}

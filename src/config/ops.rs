@@ -40,6 +40,8 @@ pub struct DashboardSettings {
     pub user: String,
     /// Required when enabled: relay refuses to start without it.
     pub password: String,
+    /// Live event streams open at once, the whole server (each one is a viewer's tab).
+    pub max_streams: usize,
 }
 
 impl Default for DashboardSettings {
@@ -49,6 +51,7 @@ impl Default for DashboardSettings {
             path: "/dashboard".into(),
             user: "admin".into(),
             password: String::new(),
+            max_streams: 16,
         }
     }
 }
@@ -159,6 +162,9 @@ pub(super) fn apply(
     }
     if let Some((_, v)) = get("RELAY_DASHBOARD_PASSWORD") {
         ops.dashboard.password = v;
+    }
+    if let Some((field, v)) = get("RELAY_DASHBOARD_MAX_STREAMS") {
+        ops.dashboard.max_streams = parse_num(&field, &v)?;
     }
     if let Some((field, v)) = get("RELAY_LOG_FORMAT") {
         ops.log_format = match v.as_str() {

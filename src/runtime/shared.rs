@@ -34,6 +34,8 @@ pub struct Shared {
     pub cluster: OnceLock<Arc<Cluster>>,
     /// Where cores hand webhook events to the sender thread (never waits, drops the oldest when full).
     pub webhooks: Arc<WebhookQueue>,
+    /// Dashboard event streams open now, all cores (`RELAY_DASHBOARD_MAX_STREAMS`).
+    pub dashboard_streams: AtomicUsize,
 }
 
 impl Shared {
@@ -60,6 +62,7 @@ impl Shared {
             drain_began: OnceLock::new(),
             webhooks,
             cluster: OnceLock::new(),
+            dashboard_streams: AtomicUsize::new(0),
         }
     }
 

@@ -7,6 +7,8 @@
 //! sends totals, and the page works out rates from two of them.
 
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -17,6 +19,7 @@ use crate::config::DashboardSettings;
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::Response;
 use crate::runtime::core::Core;
+use crate::runtime::shared::Shared;
 
 mod snapshot;
 
@@ -74,6 +77,10 @@ pub async fn route(core: &Rc<Core>, head: &RequestHead) -> Option<Response> {
         }
         "/style.css" => Response::content("text/css; charset=utf-8", STYLE.as_bytes().to_vec()),
         // A HEAD cannot be answered with a stream (its head has no end but the connection's).
+        // The slot itself is taken when the stream starts (`stream_events`); this answers the common case plainly.
+        "/events" if get && streams_full(&core.shared) => {
+            Response::error(503, "Too many dashboard streams open")
+        }
         "/events" if get => Response::event_stream(),
         "/events" => Response::method_not_allowed("GET"),
         "/api/snapshot" => {
@@ -133,10 +140,40 @@ fn authorized(d: &DashboardSettings, header: Option<&str>) -> bool {
     digest(&[&given]).verify_slice(&expected).is_ok()
 }
 
+/// A place among the `RELAY_DASHBOARD_MAX_STREAMS` open event streams, given back when dropped.
+struct StreamSlot(Arc<Shared>);
+
+impl StreamSlot {
+    fn take(shared: &Arc<Shared>) -> Option<StreamSlot> {
+        let max = shared.config.ops.dashboard.max_streams;
+        shared
+            .dashboard_streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(StreamSlot(shared.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.dashboard_streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn streams_full(shared: &Shared) -> bool {
+    shared.dashboard_streams.load(Ordering::Acquire) >= shared.config.ops.dashboard.max_streams
+}
+
 /// Writes the live figures as server-sent events until the client goes away, a write takes longer than
 /// `http_write_timeout`, the stream reaches `MAX_STREAM_LIFETIME`, or the server drains. One snapshot is in
 /// flight at a time and each write is awaited, so a slow reader holds one snapshot's bytes, never a backlog.
 pub async fn stream_events<S: AsyncWriteRent>(core: &Rc<Core>, stream: &mut S) {
+    // Lost a race for the last slot: the stream ends at once and EventSource retries (`RECONNECT_MS`).
+    let Some(_slot) = StreamSlot::take(&core.shared) else {
+        return;
+    };
     let started = Instant::now();
     let write_limit = core.shared.config.limits.http_write_timeout;
     let mut buf = format!("retry: {RECONNECT_MS}\n\n").into_bytes();
@@ -187,6 +224,7 @@ mod tests {
             path: "/dashboard".into(),
             user: "admin".into(),
             password: "s3cret:with colon".into(),
+            ..DashboardSettings::default()
         }
     }
 
