@@ -17,8 +17,17 @@ fn path() -> String {
 
 /// A client that negotiated permessage-deflate (asserted), past connection_established.
 fn deflate_client(server: &Server) -> Client {
-    let (mut ws, head) = Ws::connect_offering(server.port, &path(), Some(OFFER));
-    assert!(head.contains(ANSWER), "{head}");
+    offering(server, Some(OFFER))
+}
+
+/// A client that offers no extension, whatever `RELAY_TEST_DEFLATE` says.
+fn plain_client(server: &Server) -> Client {
+    offering(server, None)
+}
+
+fn offering(server: &Server, offer: Option<&str>) -> Client {
+    let (mut ws, head) = Ws::connect_offering(server.port, &path(), offer);
+    assert_eq!(head.contains(ANSWER), offer.is_some(), "{head}");
     let established = ws.recv_text_frame();
     assert!(
         !established.rsv1(),
@@ -100,7 +109,7 @@ fn the_upgrade_answers_offers_it_can_honour_and_declines_the_rest() {
 #[test]
 fn a_publication_arrives_compressed_with_rsv1_and_inflates_to_what_a_plain_client_gets() {
     let server = Server::start();
-    let mut plain = server.client();
+    let mut plain = plain_client(&server);
     let mut compressed = deflate_client(&server);
     plain.subscribe("market");
     compressed.send_text(r#"{"event":"pusher:subscribe","data":{"auth":"","channel":"market"}}"#);
@@ -150,7 +159,7 @@ fn below_the_minimum_size_a_publication_is_plain() {
 fn a_compressed_client_event_is_relayed_whole_or_fragmented() {
     let server = Server::start();
     let mut a = deflate_client(&server);
-    let mut b = server.client();
+    let mut b = plain_client(&server);
     let mut c = deflate_client(&server);
     for cl in [&mut a, &mut b, &mut c] {
         private_sub(cl, "private-room");
@@ -210,7 +219,7 @@ fn a_message_inflating_past_the_limit_is_refused_with_1009() {
 #[test]
 fn rsv1_without_negotiation_is_a_protocol_error() {
     let server = Server::start();
-    let mut c = server.client();
+    let mut c = plain_client(&server);
     c.send_raw_frame(
         0x80 | 0x40 | 0x1,
         &compress(br#"{"event":"pusher:ping","data":{}}"#),

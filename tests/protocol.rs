@@ -632,3 +632,22 @@ fn channels_per_connection_are_limited() {
     c.send_text(r#"{"event":"pusher:unsubscribe","data":{"channel":"a"}}"#);
     c.subscribe("d");
 }
+
+/// The compressed pass (`RELAY_TEST_DEFLATE=1`, scripts/test) must compress: channel events reach its clients with
+/// RSV1 set and are inflated; in the plain pass nothing arrives compressed (a stray RSV1 frame fails the read).
+#[test]
+fn channel_events_arrive_compressed_exactly_when_the_pass_negotiates_it() {
+    let server = Server::start();
+    let mut sub = server.client();
+    sub.subscribe("zipped");
+    let data = "{\"orders\":[".to_string() + &"{\"side\":\"buy\",\"qty\":1},".repeat(30) + "{}]}";
+    assert_eq!(server.publish("zipped", "orders", &data).0, 200);
+    let e = sub.expect_event("orders");
+    assert_eq!(e.data_str(), data);
+    assert_eq!(
+        sub.inflated() > 0,
+        deflate_everywhere(),
+        "{} inflated",
+        sub.inflated()
+    );
+}

@@ -105,7 +105,7 @@ fn slow_reader_is_cut_off_while_others_keep_receiving() {
     }
     // Random letters: still about 6 KB on the wire when the suite runs with compression (RELAY_TEST_DEFLATE=1).
     let payload = incompressible(8000);
-    // 8 MB: more than the kernel's socket buffers on both ends plus the 64 KiB queue cap.
+    // 8 MB (about 6 MB compressed): more than the kernel's socket buffers on both ends plus the 64 KiB queue cap.
     let total = 1000;
     let mut handles = Vec::new();
     for f in fast.drain(..) {

@@ -36,6 +36,10 @@ impl Server {
             .args(args);
         // Many servers run at once: none serves metrics unless its test asks (9601 would clash).
         cmd.env("RELAY_METRICS_PORT", "0");
+        // The compressed pass compresses every channel event, small ones too, unless a test sets its own minimum.
+        if deflate_everywhere() {
+            cmd.env("RELAY_COMPRESSION_MIN_BYTES", "0");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -279,11 +283,14 @@ pub struct Ws {
     /// permessage-deflate was negotiated (`RELAY_TEST_DEFLATE=1`): compressed frames are inflated on the way in
     /// and the text this client sends goes compressed.
     deflate: bool,
+    /// Compressed messages received and inflated.
+    inflated: usize,
 }
 
 /// `RELAY_TEST_DEFLATE=1`: every test client made by [`Ws::connect`] offers permessage-deflate as a browser does,
-/// requires it accepted, inflates what comes compressed and compresses the text it sends, so the conformance
-/// suites run with compression negotiated (scripts/test runs them so).
+/// requires it accepted, inflates what comes compressed and compresses the text it sends, and test servers
+/// compress every channel event (`RELAY_COMPRESSION_MIN_BYTES=0`), so the conformance suites run with compression
+/// negotiated (scripts/test runs them so; `tests/deflate.rs` and the TLS clients are not meant for it).
 pub fn deflate_everywhere() -> bool {
     std::env::var("RELAY_TEST_DEFLATE").is_ok_and(|v| v == "1")
 }
@@ -390,7 +397,13 @@ impl Ws {
             stream,
             buf,
             deflate,
+            inflated: 0,
         }
+    }
+
+    /// How many compressed messages this client received (and inflated).
+    pub fn inflated(&self) -> usize {
+        self.inflated
     }
 
     pub fn send_frame(&mut self, opcode: u8, payload: &[u8], fin: bool, masked: bool) {
@@ -433,6 +446,7 @@ impl Ws {
                     assert!(self.deflate, "RSV1 set without permessage-deflate");
                     assert_eq!(frame.opcode, 1, "only text messages are compressed");
                     frame.payload = inflate(&frame.payload);
+                    self.inflated += 1;
                 }
                 self.buf.drain(..used);
                 return Some(frame);
@@ -698,6 +712,7 @@ impl Ws {
                 stream,
                 buf,
                 deflate,
+                inflated: 0,
             },
             head,
         )

@@ -127,9 +127,11 @@ describe('pusher-js in headless Chromium', () => {
   let sdk;
   let browser;
   let unusable; // why the browser could not be started: each test fails with it
+  let metricsPort;
   before(async () => {
     if (skip) return;
-    relay = await h.startRelay();
+    metricsPort = await h.freePort();
+    relay = await h.startRelay({ env: { RELAY_METRICS_PORT: String(metricsPort) } });
     sdk = h.serverSdk(relay);
     ({ browser, unusable } = await launch());
   });
@@ -138,7 +140,7 @@ describe('pusher-js in headless Chromium', () => {
     if (relay) await relay.stop();
   });
 
-  it('negotiates permessage-deflate as browsers do; events and client events arrive as for a plain client', { skip }, async () => {
+  it('negotiates permessage-deflate as browsers do; its events and client events match a plain client', { skip }, async () => {
     if (unusable) throw unusable;
     const page = await browser.newPage();
     try {
@@ -147,7 +149,7 @@ describe('pusher-js in headless Chromium', () => {
       // Private-channel auth is signed here, in Node, and handed to the page's pusher-js.
       await page.exposeFunction('relayAuth', (socketId, channel) => h.channelAuth(relay, socketId, channel));
       await page.addScriptTag({ path: require.resolve('pusher-js/dist/web/pusher.min.js') });
-      await page.evaluate(
+      const subscribed = page.evaluate(
         ({ key, port }) =>
           new Promise((resolve, reject) => {
             const pusher = new Pusher(key, {
@@ -172,10 +174,14 @@ describe('pusher-js in headless Chromium', () => {
               const done = () => --waiting === 0 && resolve();
               market.bind('pusher:subscription_succeeded', done);
               desk.bind('pusher:subscription_succeeded', done);
+              const refused = (e) => reject(new Error(`subscription_error: ${JSON.stringify(e)}`));
+              market.bind('pusher:subscription_error', refused);
+              desk.bind('pusher:subscription_error', refused);
             });
           }),
         { key: relay.app.key, port: relay.port },
       );
+      await h.withTimeout(subscribed, 10000, 'pusher-js in the page connected and subscribed');
       // The browser's own record of what it agreed with relay (WebSocket.extensions).
       const agreed = await page.evaluate(() => window.pusherClient.connection.connection.transport.socket.extensions);
       assert.equal(agreed, 'permessage-deflate; server_no_context_takeover; client_no_context_takeover');
@@ -200,11 +206,22 @@ describe('pusher-js in headless Chromium', () => {
         { timeout: 5000, interval: 50, what: 'three events in the page' },
       );
 
-      // Chromium compresses what it sends on a connection that negotiated the extension: relay inflates it.
+      // A client event from the page: Chromium sends it compressed (relay reads fewer bytes than its text), and
+      // relay inflates it for the plain client.
+      const bytesRead = async () => {
+        const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        const m = text.match(/^relay_ws_bytes_received_total (\d+)$/m);
+        assert.ok(m, 'relay_ws_bytes_received_total in /metrics');
+        return Number(m[1]);
+      };
       const clientData = { ...orders(15), from: 'browser' };
+      const text = JSON.stringify({ event: 'client-order', channel: 'private-desk', data: clientData });
+      const before = await bytesRead();
       await page.evaluate((d) => window.pusherClient.channel('private-desk').trigger('client-order', d), clientData);
       const ev = await plain.raw.nextEvent('client-order', 'private-desk');
       assert.deepEqual(JSON.parse(ev.data), clientData);
+      const read = (await bytesRead()) - before;
+      assert.ok(read < text.length / 2, `relay read ${read} bytes for a ${text.length}-byte client event`);
       assert.deepEqual(errors, []);
     } finally {
       await page.close();

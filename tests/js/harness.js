@@ -735,6 +735,7 @@ function signinAuth(relay, socketId, userData, { key = relay.app.key, secret = r
 
 module.exports = {
   REPO,
+  freePort,
   HOST,
   DEFAULT_APP,
   PusherClient,
