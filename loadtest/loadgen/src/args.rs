@@ -26,8 +26,9 @@ Common flags:
   --drain SECS       wait this long after publishing for deliveries/acks (default 2)
   --quiet            no progress lines on stderr
   --allow-non-loopback  permit a --host outside 127.0.0.0/8
-  --deflate          subscribers offer permessage-deflate and inflate what comes compressed; reports count
-                     wire bytes as read from the socket (wire_bytes_per_delivery)
+  --deflate          subscribers offer permessage-deflate and inflate what comes compressed (each distinct
+                     message once per thread: inflated_messages); reports count wire bytes as read from
+                     the socket (wire_bytes_per_delivery)
   --json-pad         pad published data with JSON-like text (compresses like real events) instead of x's
   --tls              wss:// and https:// (needs --tls-ca FILE, or --insecure to accept any certificate)
 

@@ -10,7 +10,7 @@ use crate::idle::{connect_deadline, errors_obj, target};
 use crate::pool::{Pool, PoolCfg, PoolResult};
 use crate::publish::{self, PubCfg, PubResult};
 use crate::util::{CpuMark, Obj, Progress, hist_obj, own_cpu_obj, p99, server_cpu_obj};
-use crate::ws::WIRE_BYTES_READ;
+use crate::ws::{INFLATED_MESSAGES, WIRE_BYTES_READ};
 
 /// One publish step's measurements.
 pub struct Step {
@@ -105,6 +105,7 @@ fn run_step(
     let _ = pool.take_hist(); // discard anything before this step
     let base = pool.totals();
     let wire0 = WIRE_BYTES_READ.load(Relaxed);
+    let inflated0 = INFLATED_MESSAGES.load(Relaxed);
     let drain = Duration::from_secs_f64(c.drain);
     let m0 = CpuMark::now(c.server_pid);
     let ph = publish::start(PubCfg {
@@ -168,6 +169,7 @@ fn run_step(
     let after = pool.totals();
     let received = after.delivered - base.delivered;
     let wire = WIRE_BYTES_READ.load(Relaxed) - wire0;
+    let inflated = INFLATED_MESSAGES.load(Relaxed) - inflated0;
     let pr = ph.join();
     let hist = pool.take_hist();
     line(prog);
@@ -207,6 +209,9 @@ fn run_step(
                 0.0
             },
         )
+        // Compressed messages the generator inflated: one per publication per thread when every other copy was
+        // recognised (see ws::inflate_prefix); more means its cache missed.
+        .u("inflated_messages", inflated)
         .u(
             "disconnects",
             after.disconnected.saturating_sub(base.disconnected),

@@ -65,8 +65,13 @@ thread_local! {
 /// bottleneck. The handshake phase inflates whole messages.
 const INFLATE_PREFIX: usize = 192;
 
-/// How many recent compressed messages each thread remembers (see `inflate_prefix`).
-const INFLATE_CACHE: usize = 16;
+/// How many recent compressed messages each thread remembers (see `inflate_prefix`): more than the publications
+/// a saturated server has in flight at once in the scenarios here (about 15 at 750 publishes/s and 20 ms).
+const INFLATE_CACHE: usize = 64;
+
+/// Compressed messages inflated (cache misses), all threads: `inflated_messages` in a report. With every
+/// subscriber's copy recognised it equals the publications times the threads that received them.
+pub static INFLATED_MESSAGES: AtomicU64 = AtomicU64::new(0);
 
 /// Recent compressed messages with the start of their text, and the next slot to replace (round robin).
 type SeenMessages = (usize, Vec<(Vec<u8>, Vec<u8>)>);
@@ -94,12 +99,17 @@ fn inflate_prefix(payload: &[u8], out: &mut Vec<u8>) -> Result<(), ConnError> {
         return Ok(());
     }
     inflate_into(payload, out, INFLATE_PREFIX)?;
+    INFLATED_MESSAGES.fetch_add(1, Ordering::Relaxed);
     INFLATE_SEEN.with_borrow_mut(|(next, seen)| {
-        let entry = (payload.to_vec(), out.clone());
         if seen.len() < INFLATE_CACHE {
-            seen.push(entry);
+            seen.push((payload.to_vec(), out.clone()));
         } else {
-            seen[*next] = entry;
+            // The slot's buffers are reused: once they are as large as the messages, a miss allocates nothing.
+            let (c, text) = &mut seen[*next];
+            c.clear();
+            c.extend_from_slice(payload);
+            text.clear();
+            text.extend_from_slice(out);
             *next = (*next + 1) % INFLATE_CACHE;
         }
     });
@@ -942,7 +952,7 @@ mod inflate_tests {
     #[test]
     fn repeated_messages_read_the_same_and_equal_lengths_are_not_confused() {
         // Same length, differing only deep inside: the cache must compare whole messages.
-        let texts: Vec<Vec<u8>> = (0..40)
+        let texts: Vec<Vec<u8>> = (0..100)
             .map(|i| {
                 format!(
                     r#"{{"event":"lg","data":"t={:06};{}"}}"#,
@@ -953,13 +963,16 @@ mod inflate_tests {
             })
             .collect();
         let mut out = Vec::new();
+        let inflated0 = INFLATED_MESSAGES.load(Ordering::Relaxed);
         for round in 0..3 {
-            // Each message twice in a row (a hit), then the next: 40 of them outrun the cache.
+            // Each message twice in a row (a hit), then the next: 100 of them outrun the cache.
             for t in texts.iter().flat_map(|t| [t, t]) {
                 inflate_prefix(&deflate(t), &mut out).unwrap();
                 assert!(out.len() >= INFLATE_PREFIX, "round {round}");
                 assert_eq!(out[..INFLATE_PREFIX], t[..INFLATE_PREFIX], "round {round}");
             }
         }
+        // Every first copy inflated, every repeat recognised (no other test here inflates).
+        assert_eq!(INFLATED_MESSAGES.load(Ordering::Relaxed) - inflated0, 300);
     }
 }
