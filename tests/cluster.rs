@@ -1219,3 +1219,50 @@ fn publications_redis_refuses_are_given_up_once_not_sent_again_and_again() {
     assert_eq!(on_a.expect_event("e").data_str(), "taken");
     on_a.expect_silence(Duration::from_millis(300));
 }
+
+#[test]
+fn the_clusters_stats_count_an_app_a_reload_added() {
+    use sonic_rs::JsonValueTrait;
+    let redis = Redis::start();
+    let dir = std::env::temp_dir().join(format!("relay-cluster-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("apps.json");
+    let app =
+        |id: &str, key: &str| format!(r#"{{"id":"{id}","key":"{key}","secret":"{id}-secret"}}"#);
+    std::fs::write(&file, format!(r#"{{"apps":[{}]}}"#, app("one", "key-one"))).unwrap();
+    let a = node_with(&redis, "a", &[("RELAY_APPS_FILE", file.to_str().unwrap())]);
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"apps":[{},{}]}}"#,
+            app("one", "key-one"),
+            app("two", "key-two")
+        ),
+    )
+    .unwrap();
+    // SAFETY: signalling the child process this test started.
+    unsafe { libc::kill(a.pid() as i32, libc::SIGHUP) };
+    let mut c = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut ws = Ws::connect(a.port, "/app/key-two?protocol=7");
+            if ws.recv_event().name() == "pusher:connection_established" {
+                break ws;
+            }
+            assert!(std::time::Instant::now() < deadline, "app two never served");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    c.subscribe("in-app-two");
+    // The totals come from Redis (the cluster's), refreshed every second: app two's channel is in them.
+    eventually(
+        "app two's channel in the cluster's /stats",
+        Duration::from_secs(5),
+        || {
+            let (_, stats) = common::http(a.port, "GET", "/stats", "");
+            let s = json(&stats);
+            s["channels"].as_u64() == Some(1) && s["cluster"]["node"].as_str() == Some("a")
+        },
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

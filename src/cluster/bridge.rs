@@ -161,8 +161,9 @@ pub struct Cluster {
     pub(crate) resync: AtomicBool,
     /// This node's open connections, read by the heartbeat (set by the server).
     pub(crate) local_connections: Box<dyn Fn() -> u64 + Send + Sync>,
-    /// The apps' ids, for the cluster's totals.
-    pub(crate) app_ids: Vec<String>,
+    /// The ids of the apps served now (a reload adds and removes apps), for the cluster's totals; read once a
+    /// second by the command thread.
+    pub(crate) app_ids: Box<dyn Fn() -> Vec<String> + Send + Sync>,
     /// The cluster's open connections and occupied channels, refreshed every second by the command thread, and
     /// when (ms since the Unix epoch; 0: never).
     pub cluster_connections: AtomicU64,
@@ -180,7 +181,7 @@ impl Cluster {
     /// Starts the bridge threads; `deliver` gets every publication of another node this node listens to.
     pub fn start(
         config: &ClusterConfig,
-        app_ids: Vec<String>,
+        app_ids: Box<dyn Fn() -> Vec<String> + Send + Sync>,
         local_connections: Box<dyn Fn() -> u64 + Send + Sync>,
         deliver: DeliverFn,
     ) -> std::io::Result<Arc<Cluster>> {

@@ -1194,9 +1194,7 @@ impl<'a> Commands<'a> {
     /// The cluster's open connections (each node's, from its heartbeat) and occupied channels, for `/stats`.
     fn totals(&mut self) {
         let connections = self.key("connections");
-        let occ: Vec<String> = self
-            .cluster
-            .app_ids
+        let occ: Vec<String> = (self.cluster.app_ids)()
             .iter()
             .map(|a| self.key(&format!("{a}:occ")))
             .collect();

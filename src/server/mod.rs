@@ -244,7 +244,15 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
     let to_cores = shared.clone();
     let node_id = config.node_id.clone();
     let deliver = Box::new(move |d: Delivery| route_delivery(&to_cores, &node_id, d));
-    let app_ids = shared.config.apps.iter().map(|a| a.id.clone()).collect();
+    // The apps now, not at start: the totals count apps a reload added.
+    let served = shared.clone();
+    let app_ids = Box::new(move || {
+        served
+            .registry()
+            .iter()
+            .map(|a| a.config.id.clone())
+            .collect()
+    });
     let counted = shared.clone();
     let local_connections = Box::new(move || counted.connections.count());
     let cluster =
