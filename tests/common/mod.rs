@@ -52,6 +52,13 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Logged before the port is handed over: a test that starts reading the log once the server
+                // listens finds the listening line in it.
+                {
+                    let mut l = log2.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let port: u16 = rest
                         .split(' ')
@@ -66,9 +73,6 @@ impl Server {
                         let _ = tx.send(port);
                     }
                 }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let port = rx
@@ -354,34 +358,8 @@ pub fn inflate(payload: &[u8]) -> Vec<u8> {
 
 impl Ws {
     pub fn connect(port: u16, path: &str) -> Ws {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         let deflate = deflate_everywhere();
-        let offer = if deflate {
-            format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
-        } else {
-            String::new()
-        };
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
-        );
-        stream.write_all(req.as_bytes()).unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let n = stream.read(&mut chunk).expect("handshake read");
-            assert!(
-                n > 0,
-                "closed during handshake: {}",
-                String::from_utf8_lossy(&buf)
-            );
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
+        let (mut ws, head) = Ws::connect_offering(port, path, deflate.then_some(DEFLATE_OFFER));
         assert!(
             head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
             "{head}"
@@ -392,13 +370,8 @@ impl Ws {
                 "RELAY_TEST_DEFLATE=1 but the offer was declined: {head}"
             );
         }
-        buf.drain(..head_end);
-        Ws {
-            stream,
-            buf,
-            deflate,
-            inflated: 0,
-        }
+        ws.deflate = deflate;
+        ws
     }
 
     /// How many compressed messages this client received (and inflated).
@@ -438,30 +411,20 @@ impl Ws {
         }
     }
 
+    /// The next frame, inflated when it came compressed.
     pub fn try_recv_frame(&mut self, timeout: Duration) -> Option<Frame> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some((mut frame, used)) = parse_frame(&self.buf) {
-                if self.buf[0] & 0x40 != 0 {
-                    assert!(self.deflate, "RSV1 set without permessage-deflate");
-                    assert_eq!(frame.opcode, 1, "only text messages are compressed");
-                    frame.payload = inflate(&frame.payload);
-                    self.inflated += 1;
-                }
-                self.buf.drain(..used);
-                return Some(frame);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(_) => return None,
-            }
+        let raw = self.try_recv_raw_frame(timeout)?;
+        let mut frame = Frame {
+            opcode: raw.opcode(),
+            payload: raw.payload,
+        };
+        if raw.first & 0x40 != 0 {
+            assert!(self.deflate, "RSV1 set without permessage-deflate");
+            assert_eq!(frame.opcode, 1, "only text messages are compressed");
+            frame.payload = inflate(&frame.payload);
+            self.inflated += 1;
         }
+        Some(frame)
     }
 
     pub fn recv_frame(&mut self) -> Frame {
@@ -682,7 +645,8 @@ impl RawFrame {
 
 impl Ws {
     /// Connects offering `extensions` in `Sec-WebSocket-Extensions` (none when `None`); returns the client and
-    /// the server's 101 head.
+    /// the server's 101 head. The client neither inflates nor compresses: its caller reads the answer and the raw
+    /// frames itself ([`Ws::connect`] turns that on for `RELAY_TEST_DEFLATE=1`).
     pub fn connect_offering(port: u16, path: &str, extensions: Option<&str>) -> (Ws, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -700,18 +664,21 @@ impl Ws {
                 break i + 4;
             }
             let n = stream.read(&mut chunk).expect("handshake read");
-            assert!(n > 0, "closed during handshake");
+            assert!(
+                n > 0,
+                "closed during handshake: {}",
+                String::from_utf8_lossy(&buf)
+            );
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
         buf.drain(..head_end);
-        let deflate = false; // the caller reads the answer and the raw frames itself
         (
             Ws {
                 stream,
                 buf,
-                deflate,
+                deflate: false,
                 inflated: 0,
             },
             head,
