@@ -5,6 +5,7 @@
 //! nothing is kept per viewer. Presence and the event log ask every core (the same questions the REST API asks);
 //! a core that does not answer in time leaves them out and marks the snapshot `partial`.
 
+use std::cmp::Reverse;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -129,13 +130,9 @@ fn head(core: &Core, out: &mut Vec<u8>) -> Vec<Arc<App>> {
     let registry = core.registry();
     let mut apps: Vec<Arc<App>> = registry.iter().cloned().collect();
     let apps_total = apps.len();
-    apps.sort_by(|a, b| {
-        b.live
-            .connections
-            .count()
-            .cmp(&a.live.connections.count())
-            .then_with(|| a.config.id.cmp(&b.config.id))
-    });
+    // Each count is read once: other cores move them during the sort, and a comparator that changes its mind
+    // may make `sort_by` panic.
+    apps.sort_by_cached_key(|a| (Reverse(a.live.connections.count()), a.config.id.clone()));
     apps.truncate(MAX_APPS);
     out.extend_from_slice(format!(r#","apps_total":{apps_total},"apps":["#).as_bytes());
     apps
