@@ -48,12 +48,12 @@ pub fn keep_last_event(core: &Core, p: &Publication) {
     if p.source != Source::Rest {
         return;
     }
+    let ttl = Duration::from_secs(core.with_app(p.app, |a| a.config.cache_ttl_secs));
     for cf in p
         .frames
         .iter()
         .filter(|cf| ChannelType::of(&cf.channel).cache)
     {
-        let ttl = Duration::from_secs(core.app(p.app).config.cache_ttl_secs);
         let event = CachedEvent {
             frame: cf.frame.clone(),
             data_token: p.data_token.clone(),

@@ -158,25 +158,23 @@ async fn listen_in_cluster(core: &Core, app: AppIdx, channel: &str) {
 }
 
 fn client_event(core: &Core, session: &Rc<Session>, msg: &ClientMessage<'_>) {
-    let cfg = &core.app(session.app).config;
-    let e = match client_event::check(cfg, session, msg) {
-        Ok(e) => e,
+    let kind = WebhookKind::ClientEvent;
+    let checked = core.with_app(session.app, |a| {
+        client_event::check(&a.config, session, msg).map(|e| (e, a.webhook_kinds.contains(kind)))
+    });
+    let (e, hooked) = match checked {
+        Ok(checked) => checked,
         Err(r) => return reject(session, r),
     };
-    let kind = WebhookKind::ClientEvent;
-    let hook = core
-        .app(session.app)
-        .webhook_kinds
-        .contains(kind)
-        .then(|| WebhookEvent {
-            user_id: e.user_id.as_deref().map(Box::from),
-            detail: Detail::Client {
-                event_token: Box::from(&e.name_token[..]),
-                data_token: Box::from(&e.data_token[..]),
-                socket_id: session.socket_id,
-            },
-            ..WebhookEvent::channel(session.app, kind, &e.channel)
-        });
+    let hook = hooked.then(|| WebhookEvent {
+        user_id: e.user_id.as_deref().map(Box::from),
+        detail: Detail::Client {
+            event_token: Box::from(&e.name_token[..]),
+            data_token: Box::from(&e.data_token[..]),
+            socket_id: session.socket_id,
+        },
+        ..WebhookEvent::channel(session.app, kind, &e.channel)
+    });
     // Never echoed to the sender (docs/protocol.md#client-events).
     let p = Publication::new(
         session.app,

@@ -146,7 +146,7 @@ pub fn stage(core: &Core, p: &Publication) -> Stage {
 
 /// Whether `p` is kept in history: REST and client events of apps that keep it.
 pub fn keeps(core: &Core, p: &Publication) -> bool {
-    p.source != Source::Server && core.app(p.app).config.history_enabled
+    p.source != Source::Server && core.with_app(p.app, |a| a.config.history_enabled)
 }
 
 /// Publish stage for apps with history: each channel's event goes to that channel's home to be numbered, kept

@@ -53,7 +53,7 @@ impl Core {
 
     /// Hands a webhook event to the sender if some webhook of the app receives `kind`; `build` runs only then.
     pub fn webhook(&self, app: AppIdx, kind: WebhookKind, build: impl FnOnce() -> WebhookEvent) {
-        if self.app(app).webhook_kinds.contains(kind) {
+        if self.with_app(app, |a| a.webhook_kinds.contains(kind)) {
             self.shared.webhooks.emit(build());
         }
     }
