@@ -68,9 +68,14 @@ impl Shared {
 
     /// The apps now (off the cores; a core reads its own copy, `Core::registry`).
     pub fn registry(&self) -> Arc<AppRegistry> {
+        self.with_registry(Arc::clone)
+    }
+
+    /// Runs `f` on the apps now without cloning the registry's `Arc` (for a lookup per message off the cores).
+    pub fn with_registry<T>(&self, f: impl FnOnce(&Arc<AppRegistry>) -> T) -> T {
         match self.apps.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(r) => f(&r),
+            Err(poisoned) => f(&poisoned.into_inner()),
         }
     }
 

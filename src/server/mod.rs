@@ -246,13 +246,8 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
     let deliver = Box::new(move |d: Delivery| route_delivery(&to_cores, &node_id, d));
     // The apps now, not at start: the totals count apps a reload added.
     let served = shared.clone();
-    let app_ids = Box::new(move || {
-        served
-            .registry()
-            .iter()
-            .map(|a| a.config.id.clone())
-            .collect()
-    });
+    let app_ids =
+        Box::new(move || served.with_registry(|r| r.iter().map(|a| a.config.id.clone()).collect()));
     let counted = shared.clone();
     let local_connections = Box::new(move || counted.connections.count());
     let cluster =
@@ -270,7 +265,7 @@ fn start_cluster(shared: &Arc<Shared>) -> Result<(), StartError> {
 /// to the channel's home core, a terminate to every core. A full inbox is counted with the bridge's losses (a
 /// core's counters are its own to write).
 fn route_delivery(s: &Shared, node_id: &str, d: Delivery) {
-    let Some(app) = s.registry().by_id(d.app_id()).map(|a| a.idx) else {
+    let Some(app) = s.with_registry(|r| r.by_id(d.app_id()).map(|a| a.idx)) else {
         return;
     };
     let cores = s.cores();
