@@ -71,16 +71,6 @@ impl<'a> Frames<'a> {
             deflated: &NONE,
         }
     }
-
-    /// The frame a subscriber with `deflate` gets.
-    #[inline]
-    fn for_deflate(self) -> &'a Bytes {
-        if self.deflated.is_empty() {
-            self.plain
-        } else {
-            self.deflated
-        }
-    }
 }
 
 /// What a fan-out did, by outcome.
@@ -303,7 +293,8 @@ pub fn deliver_to<S: Subscriber>(
         }
         return out;
     }
-    let (plain, deflated) = (frames.plain, frames.for_deflate());
+    // Here there is a compressed frame: those who negotiated the extension get it.
+    let (plain, deflated) = (frames.plain, frames.deflated);
     // A branch and a refcount increment per subscriber, no allocation: both frames are already built.
     let pick = |s: &S| if s.deflate() { deflated } else { plain };
     match except {
