@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
+use crate::app::App;
 use crate::http::request::RequestHead;
 use crate::http::response::Response;
 use crate::metrics::Counter;
@@ -89,12 +90,7 @@ pub async fn serve<S: Transport>(
     // A reload that removed the app while this waited for Redis closed the app's sessions before this one
     // existed: refuse it as that reload would have.
     if core.app(app.idx).removed {
-        pusher_handshake::release(&app, &shared.connections);
-        if let Some(cluster) = shared.cluster.get()
-            && app.config.max_connections > 0
-        {
-            cluster.conn_release(&app.config.id);
-        }
+        release_quota(&core, &app);
         return refuse(
             &core,
             stream,
@@ -157,6 +153,16 @@ async fn run<R: ReadHalf>(core: Rc<Core>, session: Rc<Session>, rd: R, leftover:
 
 /// Tears down an ended connection (run by the core's retire loop, a bounded batch per turn): its subscriptions,
 /// memberships and sign-in, its outbox, its quota slots.
+/// Gives back the connection's place in the server's and the app's quotas (the cluster's when the app has one).
+fn release_quota(core: &Core, app: &App) {
+    pusher_handshake::release(app, &core.shared.connections);
+    if let Some(cluster) = core.shared.cluster.get()
+        && app.config.max_connections > 0
+    {
+        cluster.conn_release(&app.config.id);
+    }
+}
+
 pub fn finish(core: &Core, session: &Rc<Session>) {
     core.unregister(session);
     if session.deflate.get() {
@@ -166,13 +172,7 @@ pub fn finish(core: &Core, session: &Rc<Session>) {
         // The client went away without a close handshake: nothing more can be written.
         session.outbox.kill();
     }
-    let app = core.app(session.app);
-    pusher_handshake::release(&app, &core.shared.connections);
-    if let Some(cluster) = core.shared.cluster.get()
-        && app.config.max_connections > 0
-    {
-        cluster.conn_release(&app.config.id);
-    }
+    release_quota(core, &core.app(session.app));
     if session.writer_alive.get() {
         // The session has left the table, so the liveness scan no longer sees it: a peer that stops reading
         // after its Close must not keep the writer (and socket) forever.
