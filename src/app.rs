@@ -168,22 +168,19 @@ impl AppRegistry {
         let mut apps: Vec<Arc<App>> = Vec::with_capacity(self.apps.len() + configs.len());
         for old in &self.apps {
             match configs.iter().find(|c| c.id == old.config.id) {
+                Some(c) if !old.removed && *c == old.config => apps.push(old.clone()),
                 Some(c) => {
                     if old.removed {
                         summary.added.push(old.idx);
-                    } else if *c != old.config {
+                    } else {
                         summary.changed.push(old.idx);
                     }
-                    if old.removed || *c != old.config {
-                        apps.push(app(
-                            old.idx as usize,
-                            c,
-                            old.live.clone(),
-                            old.webhook_kinds,
-                        ));
-                    } else {
-                        apps.push(old.clone());
-                    }
+                    apps.push(app(
+                        old.idx as usize,
+                        c,
+                        old.live.clone(),
+                        old.webhook_kinds,
+                    ));
                 }
                 None if old.removed => apps.push(old.clone()),
                 None => {
