@@ -309,6 +309,12 @@ impl Metrics {
 
     pub const STATUS_SLOTS: usize = STATUS_SLOTS;
 
+    /// Requests answered with `status`, every route (a status not in `HTTP_STATUSES`: all the others).
+    pub fn http_status_total(&self, status: u16) -> u64 {
+        let slot = status_slot(status);
+        HttpRoute::ALL.iter().map(|&r| self.http(r, slot)).sum()
+    }
+
     /// The fan-out histogram, all cores: per-bucket counts (not cumulative) and the sum in seconds.
     pub fn fanout(&self) -> ([u64; FANOUT_SLOTS], f64) {
         let mut buckets = [0u64; FANOUT_SLOTS];

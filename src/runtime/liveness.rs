@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{CloseReason, Counter, HTTP_STATUSES, HttpRoute, Metrics};
+use crate::metrics::{CloseReason, Counter, Metrics};
 use crate::protocol::liveness::{LivenessRules, Verdict, verdict};
 use crate::protocol::outbound;
 use crate::runtime::core::Core;
@@ -119,20 +119,7 @@ const FLOOD_CLASSES: usize = 8;
 
 /// The classes of connection error summarised, and their running totals.
 fn flood_counts(m: &Metrics) -> [(&'static str, u64); FLOOD_CLASSES] {
-    let status = |codes: &[u16]| -> u64 {
-        HttpRoute::ALL
-            .iter()
-            .flat_map(|&r| {
-                codes.iter().filter_map(move |c| {
-                    HTTP_STATUSES
-                        .iter()
-                        .position(|s| s == c)
-                        .map(|slot| (r, slot))
-                })
-            })
-            .map(|(r, slot)| m.http(r, slot))
-            .sum()
-    };
+    let status = |codes: &[u16]| -> u64 { codes.iter().map(|&c| m.http_status_total(c)).sum() };
     [
         (
             "slow reader(s) cut off: output queue over its cap (closed with 4100)",
