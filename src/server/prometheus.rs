@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::http::response::Response;
 use crate::metrics::{
     AppCounter, CloseReason, Counter, FANOUT_BUCKETS, Gauge, HTTP_STATUSES, HttpRoute, Metrics,
 };
@@ -55,7 +56,9 @@ fn answer(shared: &Shared, mut stream: TcpStream) {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
         if buf.len() > MAX_REQUEST_BYTES {
-            let _ = stream.write_all(&plain(431, "request head too large\n"));
+            let mut out = Vec::new();
+            plain(431, "request head too large\n").write_to(&mut out, false, false);
+            let _ = stream.write_all(&out);
             return;
         }
     }
@@ -65,35 +68,23 @@ fn answer(shared: &Shared, mut stream: TcpStream) {
     let target = parts.next().unwrap_or_default();
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     let response = match (method, path) {
-        (b"GET" | b"HEAD", b"/metrics") => {
-            let body = render(shared);
-            let mut r = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            if method == b"GET" {
-                r.extend_from_slice(body.as_bytes());
-            }
-            r
-        }
+        (b"GET" | b"HEAD", b"/metrics") => Response::content(
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(shared).into_bytes(),
+        ),
         (_, b"/metrics") => plain(405, "GET only\n"),
         _ => plain(404, "not found: try /metrics\n"),
     };
-    let _ = stream.write_all(&response);
+    let mut out = Vec::with_capacity(response.body.len() + 160);
+    response.write_to(&mut out, false, method == b"HEAD");
+    let _ = stream.write_all(&out);
 }
 
-fn plain(status: u16, body: &str) -> Vec<u8> {
-    let reason = match status {
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Request Header Fields Too Large",
-    };
-    format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+/// A short text answer (errors of this little listener are not the API's JSON ones).
+fn plain(status: u16, body: &str) -> Response {
+    let mut r = Response::content("text/plain", body.as_bytes().to_vec());
+    r.status = status;
+    r
 }
 
 /// A label value with `\`, `"` and newlines escaped, as the exposition format wants.
