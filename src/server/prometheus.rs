@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::app::{App, AppRegistry};
 use crate::http::response::Response;
 use crate::metrics::{
     AppCounter, CloseReason, Counter, FANOUT_BUCKETS, Gauge, HTTP_STATUSES, HttpRoute, Metrics,
@@ -111,26 +112,40 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// One series with a line per app served.
+fn per_app(
+    out: &mut String,
+    registry: &AppRegistry,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&App) -> u64,
+) {
+    head(out, name, kind, help);
+    for app in registry.iter() {
+        let _ = writeln!(
+            out,
+            "{name}{{app=\"{}\"}} {}",
+            label(&app.config.id),
+            value(app)
+        );
+    }
+}
+
 /// Every series, summed over the cores.
 pub fn render(shared: &Shared) -> String {
     let m: &Metrics = &shared.metrics;
     let registry = shared.registry();
     let mut out = String::with_capacity(8 * 1024);
 
-    head(
+    per_app(
         &mut out,
+        &registry,
         "relay_connections",
         "gauge",
         "Open WebSocket connections, per app.",
+        |app| app.live.connections.count(),
     );
-    for app in registry.iter() {
-        let _ = writeln!(
-            out,
-            "relay_connections{{app=\"{}\"}} {}",
-            label(&app.config.id),
-            app.live.connections.count()
-        );
-    }
     single(
         &mut out,
         "relay_connections_opened_total",
@@ -152,20 +167,14 @@ pub fn render(shared: &Shared) -> String {
             m.closed(r)
         );
     }
-    head(
+    per_app(
         &mut out,
+        &registry,
         "relay_deliveries_total",
         "counter",
         "Frames queued to subscribers, per app.",
+        |app| app.live.metrics.total(AppCounter::Deliveries),
     );
-    for app in registry.iter() {
-        let _ = writeln!(
-            out,
-            "relay_deliveries_total{{app=\"{}\"}} {}",
-            label(&app.config.id),
-            app.live.metrics.total(AppCounter::Deliveries)
-        );
-    }
     head(
         &mut out,
         "relay_publishes_total",
