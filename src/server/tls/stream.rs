@@ -45,6 +45,8 @@ impl TlsSession for ClientConnection {
 /// What a connection's halves share.
 struct Shared<C> {
     session: RefCell<C>,
+    /// The socket's descriptor, for the non-blocking `recv` and the farewell's `send`.
+    fd: RawFd,
     /// A socket write of ours did not finish (it failed, or was dropped half-way): the peer's record stream is cut
     /// off mid-record, so no close_notify may follow.
     torn: Cell<bool>,
@@ -86,23 +88,18 @@ pub struct TlsWriteHalf<C: TlsSession> {
 impl<C: TlsSession> TlsStream<C> {
     /// Wraps a connected socket; nothing is sent until [`TlsStream::handshake`].
     pub fn new(tcp: TcpStream, session: C) -> Self {
-        let fd = tcp.as_raw_fd();
         TlsStream {
             farewell: Farewell {
                 shared: Rc::new(Shared {
                     session: RefCell::new(session),
+                    fd: tcp.as_raw_fd(),
                     torn: Cell::new(false),
                     said_goodbye: Cell::new(false),
                 }),
-                fd,
             },
             inbound: Inbound::default(),
             tcp,
         }
-    }
-
-    fn shared(&self) -> &Shared<C> {
-        &self.farewell.shared
     }
 
     /// Runs the handshake to its end. On a failure the alert rustls prepared is sent (best effort) and the error
@@ -110,7 +107,7 @@ impl<C: TlsSession> TlsStream<C> {
     pub async fn handshake(&mut self) -> io::Result<()> {
         loop {
             flush_tls(&self.farewell.shared, &mut self.tcp).await?;
-            if !self.shared().session.borrow().is_handshaking() {
+            if !self.farewell.shared.session.borrow().is_handshaking() {
                 return Ok(());
             }
             let step = if !self.inbound.pending.is_empty() {
@@ -194,69 +191,47 @@ impl<C: TlsSession> AsyncReadRent for TlsReadHalf<C> {
     }
 }
 
-impl<C: TlsSession> AsyncWriteRent for TlsStream<C> {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        write(&self.farewell.shared, &mut self.tcp, buf).await
-    }
+/// The write side is the same for the whole stream and its write half: both hold the farewell and a socket.
+macro_rules! tls_write {
+    ($stream:ident) => {
+        impl<C: TlsSession> AsyncWriteRent for $stream<C> {
+            async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+                write(&self.farewell.shared, &mut self.tcp, buf).await
+            }
 
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        writev(&self.farewell.shared, &mut self.tcp, buf).await
-    }
+            async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+                writev(&self.farewell.shared, &mut self.tcp, buf).await
+            }
 
-    async fn flush(&mut self) -> io::Result<()> {
-        flush_tls(&self.farewell.shared, &mut self.tcp).await?;
-        self.tcp.flush().await
-    }
+            async fn flush(&mut self) -> io::Result<()> {
+                flush_tls(&self.farewell.shared, &mut self.tcp).await?;
+                self.tcp.flush().await
+            }
 
-    async fn shutdown(&mut self) -> io::Result<()> {
-        goodbye(&self.farewell.shared, &mut self.tcp).await
-    }
+            async fn shutdown(&mut self) -> io::Result<()> {
+                goodbye(&self.farewell.shared, &mut self.tcp).await
+            }
+        }
+    };
 }
 
-impl<C: TlsSession> AsyncWriteRent for TlsWriteHalf<C> {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        write(&self.farewell.shared, &mut self.tcp, buf).await
-    }
-
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        writev(&self.farewell.shared, &mut self.tcp, buf).await
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        flush_tls(&self.farewell.shared, &mut self.tcp).await?;
-        self.tcp.flush().await
-    }
-
-    async fn shutdown(&mut self) -> io::Result<()> {
-        goodbye(&self.farewell.shared, &mut self.tcp).await
-    }
-}
+tls_write!(TlsStream);
+tls_write!(TlsWriteHalf);
 
 /// The socket under a read side: the whole stream or its read half.
 trait Socket {
     fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>>;
-    fn fd(&self) -> RawFd;
 }
 
 impl Socket for TcpStream {
     fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>> {
         TcpStream::readable(self, false)
     }
-
-    fn fd(&self) -> RawFd {
-        self.as_raw_fd()
-    }
 }
 
 impl Socket for OwnedReadHalf<TcpStream> {
     fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>> {
         ReadHalf::readable(self)
-    }
-
-    fn fd(&self) -> RawFd {
-        // SAFETY: reads the descriptor of the stream the halves share, on this thread; nothing else borrows it
-        // mutably meanwhile (the write half's operations are not running while this task runs).
-        unsafe { &*self.0.get() }.as_raw_fd()
     }
 }
 
@@ -343,7 +318,7 @@ async fn receive<C: TlsSession, R: Socket>(
     // whatever the descriptor's mode; the length is set only to what the kernel wrote.
     let n = unsafe {
         libc::recv(
-            tcp.fd(),
+            shared.fd,
             buf.as_mut_ptr().cast(),
             buf.capacity(),
             libc::MSG_DONTWAIT,
@@ -533,7 +508,6 @@ async fn goodbye<C: TlsSession, W: AsyncWriteRent>(
 /// end sees a clean close, not a truncation.
 struct Farewell<C: TlsSession> {
     shared: Rc<Shared<C>>,
-    fd: RawFd,
 }
 
 impl<C: TlsSession> Drop for Farewell<C> {
@@ -563,7 +537,7 @@ impl<C: TlsSession> Drop for Farewell<C> {
         // sees no close_notify.
         unsafe {
             libc::send(
-                self.fd,
+                shared.fd,
                 out.as_ptr().cast(),
                 out.len(),
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
