@@ -6,7 +6,6 @@
 //! publication out compresses each channel's frame once, and every core hands that same frame to its subscribers
 //! that negotiated permessage-deflate.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -64,8 +63,6 @@ pub struct Publication {
     pub numbered: Option<Numbered>,
     /// When the event reached this node (`relay_publish_fanout_seconds` runs from here).
     pub arrived: Instant,
-    /// Cores that have not yet queued it to their subscribers; the one that brings it to 0 times the fan-out.
-    cores_left: AtomicUsize,
     encoded: bool,
 }
 
@@ -98,19 +95,8 @@ impl Publication {
             remote: false,
             numbered: None,
             arrived: Instant::now(),
-            cores_left: AtomicUsize::new(1),
             encoded: false,
         }
-    }
-
-    /// The fan-out is about to reach `cores` cores (this one included).
-    pub fn fanning_out_to(&mut self, cores: usize) {
-        *self.cores_left.get_mut() = cores;
-    }
-
-    /// One core has queued it to its subscribers; true for the last one.
-    pub fn core_done(&self) -> bool {
-        self.cores_left.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     /// A server event on `channel` whose data is the JSON text `data_json` (sent as a string, like every
@@ -192,7 +178,6 @@ impl Publication {
                 remote,
                 numbered,
                 arrived,
-                cores_left: AtomicUsize::new(1),
                 encoded,
             })
             .collect()

@@ -388,7 +388,7 @@ impl Core {
     /// Handles one inbox message (or one this core sends itself).
     pub fn handle(&self, msg: CoreMsg) {
         match msg {
-            CoreMsg::Publish(p) => self.deliver(&p),
+            CoreMsg::Publish(p) => self.deliver(p),
             CoreMsg::Remote(p) => {
                 let _ = self.publish(*p);
             }

@@ -118,18 +118,17 @@ impl Core {
             p.deflate(compression.min_bytes);
         }
         cache::keep_last_event(self, &p);
-        p.fanning_out_to(self.shared.cores());
         let p = Arc::new(p);
         let mut result = Ok(());
         for (i, inbox) in self.shared.inboxes.iter().enumerate() {
             if i != self.id && inbox.send(CoreMsg::Publish(p.clone())).is_err() {
+                // Never delivered there (the refused message and its reference are gone): the fan-out ends
+                // without that core.
                 self.metrics().inc(Counter::InboxOverflows);
-                // Never delivered there: the fan-out ends without that core.
-                p.core_done();
                 result = Err(InboxFull);
             }
         }
-        self.deliver(&p);
+        self.deliver(p);
         result
     }
 
@@ -138,8 +137,9 @@ impl Core {
         let _ = self.publish(p);
     }
 
-    /// The local fan-out of a publication, counted by outcome.
-    pub fn deliver(&self, p: &Publication) {
+    /// The local fan-out of a publication, counted by outcome. Every core the publication reached holds one
+    /// reference; the core that lets go of the last one times the fan-out.
+    pub fn deliver(&self, p: Arc<Publication>) {
         let mut d = Deliveries::default();
         {
             let channels = self.channels.borrow();
@@ -164,7 +164,7 @@ impl Core {
                     .add(self.id, AppCounter::Deliveries, delivered)
             });
         }
-        if p.core_done() {
+        if let Some(p) = Arc::into_inner(p) {
             m.fanout(p.arrived.elapsed());
         }
     }
