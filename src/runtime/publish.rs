@@ -31,18 +31,13 @@ impl Core {
         }
         let own_echo = p.numbered.is_some_and(|n| n.own);
         if !own_echo {
-            self.metrics().inc(match p.source {
-                _ if p.remote => Counter::PublishesRemote,
-                Source::Rest => Counter::PublishesRest,
-                Source::Client => Counter::PublishesClient,
-                Source::Server => Counter::PublishesServer,
-            });
-            let per_app = match p.source {
-                _ if p.remote => None,
-                Source::Rest => Some(AppCounter::PublishesRest),
-                Source::Client => Some(AppCounter::PublishesClient),
-                Source::Server => None,
+            let (counter, per_app) = match p.source {
+                _ if p.remote => (Counter::PublishesRemote, None),
+                Source::Rest => (Counter::PublishesRest, Some(AppCounter::PublishesRest)),
+                Source::Client => (Counter::PublishesClient, Some(AppCounter::PublishesClient)),
+                Source::Server => (Counter::PublishesServer, None),
             };
+            self.metrics().inc(counter);
             if let Some(c) = per_app {
                 self.with_app(p.app, |a| a.live.metrics.add(self.id, c, 1));
             }

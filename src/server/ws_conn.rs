@@ -50,7 +50,7 @@ pub async fn serve<S: Transport>(
             return;
         }
     };
-    let deflate = handshake::negotiate_deflate(&head, shared_compression(&core));
+    let deflate = handshake::negotiate_deflate(&head, core.shared.config.ops.compression.enabled);
     if stream
         .write_all(handshake::accept_response_with(ws_key, deflate))
         .await
@@ -129,10 +129,6 @@ pub async fn serve<S: Transport>(
     // The connection's long-lived task holds only the read loop's state; the handshake's is freed here.
     let rfut = run(core, session, rd, leftover);
     monoio::spawn(rfut);
-}
-
-fn shared_compression(core: &Core) -> bool {
-    core.shared.config.ops.compression.enabled
 }
 
 /// The writer task: drains the outbox; on a socket error the whole connection is cut.
