@@ -106,32 +106,22 @@ fn pem_error(path: &impl std::fmt::Display, e: pem::Error) -> String {
     }
 }
 
-/// The whole handshake (and a plain-HTTP client's answer) must be over within `limits.http_read_timeout`, the
-/// time a request head gets: a client that opens connections and stalls holds nothing for longer.
-fn handshake_timeout(core: &Core) -> Duration {
-    core.shared.config.limits.http_read_timeout
-}
-
 /// Serves one accepted connection over TLS. A failed or slow handshake just closes it (logged at debug: a port
 /// scanner must not flood the log).
 pub async fn serve(core: Rc<Core>, tcp: TcpStream, config: Arc<ServerConfig>) {
-    let write_limit = core.shared.config.limits.http_write_timeout;
-    let stream =
-        match monoio::time::timeout(handshake_timeout(&core), accept(tcp, config, write_limit))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                crate::debug!("tls handshake failed: {e}");
-                core.metrics().inc(Counter::ConnectionErrors);
-                return;
-            }
-            Err(_) => {
-                crate::debug!("tls handshake timed out");
-                core.metrics().inc(Counter::ConnectionErrors);
-                return;
-            }
-        };
+    let limits = &core.shared.config.limits;
+    // The whole handshake (and a plain-HTTP client's answer) must be over within the time a request head gets: a
+    // client that opens connections and stalls holds nothing for longer.
+    let handshake = accept(tcp, config, limits.http_write_timeout);
+    let done = monoio::time::timeout(limits.http_read_timeout, handshake).await;
+    let stream = match done.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::debug!("tls handshake failed: {e}");
+            core.metrics().inc(Counter::ConnectionErrors);
+            return;
+        }
+    };
     http_conn::serve(core, stream).await;
 }
 
