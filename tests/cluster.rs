@@ -1150,6 +1150,17 @@ fn a_redis_cluster_works_through_the_shard_of_relays_slot() {
         )
     };
     let (a, b) = (start("a"), start("b"));
+    // Both bridges connected to the owner (/ready follows that): a node publishing before its own bridge is up
+    // delivers without a Redis id, by design.
+    eventually(
+        "both nodes connected to the slot's owner",
+        Duration::from_secs(10),
+        || {
+            [&a, &b]
+                .iter()
+                .all(|n| common::http(n.port, "GET", "/ready", "").0 == 200)
+        },
+    );
     let mut on_a = a.client();
     on_a.subscribe("news");
     // Sharded pub/sub: the owner has the node's SSUBSCRIBE.
